@@ -1,0 +1,42 @@
+"""Figures shared by the notebooks, the CLI and the demo report. Each returns a matplotlib Figure."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import matplotlib.pyplot as plt
+
+from .world import SPLITS, World
+
+
+def world_overview(world: World, recall_by_rank: dict[str, list[float]] | None = None):
+    """Four panels: entity types, questions per pool and hops, look-alike density, gold-doc rank."""
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
+    types = Counter(e.type for e in world.entities)
+    axes[0].bar(list(types), list(types.values()), color="#4c72b0")
+    axes[0].set_title("entities by type")
+
+    one = [sum(q.hops == 1 for q in world.questions[s]) for s in SPLITS]
+    two = [sum(q.hops == 2 for q in world.questions[s]) for s in SPLITS]
+    axes[1].bar(SPLITS, one, label="1 hop", color="#55a868")
+    axes[1].bar(SPLITS, two, bottom=one, label="2 hops", color="#c44e52")
+    axes[1].set_title("questions per pool")
+    axes[1].legend(fontsize=8)
+
+    # How many entities of the same pool share a name part with each entity: the look-alikes.
+    for pool in SPLITS:
+        parts = Counter(p for e in world.entities if e.pool == pool for p in e.name.split())
+        shared = [min(parts[e.name.split()[0]] - 1, 30) for e in world.entities if e.pool == pool]
+        axes[2].hist(shared, bins=range(0, 32), histtype="step", density=True, label=pool)
+    axes[2].set_title("look-alikes per entity (same first part)")
+    axes[2].legend(fontsize=8)
+
+    if recall_by_rank:
+        for split, curve in recall_by_rank.items():
+            axes[3].plot(range(1, len(curve) + 1), curve, marker="o", label=split)
+        axes[3].set_ylim(0.9, 1.005)
+        axes[3].set_xlabel("k")
+        axes[3].legend(fontsize=8)
+    axes[3].set_title("recall@k of the gold document")
+    fig.tight_layout()
+    return fig
