@@ -76,6 +76,64 @@ def check_world(path: Path, samples: int = 3) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
+# mem1 tokenizer / mem1 rollout
+
+
+def cmd_tokenizer(args: argparse.Namespace) -> None:
+    from .model import TINY_DIR, build_tiny_assets
+    from .world import load_world
+
+    out = build_tiny_assets(load_world(args.world), args.out or TINY_DIR, force=args.force)
+    print(f"wrote the tokenizer and the untrained tiny Qwen2 config to {out}")
+
+
+def load_named_policy(name: str, dtype=None, generation=None):
+    """'teacher', 'tiny' (untrained) or a checkpoint directory -> (policy, tokenizer)."""
+    from .model import TINY_DIR, load_policy, load_tokenizer
+    from .rollout import ModelPolicy, TeacherPolicy
+
+    if name == "teacher":
+        tokenizer = load_tokenizer(TINY_DIR)
+        return TeacherPolicy(tokenizer), tokenizer
+    model, tokenizer = load_policy(name, dtype=dtype)
+    return ModelPolicy(model, tokenizer, generation, name=Path(name).name or name), tokenizer
+
+
+def cmd_rollout(args: argparse.Namespace) -> None:
+    import torch
+
+    from .model import ModelLoadError
+    from .protocol import QAEnvironment
+    from .retrieval import PoolRetrievers
+    from .rollout import GenerationConfig, RolloutConfig, run_episodes, summarize, write_jsonl
+    from .world import load_world, make_tasks
+
+    torch.manual_seed(args.seed)
+    world = load_world(args.world)
+    tasks = make_tasks(world, args.split, args.objectives, args.episodes, seed=args.seed)
+    generation = GenerationConfig(temperature=args.temperature, top_p=args.top_p, batch_size=args.batch_size)
+    try:
+        policy, tokenizer = load_named_policy(args.policy, generation=generation)
+    except ModelLoadError as exc:
+        raise UserError(str(exc)) from None
+    retriever = PoolRetrievers(world)[args.split]
+    envs = [QAEnvironment.from_task(t, retriever) for t in tasks]
+    trajs = run_episodes(
+        policy,
+        tokenizer,
+        envs,
+        RolloutConfig(agent=args.agent, seed=args.seed, truncate_tokens=args.truncate_tokens),
+        tasks,
+    )
+    write_jsonl(trajs, args.out)
+    s = summarize(trajs)
+    print(
+        f"wrote {len(trajs)} episodes to {args.out}: "
+        + "  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in s.items())
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 # mem1 demo
 
 
@@ -132,6 +190,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="verify a world and print its figures")
     p.add_argument("--path", help="world folder for --check (default: --out or the shipped one)")
     p.set_defaults(func=cmd_world)
+
+    p = sub.add_parser("tokenizer", help="train the tokenizer and write the untrained tiny config")
+    p.add_argument("--out", help="folder (default data/tiny)")
+    p.add_argument("--world", help="world folder (default data/qa)")
+    p.add_argument("--force", action="store_true", help="overwrite")
+    p.set_defaults(func=cmd_tokenizer)
+
+    p = sub.add_parser("rollout", help="play episodes with a policy and an agent, write jsonl trajectories")
+    p.add_argument("--policy", default="teacher", help="teacher, tiny (untrained) or a checkpoint directory")
+    p.add_argument("--agent", default="mem1", choices=["mem1", "full", "truncate"])
+    p.add_argument("--objectives", type=_positive_int, default=2, help="questions per task (N)")
+    p.add_argument("--episodes", type=_positive_int, default=8)
+    p.add_argument("--split", default="dev", choices=list(SPLITS))
+    p.add_argument("--seed", type=int, default=0, help="draws the tasks and the sampling")
+    p.add_argument("--temperature", type=float, default=1.0, help="0 for greedy decoding")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--truncate-tokens", type=_positive_int, default=512, help="history kept by truncate")
+    p.add_argument("--world", help="world folder (default data/qa)")
+    p.add_argument("--out", required=True, help="jsonl file to write")
+    p.set_defaults(func=cmd_rollout)
 
     p = sub.add_parser("demo", help="the main job: world check, and later the whole pipeline")
     p.add_argument("--path", help="world folder")

@@ -1,0 +1,149 @@
+"""The tiny Qwen2 model, and one loading function for it and for real Qwen2 checkpoints.
+
+`load_policy(path)` is the only way the repo loads a model: the shipped tiny checkpoints, a
+directory a user trained, or a real `Qwen/Qwen2.5-0.5B-Instruct` downloaded by the user into a
+local folder all go through `AutoModelForCausalLM.from_pretrained(..., local_files_only=True)`.
+Nothing is ever fetched from a hub.
+
+The tiny config (about 1.3 M parameters with a 5k vocabulary) follows what the prototypes measured
+on 2 CPU cores (docs/DESIGN.md): width 128, 4 layers, 4 query heads sharing 2 key/value heads, MLP
+512, tied embeddings. A 6.7 M model was 4.4x slower per token and worse at equal wall-clock time.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+TINY_DIR = DATA_DIR / "tiny"
+"""the shipped tokenizer and untrained config (`mem1 tokenizer` rebuilds them)"""
+
+
+@dataclass
+class TinyConfig:
+    """Size of the from-scratch Qwen2 model."""
+
+    hidden_size: int = 128
+    """model width"""
+    intermediate_size: int = 512
+    """MLP width"""
+    num_hidden_layers: int = 4
+    """transformer blocks"""
+    num_attention_heads: int = 4
+    """query heads"""
+    num_key_value_heads: int = 2
+    """key/value heads (grouped-query attention, as in Qwen2)"""
+    max_position_embeddings: int = 8192
+    """longest context (RoPE): a 16-objective full-context episode stays far below it"""
+    rope_theta: float = 10_000.0
+    """RoPE base; the tiny model never sees contexts past a few thousand tokens"""
+
+
+def tiny_qwen2_config(tokenizer, cfg: TinyConfig | None = None):
+    from transformers import Qwen2Config
+
+    cfg = cfg or TinyConfig()
+    vocab = (len(tokenizer) + 63) // 64 * 64  # padded like Qwen's own vocabulary
+    return Qwen2Config(
+        vocab_size=vocab,
+        tie_word_embeddings=True,
+        attention_dropout=0.0,
+        rms_norm_eps=1e-6,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+        use_cache=True,
+        **asdict(cfg),
+    )
+
+
+def build_tiny_model(config=None, seed: int = 0, dtype=torch.float32, tiny_dir=None):
+    """A freshly initialised tiny Qwen2 (seeded), from the shipped config unless one is given."""
+    from transformers import AutoConfig, Qwen2ForCausalLM
+
+    if config is None:
+        config = AutoConfig.from_pretrained(tiny_dir or TINY_DIR, local_files_only=True)
+    torch.manual_seed(seed)
+    return Qwen2ForCausalLM(config).to(dtype)
+
+
+class ModelLoadError(RuntimeError):
+    """A model directory is missing or incomplete (message is one line)."""
+
+
+def load_policy(path: str | Path, dtype: torch.dtype | None = None, attn_implementation: str = "sdpa"):
+    """Load (model, tokenizer) from a local directory: a full model, or a peft adapter dir whose
+    `adapter_config.json` names its base model directory.
+
+    `path` may be `tiny` (a fresh untrained tiny model) or any local directory in the Hugging Face
+    layout, including a real Qwen2.5 checkpoint.
+    """
+    from transformers import AutoModelForCausalLM
+
+    if str(path) == "tiny":
+        return build_tiny_model(dtype=dtype or torch.float32), load_tokenizer(TINY_DIR)
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelLoadError(
+            f"model directory {path} does not exist (nothing is downloaded: put the files there)"
+        )
+    adapter_cfg = path / "adapter_config.json"
+    if adapter_cfg.is_file():
+        from peft import PeftModel
+
+        base = json.loads(adapter_cfg.read_text()).get("base_model_name_or_path")
+        base_path = Path(base) if base else None
+        if base_path is not None and not base_path.is_absolute():
+            base_path = (path / base_path).resolve()
+        if base_path is None or not base_path.is_dir():
+            raise ModelLoadError(f"adapter {path} names base model {base!r}, which is not a local directory")
+        model, tokenizer = load_policy(base_path, dtype=dtype, attn_implementation=attn_implementation)
+        return PeftModel.from_pretrained(model, path, is_trainable=False), tokenizer
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"{path} has no config.json: not a Hugging Face model directory")
+    has_weights = any(path.glob("*.safetensors")) or any(path.glob("*.bin"))
+    if not has_weights:
+        raise ModelLoadError(f"{path} has a config.json but no weights (*.safetensors)")
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=dtype or torch.float32, attn_implementation=attn_implementation, local_files_only=True
+    )
+    tokenizer = load_tokenizer(path)
+    return model, tokenizer
+
+
+def load_tokenizer(path: str | Path):
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    if not (path / "tokenizer.json").is_file() and not (path / "tokenizer_config.json").is_file():
+        raise ModelLoadError(
+            f"{path} has no tokenizer files; rebuild the tiny one with `mem1 tokenizer --force`"
+        )
+    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    tok.padding_side = "left"  # batched generation pads on the left; masks never read pad ids
+    return tok
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def build_tiny_assets(world, out: str | Path = TINY_DIR, force: bool = False) -> Path:
+    """Train the tokenizer on `world` and save it with the untrained tiny config into `out`."""
+    from .tokenizer import check_name_parts, train_tokenizer
+
+    out = Path(out)
+    if (out / "config.json").exists() and not force:
+        raise FileExistsError(f"{out} already holds a tokenizer and config; pass --force to rebuild them")
+    tokenizer = train_tokenizer(world)
+    missing = check_name_parts(tokenizer, world.parts.all_parts())
+    if missing:
+        raise RuntimeError(f"{len(missing)} name parts are not single tokens, e.g. {missing[:5]}")
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(out)
+    tiny_qwen2_config(tokenizer).save_pretrained(out)
+    return out

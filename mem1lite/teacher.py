@@ -1,0 +1,124 @@
+"""The scripted teacher: a policy that plays the MEM1 protocol perfectly by reading its context.
+
+It sees exactly what a model would see (the context text of the turn) and nothing else: no gold
+answers, no world lookup. That makes it a true mem1 policy (it needs only the prompt, its last
+internal state and the last observation) and makes every response it writes a function of the
+visible context, which is what SFT needs to learn.
+
+The internal state is index-free, so that one learned behaviour serves any number of questions:
+
+    answers: Velmora Vale; Talis Morrow. question: Who is the founder of Kel Works?
+    now: the founder of Kel Works.
+
+1. `answers`: the answers found so far, in question order.
+2. `question`: the text of the question being worked on, copied from the prompt. When it is
+   answered, the next question is the one that follows it in the prompt, whatever its number: a
+   model can find it by matching this text, so nothing depends on N.
+3. `now`: the one-hop fact looked for, "the R of X". The passage that answers it contains the very
+   words "The R of X is V.", so reading is matching the phrase and copying the two tokens after it.
+   For a two-hop question "the R2 of the R1 of E", `now` is first "the R1 of E", then
+   "the R2 of B" once the bridge entity B is read.
+4. The action searches X (the entity of `now`); once every question is answered, the answer repeats
+   the answers list. If the fact is not in the passages (a retrieval miss), the search is repeated
+   with the relation word added.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .protocol import parse_prompt_questions
+from .world import RELATIONS
+
+_THINK = re.compile(r"<think>(.*?)</think>", re.S)
+_INFO = re.compile(r"<information>(.*?)</information>", re.S)
+_STATE = re.compile(r"^answers: (?P<answers>.*?)\. question: (?P<question>.*?) now: (?P<now>.*?)\.$", re.S)
+_NOW = re.compile(r"^the (?P<relation>\w+) of (?P<entity>.+)$")
+_USER = re.compile(r"<\|im_start\|>user\n(.*?)<\|im_end\|>", re.S)
+
+
+@dataclass
+class State:
+    answers: list[str]
+    question: str | None
+    now: str | None
+
+    def render(self) -> str:
+        answers = "; ".join(self.answers) if self.answers else "none"
+        question = self.question or "none."
+        now = self.now or "none"
+        return f"answers: {answers}. question: {question} now: {now}."
+
+
+def parse_state(text: str) -> State | None:
+    m = _STATE.match(text.strip())
+    if not m:
+        return None
+    answers = [] if m["answers"] == "none" else [a.strip() for a in m["answers"].split(";")]
+    question = None if m["question"] == "none." else m["question"]
+    now = None if m["now"] == "none" else m["now"]
+    return State(answers, question, now)
+
+
+def question_chain(question: str) -> tuple[list[str], str]:
+    """'What is the birthplace of the founder of X?' -> (['founder', 'birthplace'], 'X'): inner first."""
+    phrase = re.sub(r"^(Who|What) is ", "", question.strip()).rstrip("?")
+    outer_to_inner = []
+    while True:
+        m = re.match(r"^the (\w+) of (.+)$", phrase)
+        if not m or m.group(1) not in RELATIONS:
+            break
+        outer_to_inner.append(m.group(1))
+        phrase = m.group(2)
+    return outer_to_inner[::-1], phrase
+
+
+def find_fact(passages: str, relation: str, entity: str) -> str | None:
+    m = re.search(rf"The {re.escape(relation)} of {re.escape(entity)} is ([^.;]+)\.", passages)
+    return m.group(1).strip() if m else None
+
+
+def _first_hop(question: str) -> tuple[str, str]:
+    relations, entity = question_chain(question)
+    return f"the {relations[0]} of {entity}", entity
+
+
+def teacher_response(context: str) -> str:
+    """The teacher's next response for a turn's context text (prompt + whatever the agent kept)."""
+    user = _USER.search(context)
+    questions = parse_prompt_questions(user.group(1) if user else context)
+    if not questions:
+        return "<think> answers: none. question: none. now: none.</think><answer> none</answer>"
+    assistant = context[user.end() :] if user else context
+    thinks = list(_THINK.finditer(assistant))
+    state = parse_state(thinks[-1].group(1)) if thinks else None
+    if state is None or state.question not in questions:
+        # First turn (or a state the teacher cannot read): start from the first question.
+        state = State([], questions[0], None)
+        state.now, query = _first_hop(questions[0])
+        return f"<think> {state.render()}</think><search> {query}</search>"
+
+    infos = list(_INFO.finditer(assistant, thinks[-1].end()))
+    passages = infos[-1].group(1) if infos else ""
+    relations, start = question_chain(state.question)
+    now = _NOW.match(state.now or "")
+    if not now:
+        state.now, query = _first_hop(state.question)
+        return f"<think> {state.render()}</think><search> {query}</search>"
+    relation, entity = now["relation"], now["entity"]
+    value = find_fact(passages, relation, entity)
+    if value is None:  # [4] retrieval miss: search again, with the relation word
+        return f"<think> {state.render()}</think><search> {entity} {relation}</search>"
+    hop = 0 if entity == start else 1
+    if hop + 1 < len(relations):  # [3] a bridge entity: look for the outer relation next
+        state.now = f"the {relations[hop + 1]} of {value}"
+        return f"<think> {state.render()}</think><search> {value}</search>"
+    state.answers.append(value)
+    index = questions.index(state.question)
+    if index + 1 < len(questions):  # [2] next question: the one after this one in the prompt
+        state.question = questions[index + 1]
+        state.now, query = _first_hop(state.question)
+        return f"<think> {state.render()}</think><search> {query}</search>"
+    state.question, state.now = None, None
+    return f"<think> {state.render()}</think><answer> {'; '.join(state.answers)}</answer>"
