@@ -150,6 +150,13 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
+    if args.what == "masks":
+        from .masks import bench_masks
+
+        objectives = _int_list(args.objectives)
+        records = bench_masks(objectives, episodes=args.episodes, repeats=args.repeats, agent=args.agent)
+        _write_json(args.json, records)
+        return
     from .retrieval import retrieval_recall
     from .world import load_world
 
@@ -163,6 +170,16 @@ def cmd_bench(args: argparse.Namespace) -> None:
             f"recall@1 {r['recall@1']:.3f}  recall@3 {r['recall@3']:.3f}"
         )
     _write_json(args.json, records)
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"expected comma-separated whole numbers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise UserError(f"expected numbers >= 1, got {text!r}")
+    return values
 
 
 def _write_json(path: str | None, payload) -> None:
@@ -217,9 +234,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("bench", help="benchmarks that print ratios measured in one run")
-    p.add_argument("what", choices=["retrieval"], help="what to measure")
-    p.add_argument("--path", help="world folder")
-    p.add_argument("--limit", type=_positive_int, default=None, help="questions per split")
+    p.add_argument("what", choices=["retrieval", "masks"], help="what to measure")
+    p.add_argument("--path", help="world folder (retrieval)")
+    p.add_argument("--limit", type=_positive_int, default=None, help="questions per split (retrieval)")
+    p.add_argument("--objectives", default="2,8", help="N values, comma-separated (masks)")
+    p.add_argument("--episodes", type=_positive_int, default=4, help="teacher trajectories per batch (masks)")
+    p.add_argument("--repeats", type=_positive_int, default=3, help="timed rounds, median reported (masks)")
+    p.add_argument(
+        "--agent", default="mem1", choices=["mem1", "full", "truncate"], help="memory policy (masks)"
+    )
     p.add_argument("--json", help="write the records here")
     p.set_defaults(func=cmd_bench)
     return parser

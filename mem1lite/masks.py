@@ -1,0 +1,871 @@
+"""Masked trajectories: turn a batch of rollouts into training tensors, three ways.
+
+    from mem1lite.masks import layout_forward
+    out = layout_forward(model, trajectories, "packed", value_head=head)   # model may be a PeftModel
+    out.logprobs, out.entropy, out.values, out.mask                        # (B, T), T = output tokens
+
+    mem1 bench masks --json runs/bench_masks.json                          # speed and memory, side by side
+
+A MEM1 rollout is not one sequence: at turn j the model saw the prompt, its previous response and the
+last observation, nothing older. PPO needs, for every token the policy produced, the log-prob the
+*current* parameters give it in the context it was produced in. Three layouts compute that:
+
+- `per_turn`: each turn's context + response is its own causal sequence. The reference; it
+  re-encodes the prompt once per turn.
+- `packed` (exact): the prompt once, then one block per turn holding *fresh copies* of that
+  turn's visible context followed by its response. A block sees the prompt and, causally, itself.
+  Equal to `per_turn` to float precision. Two implementations of the same computation:
+  `packed` encodes the prompts, then runs all blocks as one padded batch whose prefix is the
+  prompt's KV cache expanded over the blocks (no big mask; gradients flow back through the
+  shared prefix); `packed_dense` is one sequence per trajectory with a dense L x L mask (what
+  the pictures show; quadratic in the whole trajectory, so slow).
+- `stitched` (the paper's): each token once, and a 2D mask hiding what was pruned. Cheaper,
+  but a kept token's hidden state is computed once, under the context where it first appeared,
+  and reused by later turns that saw it under a different context (and position) at generation.
+  An approximation: `logprob_deviation` measures how far it is.
+
+Implementation details (the code repeats the numbers):
+
+1. Position ids are the generation-time ones, always passed explicitly: a token's index in the
+   context of the turn it belongs to (rollout.py feeds each context at positions 0..len-1).
+2. Masks are additive float tensors (B, 1, L, Lk) in the model's dtype, 0 where visible and
+   `torch.finfo(dtype).min` where hidden, built with `masked_fill` from a bool "visible" matrix.
+   Never a bool mask cast to float: that adds 1.0 or 0.0 to the scores and hides nothing (the
+   official MEM1 code does so; `bool_mask_as_float` reproduces it for the tests and notebook 02).
+3. Every row sees at least itself, padding rows included, so no softmax row is empty (NaN).
+4. Consecutive turns share a block when the earlier turn's context + response is a prefix of the
+   later context (the `full` agent always, `truncate` until it starts cutting, `mem1` turns 0
+   and 1): identical ids at identical positions give identical hidden states, so `full` packs
+   into one plain causal sequence.
+5. Logits are computed only where a policy token is predicted (the hidden state just before it),
+   in every layout: the LM head is the costliest per-token layer of the tiny model.
+6. Log-probs are log_softmax(logits / T) at the sampling temperature T (T = 1 for greedy or
+   teacher records, whose recorded log-probs are 0), the quantity rollout.py records. Entropy is
+   that distribution's. Values come from `ValueHead` on the same hidden state.
+7. `per_turn` rows are right-padded and plain causal, so no mask is passed at all (SDPA's causal
+   kernel, the fastest form of the reference): a pad comes after every real token of its row.
+8. `stitched` gives each token a home turn: its own turn for a response token, the first turn
+   that showed it otherwise. It sees what it saw there, at the position it had there.
+9. The loss mask (`LayoutOutput.mask`) covers response tokens only; prompt, observation and
+   copied context tokens are never scored.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import os
+import statistics
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .rollout import KIND_LETTERS, PROMPT, Trajectory
+
+LAYOUTS = ("per_turn", "packed", "packed_dense", "stitched")
+EXACT_LAYOUTS = ("per_turn", "packed", "packed_dense")
+DEFAULT_LAYOUT = "packed"
+"""the training default: exact, and the fastest exact form measured by `mem1 bench masks`"""
+PAD_KIND = "."
+PAD_ID = 0
+"""the id on padding positions: never read, since padding keys are hidden and padding queries never scored"""
+
+
+# ---------------------------------------------------------------------------------------------
+# Value head
+
+
+class ValueHead(nn.Module):
+    """A scalar value per position: one linear map of the last hidden state (as TRL's value head)."""
+
+    def __init__(self, hidden_size: int, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.summary = nn.Linear(hidden_size, 1, dtype=dtype)
+        nn.init.normal_(self.summary.weight, std=hidden_size**-0.5)
+        nn.init.zeros_(self.summary.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # (..., H) -> (...)
+        return self.summary(hidden.to(self.summary.weight.dtype)).squeeze(-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Layout records
+
+
+@dataclass
+class Stage:
+    """One forward pass of a layout: a padded batch of rows, their positions and what each sees."""
+
+    input_ids: torch.Tensor
+    """(R, L) token ids, padded on the right with `pad_id`"""
+    position_ids: torch.Tensor
+    """(R, L) generation-time positions [1]; pads continue their row's count"""
+    kinds: list[str]
+    """per row, one kind letter per position (rollout.KIND_LETTERS; '.' for padding)"""
+    lengths: list[int]
+    """real tokens per row"""
+    visible: torch.Tensor | None = None
+    """(R, L, P + L) bool, True where the query (row position) may attend the key; None for a
+    right-padded plain causal stage [7]"""
+    prefix_rows: torch.Tensor | None = None
+    """(R,) for a stage that continues an earlier one: the earlier stage's row whose KV cache is
+    this row's prefix (the trajectory's prompt)"""
+    prefix_lengths: list[int] | None = None
+    """real prefix tokens per row (keys past them are the prefix's padding)"""
+
+    @property
+    def prefix_length(self) -> int:
+        """P: keys a row sees before its own tokens (the padded prompt length)."""
+        return 0 if self.visible is None else self.visible.shape[-1] - self.input_ids.shape[1]
+
+    def visible_matrix(self) -> torch.Tensor:
+        """The (R, L, P + L) bool visibility, materialised for a plain causal stage too."""
+        if self.visible is not None:
+            return self.visible
+        R, L = self.input_ids.shape
+        real = torch.arange(L)[None, :] < torch.tensor(self.lengths)[:, None]  # (R, L)
+        causal = torch.ones(L, L, dtype=torch.bool).tril()
+        return (causal[None] & real[:, None, :]) | torch.eye(L, dtype=torch.bool)[None]  # [3]
+
+
+@dataclass
+class LayoutBatch:
+    """A batch of trajectories laid out for one layout, and where each policy token is scored."""
+
+    layout: str
+    stages: list[Stage]
+    score_index: torch.Tensor
+    """(T,) where the logits predicting each output token live: an index into the hidden states of
+    all stages, each flattened to (R * L) and concatenated in stage order"""
+    target_ids: torch.Tensor
+    """(T,) the output tokens, trajectory by trajectory, turn by turn"""
+    recorded_logprobs: torch.Tensor
+    """(T,) float64, the sampling log-probs the rollout recorded"""
+    turn_index: torch.Tensor
+    """(T,) the turn each output token belongs to"""
+    counts: list[int]
+    """output tokens per trajectory"""
+    output_kinds: list[str] = field(default_factory=list)
+    """per trajectory, one kind letter per output token"""
+
+    @property
+    def policy_tokens(self) -> int:
+        return int(self.target_ids.numel())
+
+    @property
+    def layout_tokens(self) -> int:
+        """Real tokens fed to the model (what the layout costs)."""
+        return sum(sum(s.lengths) for s in self.stages)
+
+    @property
+    def padded_tokens(self) -> int:
+        return sum(s.input_ids.numel() for s in self.stages)
+
+
+@dataclass
+class LayoutOutput:
+    """Per-policy-token results, padded to (B, T) where T is the longest trajectory's token count."""
+
+    logprobs: torch.Tensor
+    """(B, T) log_softmax(logits / T) of each output token; 0 at padding"""
+    entropy: torch.Tensor
+    """(B, T) entropy of that distribution"""
+    values: torch.Tensor | None
+    """(B, T) value-head output on the same hidden state, or None"""
+    mask: torch.Tensor
+    """(B, T) bool loss mask: True on response tokens, False on padding [9]"""
+    recorded_logprobs: torch.Tensor
+    """(B, T) float64 log-probs recorded at generation"""
+    turn_index: torch.Tensor
+    """(B, T) the turn of each token (-1 at padding)"""
+    kinds: list[str]
+    """per trajectory, one kind letter per output token"""
+    layout: str = ""
+
+    def per_trajectory(self, name: str = "logprobs") -> list[torch.Tensor]:
+        """A flat tensor per trajectory over all its output tokens in turn order."""
+        x = getattr(self, name)
+        return [x[b, : int(n)] for b, n in enumerate(self.mask.sum(-1).tolist())]
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers on records
+
+
+def piece_kinds(traj: Trajectory, index: int) -> str:
+    if index == PROMPT:
+        return KIND_LETTERS["prompt"] * len(traj.prompt_ids)
+    turn = traj.turns[index // 2]
+    return turn.output_kinds if index % 2 == 0 else KIND_LETTERS["info"] * len(turn.observation_ids)
+
+
+def span_kinds(traj: Trajectory, spans) -> str:
+    return "".join(piece_kinds(traj, p)[a:b] for p, a, b in spans)
+
+
+def _prompt_and_rest(traj: Trajectory, j: int) -> list[int]:
+    """The ids of turn j's context after the prompt; the context must start with the whole prompt."""
+    spans = traj.turns[j].spans
+    if not spans or list(spans[0]) != [PROMPT, 0, len(traj.prompt_ids)]:
+        raise ValueError(
+            f"turn {j} of {traj.task_id} does not start with the whole prompt: "
+            "the packed layout shares the prompt across turns"
+        )
+    return traj.ids_of(spans[1:])
+
+
+def _pad_rows(rows: Sequence[Sequence[int]], value: int, length: int | None = None) -> torch.Tensor:
+    L = length if length is not None else max((len(r) for r in rows), default=0)
+    out = torch.full((len(rows), max(L, 1)), value, dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            out[i, : len(r)] = torch.as_tensor(list(r), dtype=torch.long)
+    return out
+
+
+def _positions(lengths: Sequence[int], L: int, start: Sequence[int] | None = None) -> torch.Tensor:
+    """[1] Row i counts start[i], start[i]+1, ... through its real tokens and on through its pads."""
+    base = torch.arange(max(L, 1))[None, :].repeat(len(lengths), 1)
+    if start is not None:
+        base = base + torch.as_tensor(list(start), dtype=torch.long)[:, None]
+    return base
+
+
+def _records(trajs: Sequence[Trajectory]):
+    targets, recorded, turn_index, counts, kinds = [], [], [], [], []
+    for traj in trajs:
+        n = 0
+        for j, turn in enumerate(traj.turns):
+            targets += turn.output_ids
+            recorded += list(turn.logprobs) if turn.logprobs else [0.0] * len(turn.output_ids)
+            turn_index += [j] * len(turn.output_ids)
+            n += len(turn.output_ids)
+        counts.append(n)
+        kinds.append("".join(t.output_kinds for t in traj.turns))
+    return (
+        torch.tensor(targets, dtype=torch.long),
+        torch.tensor(recorded, dtype=torch.float64),
+        torch.tensor(turn_index, dtype=torch.long),
+        counts,
+        kinds,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Builders
+
+
+def build_per_turn(trajs: Sequence[Trajectory]) -> LayoutBatch:
+    """[7] One right-padded causal row per (trajectory, turn): context then response."""
+    rows, kinds, scores = [], [], []
+    for traj in trajs:
+        for j, turn in enumerate(traj.turns):
+            ctx = traj.context_ids(j)
+            r = len(rows)
+            rows.append(ctx + turn.output_ids)
+            kinds.append(span_kinds(traj, turn.spans) + turn.output_kinds)
+            scores += [(r, len(ctx) - 1 + k) for k in range(len(turn.output_ids))]
+    L = max(len(r) for r in rows)
+    lengths = [len(r) for r in rows]
+    stage = Stage(
+        input_ids=_pad_rows(rows, PAD_ID, L),
+        position_ids=_positions(lengths, L),
+        kinds=[k + PAD_KIND * (L - len(k)) for k in kinds],
+        lengths=lengths,
+    )
+    score_index = torch.tensor([r * L + c for r, c in scores], dtype=torch.long)
+    return LayoutBatch("per_turn", [stage], score_index, *_records(trajs))
+
+
+@dataclass
+class _Block:
+    traj: int
+    ids: list[int]
+    kinds: str
+    scores: list[int]
+    """offset in the block of the token predicting each output token (-1: the prompt's last token)"""
+
+
+def packed_blocks(traj: Trajectory, b: int = 0) -> list[_Block]:
+    """[4] The turn blocks of a trajectory after its prompt; a turn joins the previous block when
+    that block's ids are a prefix of its context."""
+    blocks: list[_Block] = []
+    for j, turn in enumerate(traj.turns):
+        rest = _prompt_and_rest(traj, j)
+        rest_kinds = span_kinds(traj, turn.spans[1:])
+        cur = blocks[-1] if blocks else None
+        if cur is not None and len(cur.ids) <= len(rest) and rest[: len(cur.ids)] == cur.ids:
+            cur.kinds += rest_kinds[len(cur.ids) :]
+            cur.ids += rest[len(cur.ids) :]
+        else:
+            cur = _Block(b, list(rest), rest_kinds, [])
+            blocks.append(cur)
+        start = len(cur.ids)  # the first output token sits here; its predictor just before
+        cur.scores += [start - 1 + k for k in range(len(turn.output_ids))]
+        cur.ids += turn.output_ids
+        cur.kinds += turn.output_kinds
+    return blocks
+
+
+def build_packed(trajs: Sequence[Trajectory], dense: bool = False) -> LayoutBatch:
+    """[2] Exact packing: the prompt once, then the turn blocks.
+
+    `dense=False` (layout `packed`): stage 0 encodes the prompts (causal rows), stage 1 runs every
+    block of every trajectory as one padded batch, each row prefixed by its trajectory's prompt KV
+    cache. `dense=True` (layout `packed_dense`): one row per trajectory, prompt then blocks, with
+    the full (L, L) visibility: prompt causal; a block sees the prompt and itself causally.
+    """
+    pad = PAD_ID
+    prompts = [t.prompt_ids for t in trajs]
+    p_len = [len(p) for p in prompts]
+    blocks = [packed_blocks(t, b) for b, t in enumerate(trajs)]
+    if dense:
+        rows, kinds, block_of, scores = [], [], [], []
+        for b, traj in enumerate(trajs):
+            ids, kind, bid = list(prompts[b]), piece_kinds(traj, PROMPT), [0] * p_len[b]
+            for i, blk in enumerate(blocks[b], 1):
+                off = len(ids)
+                scores += [(b, off + s if s >= 0 else p_len[b] - 1) for s in blk.scores]
+                ids += blk.ids
+                kind += blk.kinds
+                bid += [i] * len(blk.ids)
+            rows.append(ids)
+            kinds.append(kind)
+            block_of.append(bid)
+        L = max(len(r) for r in rows)
+        lengths = [len(r) for r in rows]
+        # positions: the prompt 0..p-1, each block p, p+1, ... [1]
+        pos = torch.zeros(len(rows), L, dtype=torch.long)
+        for b, bid in enumerate(block_of):
+            k, prev = 0, 0
+            for i, blk in enumerate(bid):
+                if blk != prev:
+                    k, prev = p_len[b], blk
+                pos[b, i] = k
+                k += 1
+            pos[b, len(bid) :] = torch.arange(k, k + L - len(bid))
+        bid_t = _pad_rows(block_of, -1, L)  # padding gets block -1
+        real = bid_t >= 0
+        causal = torch.ones(L, L, dtype=torch.bool).tril()
+        same = bid_t[:, :, None] == bid_t[:, None, :]
+        to_prompt = (bid_t == 0)[:, None, :]
+        visible = causal[None] & (same | to_prompt) & real[:, None, :] & real[:, :, None]
+        visible |= torch.eye(L, dtype=torch.bool)[None]  # [3]
+        stage = Stage(
+            input_ids=_pad_rows(rows, pad, L),
+            position_ids=pos,
+            kinds=[k + PAD_KIND * (L - len(k)) for k in kinds],
+            lengths=lengths,
+            visible=visible,
+        )
+        score_index = torch.tensor([r * L + c for r, c in scores], dtype=torch.long)
+        return LayoutBatch("packed_dense", [stage], score_index, *_records(trajs))
+
+    P = max(p_len)
+    prompt_stage = Stage(
+        input_ids=_pad_rows(prompts, pad, P),
+        position_ids=_positions(p_len, P),
+        kinds=[piece_kinds(t, PROMPT) + PAD_KIND * (P - len(t.prompt_ids)) for t in trajs],
+        lengths=p_len,
+    )
+    flat = [blk for bl in blocks for blk in bl]
+    Lb = max((len(blk.ids) for blk in flat), default=1)
+    b_len = [len(blk.ids) for blk in flat]
+    owner = torch.tensor([blk.traj for blk in flat], dtype=torch.long)
+    owner_p = torch.tensor([p_len[blk.traj] for blk in flat], dtype=torch.long)
+    real = torch.arange(Lb)[None, :] < torch.tensor(b_len)[:, None]  # (Rb, Lb)
+    prefix_vis = torch.arange(P)[None, :] < owner_p[:, None]  # (Rb, P)
+    causal = torch.ones(Lb, Lb, dtype=torch.bool).tril()
+    own_vis = causal[None] & real[:, None, :] | torch.eye(Lb, dtype=torch.bool)[None]  # [3]
+    visible = torch.cat([prefix_vis[:, None, :].expand(-1, Lb, -1), own_vis], dim=-1)  # (Rb, Lb, P+Lb)
+    block_stage = Stage(
+        input_ids=_pad_rows([blk.ids for blk in flat], pad, Lb),
+        position_ids=_positions(b_len, Lb, start=owner_p.tolist()),
+        kinds=[blk.kinds + PAD_KIND * (Lb - len(blk.ids)) for blk in flat],
+        lengths=b_len,
+        visible=visible,
+        prefix_rows=owner,
+        prefix_lengths=owner_p.tolist(),
+    )
+    # Scores, in trajectory/turn order (blocks of one trajectory are consecutive, in turn order).
+    scores, base = [], P * len(trajs)
+    for r, blk in enumerate(flat):
+        for s in blk.scores:
+            scores.append(base + r * Lb + s if s >= 0 else blk.traj * P + p_len[blk.traj] - 1)
+    score_index = torch.tensor(scores, dtype=torch.long)
+    return LayoutBatch("packed", [prompt_stage, block_stage], score_index, *_records(trajs))
+
+
+def build_stitched(trajs: Sequence[Trajectory]) -> LayoutBatch:
+    """[8] The paper's layout: every token once (prompt, response 0, observation 0, ...), each
+    seeing what it saw in its home turn, at the position it had there. Tokens no turn ever saw
+    (the head of an observation `truncate` cut at once) are left out."""
+    rows, kinds, vis_rows, pos_rows, scores = [], [], [], [], []
+    for b, traj in enumerate(trajs):
+        n_pieces = 2 * len(traj.turns)
+        kept = {q: torch.zeros(len(traj.piece(q)), dtype=torch.bool) for q in [PROMPT, *range(n_pieces)]}
+        kept[PROMPT][:] = True
+        for j, turn in enumerate(traj.turns):
+            kept[2 * j][:] = True  # responses are scored, so always present
+            for p, a, c in turn.spans:
+                kept[p][a:c] = True
+        index, ids, kind = {}, [], ""
+        for q in [PROMPT, *range(n_pieces)]:
+            keep = kept[q]
+            index[q] = torch.full((len(keep),), -1, dtype=torch.long)
+            index[q][keep] = torch.arange(len(ids), len(ids) + int(keep.sum()))
+            piece, pk = traj.piece(q), piece_kinds(traj, q)
+            ids += [piece[i] for i in keep.nonzero()[:, 0].tolist()]
+            kind += "".join(pk[i] for i in keep.nonzero()[:, 0].tolist())
+        n = len(ids)
+        visible = torch.zeros(n, n, dtype=torch.bool)
+        position = torch.zeros(n, dtype=torch.long)
+        placed = torch.zeros(n, dtype=torch.bool)  # home turn already seen
+        for j, turn in enumerate(traj.turns):
+            parts = [index[p][a:c] for p, a, c in turn.spans]
+            ctx_len = sum(len(x) for x in parts)
+            seq = torch.cat(parts + [index[2 * j]])  # this turn's context then its response
+            where = (~placed[seq]).nonzero()[:, 0]  # positions in seq of the tokens homed here
+            tri = torch.ones(len(seq), len(seq), dtype=torch.bool).tril()
+            visible[seq[where][:, None], seq[None, :]] = tri[where]
+            position[seq[where]] = where
+            placed[seq[where]] = True
+            scores += [(b, int(seq[ctx_len - 1 + k])) for k in range(len(turn.output_ids))]
+        rows.append(ids)
+        kinds.append(kind)
+        vis_rows.append(visible)
+        pos_rows.append(position)
+    L = max(len(r) for r in rows)
+    lengths = [len(r) for r in rows]
+    visible = torch.zeros(len(rows), L, L, dtype=torch.bool)
+    pos = torch.zeros(len(rows), L, dtype=torch.long)
+    for b, (v, p) in enumerate(zip(vis_rows, pos_rows)):
+        n = len(p)
+        visible[b, :n, :n] = v
+        pos[b, :n] = p
+        pos[b, n:] = torch.arange(int(p.max()) + 1, int(p.max()) + 1 + L - n)
+    visible |= torch.eye(L, dtype=torch.bool)[None]  # [3]
+    stage = Stage(
+        input_ids=_pad_rows(rows, PAD_ID, L),
+        position_ids=pos,
+        kinds=[k + PAD_KIND * (L - len(k)) for k in kinds],
+        lengths=lengths,
+        visible=visible,
+    )
+    score_index = torch.tensor([r * L + c for r, c in scores], dtype=torch.long)
+    return LayoutBatch("stitched", [stage], score_index, *_records(trajs))
+
+
+def build_layout(trajs: Sequence[Trajectory], layout: str = DEFAULT_LAYOUT) -> LayoutBatch:
+    if not trajs or any(not t.turns for t in trajs):
+        raise ValueError("every trajectory needs at least one turn")
+    if layout == "per_turn":
+        return build_per_turn(trajs)
+    if layout == "packed":
+        return build_packed(trajs)
+    if layout == "packed_dense":
+        return build_packed(trajs, dense=True)
+    if layout == "stitched":
+        return build_stitched(trajs)
+    raise ValueError(f"unknown layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Masks
+
+
+def additive_mask(visible: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[2] (R, L, Lk) bool visibility -> (R, 1, L, Lk) additive: 0 visible, finfo(dtype).min hidden."""
+    out = torch.zeros(visible.shape, dtype=dtype, device=visible.device)
+    return out.masked_fill_(~visible, torch.finfo(dtype).min)[:, None]
+
+
+def bool_mask_as_float(visible: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The official MEM1 code's mask, for demonstration only: a bool mask cast to float and used as
+    additive. Visible keys get +1, hidden keys +0: a constant shift per row, so nothing is hidden,
+    not even the future."""
+    return visible.to(dtype)[:, None]
+
+
+MaskFn = Callable[[torch.Tensor, torch.dtype], torch.Tensor]
+
+
+def mask_row(batch: LayoutBatch, row: int, query: int, stage: int = -1) -> torch.Tensor:
+    """The keys query position `query` of `row` sees (bool over the stage's P + L keys)."""
+    return batch.stages[stage].visible_matrix()[row, query]
+
+
+# ---------------------------------------------------------------------------------------------
+# Forward
+
+
+def causal_lm(model):
+    """The transformers causal LM inside `model` (a PeftModel keeps its LoRA layers in place)."""
+    if hasattr(model, "peft_config") and hasattr(model, "get_base_model"):
+        return model.get_base_model()
+    return model
+
+
+def run_layout(
+    model,
+    batch: LayoutBatch,
+    value_head: nn.Module | None = None,
+    temperature: float = 1.0,
+    mask_fn: MaskFn = additive_mask,
+) -> LayoutOutput:
+    """Forward a built layout; differentiable. `mask_fn` turns a bool visibility into the 4D mask
+    passed to the model (tests pass `bool_mask_as_float` to show the official bug)."""
+    from transformers import DynamicCache
+
+    lm = causal_lm(model)
+    param = next(lm.parameters())
+    device, dtype = param.device, param.dtype
+    hidden, caches = [], []
+    for i, stage in enumerate(batch.stages):
+        ids = stage.input_ids.to(device)
+        pos = stage.position_ids.to(device)
+        mask = None if stage.visible is None else mask_fn(stage.visible.to(device), dtype)  # [2] [7]
+        cache = None
+        if stage.prefix_rows is not None:
+            rows = stage.prefix_rows.to(device)
+            prev = caches[i - 1]
+            cache = DynamicCache(
+                ddp_cache_data=[
+                    (layer.keys.index_select(0, rows), layer.values.index_select(0, rows))
+                    for layer in prev.layers
+                ]
+            )
+        keep_cache = any(s.prefix_rows is not None for s in batch.stages[i + 1 :])
+        out = lm.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=pos,
+            cache=cache,
+            use_cache=keep_cache,
+        )
+        hidden.append(out.last_hidden_state.reshape(-1, out.last_hidden_state.shape[-1]))
+        caches.append(out.cache if keep_cache else None)
+    hidden_all = torch.cat(hidden) if len(hidden) > 1 else hidden[0]
+    h = hidden_all.index_select(0, batch.score_index.to(device))  # (T, H) [5]
+    logits = lm.lm_head(h)
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    t = temperature if temperature and temperature > 0 else 1.0  # [6]
+    logp_all = torch.log_softmax(logits / t, dim=-1)  # (T, V)
+    targets = batch.target_ids.to(device)
+    logprobs = logp_all.gather(-1, targets[:, None])[:, 0]
+    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    values = value_head(h) if value_head is not None else None
+    return _to_padded(batch, logprobs, entropy, values)
+
+
+def _to_padded(batch: LayoutBatch, logprobs, entropy, values) -> LayoutOutput:
+    from torch.nn.utils.rnn import pad_sequence
+
+    def pad(x, value=0.0):
+        return pad_sequence(list(torch.split(x, batch.counts)), batch_first=True, padding_value=value)
+
+    device = logprobs.device
+    ones = torch.ones(batch.policy_tokens, dtype=torch.bool, device=device)
+    return LayoutOutput(
+        logprobs=pad(logprobs),
+        entropy=pad(entropy),
+        values=pad(values) if values is not None else None,
+        mask=pad(ones, False),
+        recorded_logprobs=pad(batch.recorded_logprobs.to(device)),
+        turn_index=pad(batch.turn_index.to(device), -1),
+        kinds=list(batch.output_kinds),
+        layout=batch.layout,
+    )
+
+
+def default_temperature(trajs: Sequence[Trajectory]) -> float:
+    """The trajectories' sampling temperature (1 for greedy or teacher records) [6]."""
+    temps = {float(t.temperature) for t in trajs}
+    if len(temps) > 1:
+        raise ValueError(f"trajectories sampled at different temperatures {sorted(temps)}")
+    t = temps.pop()
+    return t if t > 0 else 1.0
+
+
+def layout_forward(
+    model,
+    trajs: Sequence[Trajectory],
+    layout: str = DEFAULT_LAYOUT,
+    value_head: nn.Module | None = None,
+    temperature: float | None = None,
+) -> LayoutOutput:
+    """Log-probs, entropy and values of every output token of `trajs` under `model`.
+
+    `model` is a transformers causal LM or a PeftModel around one; the call is differentiable.
+    `temperature=None` uses the trajectories' own sampling temperature.
+    """
+    batch = build_layout(trajs, layout)
+    if temperature is None:
+        temperature = default_temperature(trajs)
+    return run_layout(model, batch, value_head=value_head, temperature=temperature)
+
+
+def logprob_deviation(out: LayoutOutput, reference: torch.Tensor | None = None) -> dict:
+    """max and mean |logprob - reference| over response tokens (reference: the recorded ones)."""
+    ref = out.recorded_logprobs if reference is None else reference
+    d = (out.logprobs.detach().double() - ref.detach().double()).abs()[out.mask]
+    return {
+        "max_abs": float(d.max()) if d.numel() else 0.0,
+        "mean_abs": float(d.mean()) if d.numel() else 0.0,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Pictures
+
+KIND_COLORS = {
+    "p": "#8c8c8c",
+    "s": "#4c72b0",
+    "a": "#55a868",
+    "A": "#c44e52",
+    "i": "#dd8452",
+    "e": "#8172b3",
+    "o": "#937860",
+    ".": "#ffffff",
+}
+KIND_NAMES = {v: k for k, v in KIND_LETTERS.items()} | {".": "padding"}
+
+
+def plot_mask(
+    batch_or_traj, layout: str = "packed_dense", row: int = 0, stage: int = -1, ax=None, title=None
+):
+    """Draw one row's attention visibility (queries down, keys across), banded by token kind.
+
+    Accepts a LayoutBatch or a Trajectory (built with `layout`). For the `packed` layout's block
+    stage the key axis is the prompt (prefix) then the row's own block; draw `packed_dense` to
+    see a whole trajectory. Returns the Figure.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgb
+    from matplotlib.patches import Patch
+
+    batch = batch_or_traj
+    if isinstance(batch_or_traj, Trajectory):
+        batch = build_layout([batch_or_traj], layout)
+    st = batch.stages[stage]
+    vis = st.visible_matrix()[row]
+    n = st.lengths[row]
+    P = st.prefix_length
+    q_kinds = st.kinds[row][:n]
+    if st.prefix_rows is not None:
+        prow = int(st.prefix_rows[row])
+        k_kinds = batch.stages[0].kinds[prow] + st.kinds[row]
+        keep = list(range(st.prefix_lengths[row])) + [P + i for i in range(n)]
+        vis = vis[:n][:, keep]
+        k_kinds = "".join(k_kinds[i] for i in keep)
+    else:
+        vis = vis[:n, :n]
+        k_kinds = q_kinds
+    img = torch.ones(*vis.shape, 3)
+    for j, letter in enumerate(k_kinds):  # visible cells take the key's kind colour
+        img[:, j][vis[:, j]] = torch.tensor(to_rgb(KIND_COLORS.get(letter, "#000000"))) * 0.85
+    if ax is None:
+        fig = plt.figure(figsize=(6.4, 6.4))
+        grid = fig.add_gridspec(2, 2, width_ratios=(1, 30), height_ratios=(1, 30), wspace=0.02, hspace=0.02)
+        ax = fig.add_subplot(grid[1, 1])
+        top = fig.add_subplot(grid[0, 1], sharex=ax)
+        left = fig.add_subplot(grid[1, 0], sharey=ax)
+        band = lambda s: torch.tensor([to_rgb(KIND_COLORS.get(c, "#000000")) for c in s]).numpy()  # noqa: E731
+        top.imshow(band(k_kinds)[None], aspect="auto", interpolation="nearest")
+        left.imshow(band(q_kinds)[:, None], aspect="auto", interpolation="nearest")
+        for a in (top, left):
+            a.set_xticks([])
+            a.set_yticks([])
+        top.set_title(
+            title or f"{batch.layout}: who sees whom (row {row}, {n} queries x {vis.shape[1]} keys)"
+        )
+    else:
+        fig = ax.figure
+        if title:
+            ax.set_title(title)
+    ax.imshow(img.numpy(), aspect="auto", interpolation="nearest")
+    ax.set_xlabel("key (attended token)")
+    ax.set_ylabel("query (token whose hidden state is computed)")
+    present = sorted(set(k_kinds) | set(q_kinds), key="psaAieo.".index)
+    ax.legend(
+        handles=[Patch(color=KIND_COLORS[c], label=KIND_NAMES.get(c, c)) for c in present],
+        loc="upper right",
+        fontsize=7,
+        framealpha=0.9,
+    )
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Benchmark
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _trim_heap() -> None:
+    """Return freed heap pages to the OS so the RSS baseline is honest (glibc only)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+class PeakRSS:
+    """Peak resident set size above the starting RSS, sampled by a thread every `interval` s.
+
+    torch's CPU allocator is plain malloc, invisible to tracemalloc; RSS sampling sees it. The
+    heap is trimmed first so freed memory of an earlier measurement does not hide this one's.
+    """
+
+    def __init__(self, interval: float = 0.0005):
+        self.interval = interval
+        self.peak = 0
+
+    def __enter__(self):
+        _trim_heap()
+        self.base = _rss_bytes()
+        self.peak = self.base
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def _poll(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _rss_bytes())
+            time.sleep(self.interval)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_bytes())
+
+    @property
+    def delta_mb(self) -> float:
+        return (self.peak - self.base) / 2**20
+
+
+def train_step_time(model, batch: LayoutBatch, value_head=None) -> float:
+    """Seconds for one forward + backward of a surrogate PPO-like loss through the layout."""
+    t0 = time.perf_counter()
+    out = run_layout(model, batch, value_head=value_head)
+    loss = -(out.logprobs * out.mask).sum() - 0.01 * (out.entropy * out.mask).sum()
+    if out.values is not None:
+        loss = loss + ((out.values * out.mask) ** 2).sum()
+    loss.backward()
+    return time.perf_counter() - t0
+
+
+def teacher_trajectories(
+    objectives: int, episodes: int, agent: str = "mem1", split: str = "dev", seed: int = 0
+):
+    """Teacher rollouts on the shipped world (teacher-forced tokens: recorded log-probs are 0)."""
+    from .model import TINY_DIR, load_tokenizer
+    from .protocol import QAEnvironment
+    from .retrieval import Retriever
+    from .rollout import RolloutConfig, TeacherPolicy, run_episodes
+    from .world import load_world, make_tasks
+
+    world = load_world()
+    tokenizer = load_tokenizer(TINY_DIR)
+    retriever = Retriever(world.documents_of(split))
+    tasks = make_tasks(world, split, objectives, episodes, seed=seed)
+    envs = [QAEnvironment.from_task(t, retriever) for t in tasks]
+    cfg = RolloutConfig(agent=agent, seed=seed, progress=False)
+    return run_episodes(TeacherPolicy(tokenizer), tokenizer, envs, cfg, tasks)
+
+
+def bench_masks(
+    objectives: Sequence[int] = (2, 8),
+    episodes: int = 4,
+    repeats: int = 3,
+    layouts: Sequence[str] = LAYOUTS,
+    agent: str = "mem1",
+    lora: bool = True,
+    seed: int = 0,
+    log: Callable[[str], None] | None = print,
+) -> list[dict]:
+    """Forward + backward time, policy tokens/s and peak memory of each layout, measured side by side.
+
+    The tiny model (float32, shipped config, LoRA r=8 on every projection as PPO uses it, plus a
+    value head) is trained on `episodes` teacher trajectories with N = `objectives`. One round
+    measures memory (and warms up): peak RSS above the pre-step RSS (`PeakRSS`). Then `repeats`
+    timed rounds, interleaving the layouts so that background load hits them alike; the median is
+    reported, and ratios are against `per_turn` from the same rounds.
+    """
+    from .model import build_tiny_model
+
+    log = log or (lambda s: None)
+    records = []
+    for n in objectives:
+        trajs = teacher_trajectories(n, episodes, agent=agent, seed=seed)
+        model = build_tiny_model(seed=seed)
+        if lora:
+            from peft import LoraConfig, get_peft_model
+
+            targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+            model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=targets))
+        head = ValueHead(causal_lm(model).config.hidden_size)
+        batches = {name: build_layout(trajs, name) for name in layouts}
+        for name in layouts:  # first calls of each code path, on one short trajectory
+            train_step_time(model, build_layout(trajs[:1], name), head)
+        memory = {}
+        for name in layouts:
+            model.zero_grad(set_to_none=True)
+            head.zero_grad(set_to_none=True)
+            with PeakRSS() as m:
+                train_step_time(model, batches[name], head)
+            memory[name] = m.delta_mb
+        times = {name: [] for name in layouts}
+        for _ in range(repeats):
+            for name in layouts:
+                model.zero_grad(set_to_none=True)
+                head.zero_grad(set_to_none=True)
+                times[name].append(train_step_time(model, batches[name], head))
+        base = statistics.median(times["per_turn"]) if "per_turn" in times else None
+        base_mem = memory.get("per_turn")
+        for name in layouts:
+            b = batches[name]
+            sec = statistics.median(times[name])
+            rec = {
+                "bench": "masks",
+                "layout": name,
+                "exact": name in EXACT_LAYOUTS,
+                "default": name == DEFAULT_LAYOUT,
+                "agent": agent,
+                "policy": "teacher",
+                "objectives": n,
+                "episodes": episodes,
+                "turns": sum(len(t.turns) for t in trajs),
+                "policy_tokens": b.policy_tokens,
+                "layout_tokens": b.layout_tokens,
+                "padded_tokens": b.padded_tokens,
+                "seconds": sec,
+                "seconds_min": min(times[name]),
+                "seconds_max": max(times[name]),
+                "repeats": repeats,
+                "tokens_per_s": b.policy_tokens / sec,
+                "speedup_vs_per_turn": base / sec if base else None,
+                "peak_rss_mb": memory[name],
+                "memory_vs_per_turn": memory[name] / base_mem if base_mem else None,
+                "memory_method": "peak RSS above pre-step RSS (heap trimmed), /proc/self/statm every 0.5 ms",
+                "threads": torch.get_num_threads(),
+                "lora": lora,
+            }
+            records.append(rec)
+            speed = f"x{rec['speedup_vs_per_turn']:.2f}" if base else "-"
+            log(
+                f"N={n:<2d} {name:12s} {sec:7.3f} s  {rec['tokens_per_s']:7.0f} policy tok/s  "
+                f"{speed} vs per_turn  fed {b.layout_tokens:6d} tok (padded {b.padded_tokens:6d})  "
+                f"peak +{memory[name]:7.1f} MB"
+            )
+    return records

@@ -1,0 +1,361 @@
+"""Masked-trajectory layouts (mem1lite.masks): exactness against generation, gradients, the
+official bool-mask pitfall, the stitched approximation, mask structure, pictures and the bench.
+
+Trajectories are sampled for real (temperature 1) by `ModelPolicy` from the very model that is
+then re-scored, so the recorded log-probs are the generation-time ones. The float64 tests remove
+stock Qwen2's two float32 islands (RMSNorm and eager softmax, see DESIGN.md): left in, they limit
+agreement to ~1e-8 whatever the layout.
+"""
+
+import json
+
+import pytest
+import torch
+from transformers import Qwen2Config
+from transformers.models.qwen2 import modeling_qwen2
+
+from mem1lite.masks import (
+    DEFAULT_LAYOUT,
+    EXACT_LAYOUTS,
+    LAYOUTS,
+    ValueHead,
+    additive_mask,
+    bool_mask_as_float,
+    build_layout,
+    causal_lm,
+    layout_forward,
+    logprob_deviation,
+    mask_row,
+    packed_blocks,
+    plot_mask,
+    run_layout,
+)
+from mem1lite.model import TINY_DIR, build_tiny_model, load_tokenizer
+from mem1lite.protocol import QAEnvironment
+from mem1lite.retrieval import Retriever
+from mem1lite.rollout import GenerationConfig, ModelPolicy, RolloutConfig, run_episodes
+from mem1lite.world import make_tasks
+
+TRUNCATE_KEEP = 60
+"""small enough that truncate cuts from the third turn on (responses 8, observations ~47 tokens)"""
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixtures
+
+
+def _rms_norm_in_dtype(self, hidden_states):
+    variance = hidden_states.pow(2).mean(-1, keepdim=True)
+    return self.weight * (hidden_states * torch.rsqrt(variance + self.variance_epsilon))
+
+
+def _eager_softmax_in_dtype(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    key = modeling_qwen2.repeat_kv(key, module.num_key_value_groups)
+    value = modeling_qwen2.repeat_kv(value, module.num_key_value_groups)
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    weights = torch.softmax(scores, dim=-1)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
+@pytest.fixture(scope="module")
+def float64_exact():
+    """Stock Qwen2 computed in the model's dtype throughout (for the float64 tests)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(modeling_qwen2.Qwen2RMSNorm, "forward", _rms_norm_in_dtype)
+        mp.setattr(modeling_qwen2, "eager_attention_forward", _eager_softmax_in_dtype)
+        yield
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer(TINY_DIR)
+
+
+@pytest.fixture(scope="module")
+def retriever(small_world):
+    return Retriever(small_world.documents_of("dev"))
+
+
+def tiny_config(tok):
+    return Qwen2Config(
+        vocab_size=(len(tok) + 63) // 64 * 64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        attn_implementation="sdpa",
+    )
+
+
+def with_lora(model):
+    from peft import LoraConfig, get_peft_model
+
+    # init_lora_weights=False: B is random, not zero, so the adapter changes every log-prob.
+    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "o_proj", "up_proj"])
+    cfg.init_lora_weights = False
+    return get_peft_model(model, cfg)
+
+
+def sample(model, tok, world, retriever, agent, objectives=(1, 2), per_n=2, max_new_tokens=8):
+    """Real sampled trajectories of mixed lengths (N = 1 and 2: different prompts and turn counts)."""
+    trajs = []
+    for n in objectives:
+        tasks = make_tasks(world, "dev", n, per_n, seed=n)
+        envs = [QAEnvironment.from_task(t, retriever) for t in tasks]
+        policy = ModelPolicy(model, tok, GenerationConfig(max_new_tokens=max_new_tokens, temperature=1.0))
+        cfg = RolloutConfig(agent=agent, seed=n, progress=False, truncate_tokens=TRUNCATE_KEEP)
+        trajs += run_episodes(policy, tok, envs, cfg, tasks)
+    return trajs
+
+
+@pytest.fixture(scope="module")
+def lora64(float64_exact, tokenizer):
+    model = with_lora(build_tiny_model(tiny_config(tokenizer), seed=0, dtype=torch.float64))
+    assert any(p.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n)
+    return model
+
+
+@pytest.fixture(scope="module")
+def trajs64(lora64, tokenizer, small_world, retriever):
+    """agent -> trajectories sampled by the float64 LoRA model, adapter on."""
+    return {a: sample(lora64, tokenizer, small_world, retriever, a) for a in ("mem1", "full", "truncate")}
+
+
+def set_attention(model, impl):
+    causal_lm(model).config._attn_implementation = impl
+
+
+# ---------------------------------------------------------------------------------------------
+# The trajectories are what the tests need them to be
+
+
+def test_sampled_trajectories_mix_lengths_and_truncate_cuts(trajs64):
+    for agent, trajs in trajs64.items():
+        assert len({len(t.prompt_ids) for t in trajs}) > 1, agent
+        assert len({len(t.turns) for t in trajs}) > 1, agent
+        assert all(t.temperature == 1.0 and any(lp != 0 for lp in t.turns[0].logprobs) for t in trajs)
+    full_history = [
+        sum(len(t.piece(q)) for q in range(2 * j)) for t in trajs64["truncate"] for j in range(len(t.turns))
+    ]
+    kept = [sum(c - a for p, a, c in turn.spans[1:]) for t in trajs64["truncate"] for turn in t.turns]
+    assert any(h > k for h, k in zip(full_history, kept)), "truncate never cut"
+    assert max(kept) <= TRUNCATE_KEEP
+
+
+# ---------------------------------------------------------------------------------------------
+# Exactness
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("agent", ["mem1", "full", "truncate"])
+def test_exact_layouts_equal_generation_float64_lora(lora64, trajs64, agent, attn):
+    set_attention(lora64, attn)
+    try:
+        for layout in EXACT_LAYOUTS:
+            with torch.no_grad():
+                out = layout_forward(lora64, trajs64[agent], layout)
+            dev = logprob_deviation(out)
+            assert dev["max_abs"] <= 1e-9, (layout, dev)
+    finally:
+        set_attention(lora64, "sdpa")
+
+
+def test_exact_with_adapter_disabled(lora64, tokenizer, small_world, retriever):
+    """The reference policy of PPO is the same PeftModel with its adapter off."""
+    with lora64.disable_adapter():
+        trajs = sample(lora64, tokenizer, small_world, retriever, "mem1", objectives=(2,), per_n=2)
+        with torch.no_grad():
+            off = layout_forward(lora64, trajs, "packed")
+    assert logprob_deviation(off)["max_abs"] <= 1e-9
+    with torch.no_grad():
+        on = layout_forward(lora64, trajs, "packed")
+    assert logprob_deviation(on)["max_abs"] > 1e-3  # the adapter matters
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_exact_layouts_equal_generation_float32(tokenizer, small_world, retriever, attn):
+    model = with_lora(build_tiny_model(tiny_config(tokenizer), seed=1, dtype=torch.float32))
+    trajs = sample(model, tokenizer, small_world, retriever, "mem1", objectives=(1, 2), per_n=1)
+    set_attention(model, attn)
+    for layout in EXACT_LAYOUTS:
+        with torch.no_grad():
+            out = layout_forward(model, trajs, layout)
+        assert out.logprobs.dtype == torch.float32
+        assert logprob_deviation(out)["max_abs"] <= 1e-4, layout
+
+
+def test_output_is_aligned_with_the_records(trajs64):
+    trajs = trajs64["truncate"]
+    batch = build_layout(trajs, "packed")
+    for b, t in enumerate(trajs):
+        n = sum(len(turn.output_ids) for turn in t.turns)
+        assert batch.counts[b] == n
+    assert batch.target_ids.tolist() == [i for t in trajs for turn in t.turns for i in turn.output_ids]
+    assert batch.recorded_logprobs.tolist() == [x for t in trajs for turn in t.turns for x in turn.logprobs]
+
+
+@pytest.mark.parametrize("agent", ["mem1", "full", "truncate"])
+def test_packed_gradients_equal_per_turn(lora64, trajs64, agent):
+    trajs = trajs64[agent]
+    head = ValueHead(causal_lm(lora64).config.hidden_size, dtype=torch.float64)
+    params = [p for p in lora64.parameters() if p.requires_grad] + list(head.parameters())
+    weights = torch.linspace(
+        -1, 1, sum(len(turn.output_ids) for t in trajs for turn in t.turns), dtype=torch.float64
+    )
+
+    def grads(layout):
+        out = layout_forward(lora64, trajs, layout, value_head=head)
+        flat = lambda name: torch.cat(out.per_trajectory(name))  # noqa: E731
+        loss = (flat("logprobs") * weights).sum() + flat("entropy").sum() + (flat("values") ** 2).sum()
+        return torch.autograd.grad(loss, params)
+
+    ref = grads("per_turn")
+    scale = max(g.abs().max() for g in ref)
+    assert scale > 0
+    for layout in ("packed", "packed_dense"):
+        err = max((g - r).abs().max() for g, r in zip(grads(layout), ref)) / scale
+        assert err <= 1e-6, (layout, float(err))
+
+
+def test_values_and_entropy_agree_across_exact_layouts(lora64, trajs64):
+    head = ValueHead(causal_lm(lora64).config.hidden_size, dtype=torch.float64)
+    with torch.no_grad():
+        outs = [layout_forward(lora64, trajs64["mem1"], lay, value_head=head) for lay in EXACT_LAYOUTS]
+    for o in outs[1:]:
+        assert o.values.shape == outs[0].values.shape == o.logprobs.shape
+        assert torch.allclose(o.values[o.mask], outs[0].values[o.mask], atol=1e-10, rtol=0)
+        assert torch.allclose(o.entropy[o.mask], outs[0].entropy[o.mask], atol=1e-10, rtol=0)
+        assert (o.entropy[o.mask] > 0).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# The official pitfall: a bool mask cast to float hides nothing
+
+
+def test_bool_mask_cast_to_float_hides_nothing(lora64, trajs64):
+    traj = trajs64["mem1"][0]
+    batch = build_layout([traj], "packed_dense")
+    stage = batch.stages[0]
+    # Change the very last token of the trajectory: no earlier token may feel it.
+    changed = build_layout([traj], "packed_dense")
+    last = stage.lengths[0] - 1
+    changed.stages[0].input_ids[0, last] = (stage.input_ids[0, last] + 1) % 100
+
+    def first_logprob(b, mask_fn):
+        with torch.no_grad():
+            return float(run_layout(lora64, b, mask_fn=mask_fn).logprobs[0, 0])
+
+    ours = first_logprob(batch, additive_mask) - first_logprob(changed, additive_mask)
+    official = first_logprob(batch, bool_mask_as_float) - first_logprob(changed, bool_mask_as_float)
+    assert ours == 0.0  # hidden keys get weight exp(finfo.min - max) = 0 exactly
+    assert abs(official) > 1e-6  # the future leaks into the first response token
+    float_bool = bool_mask_as_float(stage.visible, torch.float64)
+    assert float_bool.min() >= 0  # nothing is pushed towards -inf: no key is hidden
+
+
+# ---------------------------------------------------------------------------------------------
+# The stitched approximation
+
+
+def test_stitched_deviation_measured(lora64, trajs64):
+    with torch.no_grad():
+        mem1 = logprob_deviation(layout_forward(lora64, trajs64["mem1"], "stitched"))
+        full = logprob_deviation(layout_forward(lora64, trajs64["full"], "stitched"))
+    print(f"stitched vs generation: mem1 {mem1}, full {full}")
+    assert mem1["max_abs"] > 1e-6 and mem1["mean_abs"] > 0  # an approximation for pruned rollouts
+    assert full["max_abs"] <= 1e-9  # nothing pruned: each token's context is its whole past
+
+
+# ---------------------------------------------------------------------------------------------
+# Mask structure
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_masks_are_additive_in_model_dtype_and_rows_see_themselves(trajs64, layout):
+    batch = build_layout(trajs64["truncate"], layout)
+    for stage in batch.stages:
+        vis = stage.visible_matrix()
+        R, L = stage.input_ids.shape
+        assert vis.shape == (R, L, stage.prefix_length + L)
+        assert vis[:, torch.arange(L), stage.prefix_length + torch.arange(L)].all()  # sees itself
+        for dtype in (torch.float32, torch.float64):
+            m = additive_mask(vis, dtype)
+            assert m.dtype == dtype and m.shape == (R, 1, L, stage.prefix_length + L)
+            assert set(m.unique().tolist()) <= {0.0, torch.finfo(dtype).min}
+
+
+def test_full_agent_packs_into_one_plain_causal_block(trajs64):
+    for traj in trajs64["full"]:
+        assert len(packed_blocks(traj)) == 1
+        batch = build_layout([traj], "packed_dense")
+        n = batch.stages[0].lengths[0]
+        vis = batch.stages[0].visible[0, :n, :n]
+        assert torch.equal(vis, torch.ones(n, n, dtype=torch.bool).tril())
+        assert batch.stages[0].position_ids[0, :n].tolist() == list(range(n))
+
+
+def test_packed_blocks_see_prompt_and_themselves_only(trajs64):
+    traj = next(t for t in trajs64["mem1"] if len(t.turns) >= 4)
+    blocks = packed_blocks(traj)
+    assert len(blocks) == len(traj.turns) - 1  # mem1 turns 0 and 1 share a block
+    batch = build_layout([traj], "packed_dense")
+    p = len(traj.prompt_ids)
+    end = p + len(blocks[0].ids) + len(blocks[1].ids)
+    row = mask_row(batch, 0, end - 1)  # last token of the second block
+    assert row[:p].all()  # the prompt
+    assert not row[p : p + len(blocks[0].ids)].any()  # not the first block
+    assert row[p + len(blocks[0].ids) : end].all()  # itself, causally
+    assert not row[end:].any()
+
+
+def test_positions_are_generation_positions(trajs64):
+    """Every scored token sits at the position it had when sampled, in every layout."""
+    for layout in LAYOUTS:
+        batch = build_layout(trajs64["truncate"], layout)
+        pos = torch.cat([s.position_ids.reshape(-1) for s in batch.stages])
+        expected = [
+            len(t.context_ids(j)) - 1 + k
+            for t in trajs64["truncate"]
+            for j, turn in enumerate(t.turns)
+            for k in range(len(turn.output_ids))
+        ]
+        assert pos[batch.score_index].tolist() == expected, layout
+
+
+def test_default_layout_is_exact():
+    assert DEFAULT_LAYOUT in EXACT_LAYOUTS
+
+
+def test_plot_mask(trajs64):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    for layout in ("packed_dense", "stitched", "packed"):
+        fig = plot_mask(trajs64["mem1"][0], layout)
+        assert isinstance(fig, Figure)
+        matplotlib.pyplot.close(fig)
+
+
+def test_bench_cli_smoke(tmp_path):
+    from mem1lite.cli import main
+
+    out = tmp_path / "bench.json"
+    assert (
+        main(["bench", "masks", "--objectives", "1", "--episodes", "1", "--repeats", "1", "--json", str(out)])
+        == 0
+    )
+    records = json.loads(out.read_text())
+    assert {r["layout"] for r in records} == set(LAYOUTS)
+    for r in records:
+        assert all(not isinstance(v, (dict, list)) for v in r.values())  # flat records
+        assert r["objectives"] == 1 and r["policy_tokens"] > 0 and r["seconds"] > 0
+    assert next(r for r in records if r["layout"] == "per_turn")["speedup_vs_per_turn"] == 1.0
