@@ -52,6 +52,7 @@ Implementation details (the code repeats the numbers):
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import os
@@ -618,6 +619,38 @@ def logprob_deviation(out: LayoutOutput, reference: torch.Tensor | None = None) 
         "max_abs": float(d.max()) if d.numel() else 0.0,
         "mean_abs": float(d.mean()) if d.numel() else 0.0,
     }
+
+
+@contextlib.contextmanager
+def without_float32_islands():
+    """Run stock Qwen2 in the model's dtype throughout (for float64 exactness checks only).
+
+    `Qwen2RMSNorm` casts to float32 and eager attention's softmax runs in float32; in a float64
+    model these two islands alone put ~1e-8 between any two computations of the same log-prob,
+    whatever the layout. Inside this context both stay in the input dtype. Class-level patch:
+    it affects every Qwen2 model until the context exits.
+    """
+    from transformers.models.qwen2 import modeling_qwen2 as mq
+
+    def rms_norm(self, hidden_states):
+        variance = hidden_states.pow(2).mean(-1, keepdim=True)
+        return self.weight * (hidden_states * torch.rsqrt(variance + self.variance_epsilon))
+
+    def eager_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+        key = mq.repeat_kv(key, module.num_key_value_groups)
+        value = mq.repeat_kv(value, module.num_key_value_groups)
+        scores = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, nh, L, Lk)
+        if attention_mask is not None:
+            scores = scores + attention_mask
+        weights = torch.softmax(scores, dim=-1)
+        return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+    saved = mq.Qwen2RMSNorm.forward, mq.eager_attention_forward
+    mq.Qwen2RMSNorm.forward, mq.eager_attention_forward = rms_norm, eager_attention
+    try:
+        yield
+    finally:
+        mq.Qwen2RMSNorm.forward, mq.eager_attention_forward = saved
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ import json
 import pytest
 import torch
 from transformers import Qwen2Config
-from transformers.models.qwen2 import modeling_qwen2
 
 from mem1lite.masks import (
     DEFAULT_LAYOUT,
@@ -29,6 +28,7 @@ from mem1lite.masks import (
     packed_blocks,
     plot_mask,
     run_layout,
+    without_float32_islands,
 )
 from mem1lite.model import TINY_DIR, build_tiny_model, load_tokenizer
 from mem1lite.protocol import QAEnvironment
@@ -44,27 +44,10 @@ TRUNCATE_KEEP = 60
 # Fixtures
 
 
-def _rms_norm_in_dtype(self, hidden_states):
-    variance = hidden_states.pow(2).mean(-1, keepdim=True)
-    return self.weight * (hidden_states * torch.rsqrt(variance + self.variance_epsilon))
-
-
-def _eager_softmax_in_dtype(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
-    key = modeling_qwen2.repeat_kv(key, module.num_key_value_groups)
-    value = modeling_qwen2.repeat_kv(value, module.num_key_value_groups)
-    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
-    if attention_mask is not None:
-        scores = scores + attention_mask
-    weights = torch.softmax(scores, dim=-1)
-    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
-
-
 @pytest.fixture(scope="module")
 def float64_exact():
     """Stock Qwen2 computed in the model's dtype throughout (for the float64 tests)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(modeling_qwen2.Qwen2RMSNorm, "forward", _rms_norm_in_dtype)
-        mp.setattr(modeling_qwen2, "eager_attention_forward", _eager_softmax_in_dtype)
+    with without_float32_islands():
         yield
 
 
@@ -359,3 +342,12 @@ def test_bench_cli_smoke(tmp_path):
         assert all(not isinstance(v, (dict, list)) for v in r.values())  # flat records
         assert r["objectives"] == 1 and r["policy_tokens"] > 0 and r["seconds"] > 0
     assert next(r for r in records if r["layout"] == "per_turn")["speedup_vs_per_turn"] == 1.0
+
+
+def test_without_float32_islands_restores_stock_qwen2():
+    from transformers.models.qwen2 import modeling_qwen2 as mq
+
+    saved = mq.Qwen2RMSNorm.forward, mq.eager_attention_forward
+    with without_float32_islands():
+        assert mq.Qwen2RMSNorm.forward is not saved[0]
+    assert (mq.Qwen2RMSNorm.forward, mq.eager_attention_forward) == saved
