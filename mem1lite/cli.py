@@ -134,6 +134,24 @@ def cmd_rollout(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# mem1 sft
+
+
+def cmd_sft(args: argparse.Namespace) -> None:
+    from .sft import make_args, train_sft
+
+    objectives = tuple(int(x) for x in args.objectives.split(",")) if args.objectives else None
+    sft_args = make_args(args.preset, out=args.out, seed=args.seed, init=args.init, objectives=objectives,
+                         agent=args.agent, world=args.world, threads=args.threads)
+    if args.minutes_scale != 1.0:
+        from dataclasses import replace
+
+        sft_args = replace(sft_args, stages=tuple(replace(s, minutes=s.minutes * args.minutes_scale)
+                                                  for s in sft_args.stages))
+    train_sft(sft_args)
+
+
+# ---------------------------------------------------------------------------------------------
 # mem1 demo
 
 
@@ -228,6 +246,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--world", help="world folder (default data/qa)")
     p.add_argument("--out", required=True, help="jsonl file to write")
     p.set_defaults(func=cmd_rollout)
+
+    p = sub.add_parser("sft", help="supervised warm start on teacher trajectories (TRL SFTTrainer)")
+    p.add_argument("--preset", default="quick", choices=["quick", "standard"])
+    p.add_argument("--out", required=True, help="output directory (must not exist or be empty)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", help="start from this checkpoint directory")
+    p.add_argument("--objectives", help="comma-separated task sizes of the data, e.g. 2 or 1,2,3,4")
+    p.add_argument("--agent", default=None, choices=["mem1", "full"], help="whose view the samples take")
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--minutes-scale", type=float, default=1.0, help="scale every stage's time budget")
+    p.add_argument("--world", help="world folder (default data/qa)")
+    p.set_defaults(func=cmd_sft)
 
     p = sub.add_parser("demo", help="the main job: world check, and later the whole pipeline")
     p.add_argument("--path", help="world folder")

@@ -40,3 +40,39 @@ def world_overview(world: World, recall_by_rank: dict[str, list[float]] | None =
     axes[3].set_title("recall@k of the gold document")
     fig.tight_layout()
     return fig
+
+
+def probe_curves(records: list[dict], title: str = "reading probe"):
+    """Reading-probe curves against wall-clock minutes: name-token accuracy and greedy EM."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
+    minutes = [r["minutes"] for r in records]
+    for key, style in (("name_acc_copy_part1", "-"), ("name_acc_copy_part2", "--"),
+                       ("name_acc_fact_part1", "-"), ("name_acc_fact_part2", "--")):
+        xs = [m for m, r in zip(minutes, records) if key in r]
+        axes[0].plot(xs, [r[key] for r in records if key in r], style, marker=".", label=key[9:])
+    axes[0].set_ylim(-0.02, 1.02)
+    axes[0].set_title("teacher-forced name-token accuracy (dev)")
+    axes[0].legend(fontsize=7)
+    for key in sorted({k for r in records for k in r if k.startswith("em_per_objective_n")}):
+        xs = [m for m, r in zip(minutes, records) if key in r]
+        axes[1].plot(xs, [r[key] for r in records if key in r], marker="o", label=f"N = {key.rsplit('n', 1)[1]}")
+    axes[1].set_ylim(-0.02, 1.02)
+    axes[1].set_title("greedy dev EM per objective")
+    axes[1].legend(fontsize=7)
+    for key in ("train_loss", "response_nll"):
+        xs = [m for m, r in zip(minutes, records) if key in r]
+        axes[2].plot(xs, [r[key] for r in records if key in r], marker=".", label=key)
+    axes[2].set_yscale("log")
+    axes[2].set_title("loss")
+    axes[2].legend(fontsize=7)
+    stages = []
+    for m, r in zip(minutes, records):
+        if not stages or stages[-1][0] != r.get("stage"):
+            stages.append((r.get("stage"), m))
+    for ax in axes:
+        ax.set_xlabel("minutes")
+        for name, m in stages[1:]:
+            ax.axvline(m, color="grey", lw=0.6, ls=":")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

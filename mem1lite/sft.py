@@ -1,0 +1,383 @@
+"""Supervised warm start: teach a from-scratch tiny Qwen2 to play the MEM1 protocol, and to read.
+
+    mem1 sft --preset quick --out runs/sft-quick          # minutes: mechanics, not skill
+    mem1 sft --preset standard --out runs/sft             # the shipped recipe (<= 2 h on 2 cores)
+    mem1 sft --preset standard --objectives 2 --out runs/sft-n2   # the paper's N = 2-only data
+
+The data are the scripted teacher's turns on the `sft` pool, in exactly the view the mem1 agent
+feeds the model (prompt + previous response + previous observation -> next response). Training is
+TRL's `SFTTrainer`, full parameters, with best-fit-decreasing packing (each packed sample keeps its
+own position ids and attends only to itself).
+
+The recipe, and why (docs/DESIGN.md has the measurements behind it):
+
+1. Stage `read` puts the language-model loss on *every* token, passages included. Passages repeat
+   names ("The birthplace of Talis Morrow is ... The mentor of Talis Morrow is ..."), and predicting
+   the repeats is what grows the copying (induction) circuits; with the loss on responses only, a
+   prototype sat for 30 minutes at guessing name parts.
+2. A constant learning rate after a short warm-up: the switch from guessing to copying comes late
+   and a decaying schedule had already shrunk the steps by then.
+3. Stage `respond` then puts the loss on response tokens only, to spend the rest of the budget on
+   what the agent writes; a short linear decay at the end.
+4. Data mixes N = 1..4 questions per task, so the internal state's answer list is seen with 0..3
+   entries (the paper uses N = 2 only; `--objectives 2` gives that variant).
+5. A reading probe runs every few minutes (probe.py): teacher-forced accuracy of name tokens on
+   `dev` (first / second part, copied / extracted), and greedy dev EM at N = 1, 2 now and then.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from .world import World
+
+
+@dataclass
+class Stage:
+    """One training stage."""
+
+    name: str
+    """label in logs and curves"""
+    loss_on: str = "all"
+    """'all' tokens (language modelling) or 'response' tokens only"""
+    minutes: float = 10.0
+    """wall-clock budget of the stage (probes included)"""
+    max_steps: int = 100_000
+    """optimizer steps at most"""
+    lr: float = 1e-3
+    """peak learning rate (AdamW)"""
+    warmup_steps: int = 50
+    """linear warm-up steps"""
+    schedule: str = "constant_with_warmup"
+    """'constant_with_warmup', 'linear' (decay to 0 over max_steps) or 'cosine'"""
+
+
+@dataclass
+class SFTArgs:
+    """Supervised fine-tuning from scratch on teacher trajectories."""
+
+    out: str = "runs/sft"
+    """output directory: the final model, card.json, probe.jsonl, probe.png"""
+    preset: str = "quick"
+    """'quick' or 'standard' (fills in the fields below unless given)"""
+    seed: int = 0
+    """seeds the model init, the data draw and the trainer"""
+    init: str | None = None
+    """start from this checkpoint directory instead of a fresh tiny model"""
+    objectives: tuple[int, ...] = (1, 2, 3, 4)
+    """task sizes in the data, drawn in equal shares"""
+    tasks: int = 24_000
+    """teacher tasks played to make the data (all sizes together)"""
+    agent: str = "mem1"
+    """whose view of the context the samples take (mem1; full for the full-context baseline)"""
+    stages: tuple[Stage, ...] = field(default_factory=tuple)
+    """training stages, run in order"""
+    max_length: int = 1024
+    """packed sequence length (attention is quadratic in it: 1024 beat 2048 by ~30% here)"""
+    batch_packs: int = 1
+    """packed sequences per forward pass"""
+    grad_accum: int = 8
+    """forward passes per optimizer step"""
+    weight_decay: float = 0.01
+    """AdamW weight decay"""
+    probe_minutes: float = 3.0
+    """minutes between teacher-forced probes"""
+    em_minutes: float = 15.0
+    """minutes between greedy-EM probes"""
+    em_min_token_acc: float = 0.7
+    """skip the greedy-EM probe until teacher-forced response-token accuracy reaches this"""
+    probe_tasks: int = 24
+    """dev tasks (N = 2) of the teacher-forced probe"""
+    em_tasks: int = 32
+    """dev tasks per N of the greedy-EM probe"""
+    final_eval_tasks: int = 100
+    """dev tasks per N of the final evaluation on the card"""
+    final_eval_objectives: tuple[int, ...] = (1, 2, 4, 8, 16)
+    """N values of the final evaluation"""
+    threads: int = 2
+    """torch CPU threads"""
+    world: str | None = None
+    """world directory (default data/qa)"""
+
+
+PRESETS = {
+    "quick": dict(
+        tasks=600,
+        stages=(
+            Stage("read", "all", minutes=0.6, max_steps=30, warmup_steps=5),
+            Stage("respond", "response", minutes=0.4, max_steps=20, warmup_steps=0, schedule="linear"),
+        ),
+        max_length=1024,
+        grad_accum=1,
+        probe_minutes=0.3,
+        em_minutes=60.0,
+        probe_tasks=6,
+        em_tasks=8,
+        final_eval_tasks=8,
+        final_eval_objectives=(1, 2),
+    ),
+    "standard": dict(
+        tasks=24_000,
+        stages=(
+            Stage("read", "all", minutes=70, warmup_steps=100),
+            Stage("respond", "response", minutes=35, warmup_steps=0),
+            Stage("anneal", "response", minutes=10, max_steps=400, warmup_steps=0, schedule="linear"),
+        ),
+    ),
+}
+
+
+def make_args(preset: str, **overrides) -> SFTArgs:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}: expected one of {', '.join(PRESETS)}")
+    fields = PRESETS[preset] | {k: v for k, v in overrides.items() if v is not None}
+    return SFTArgs(preset=preset, **fields)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+
+
+def teacher_sft_rows(world: World, tokenizer, args: SFTArgs, split: str = "sft") -> list[dict]:
+    """Play `args.tasks` teacher tasks and return one row per turn: ids and the response mask."""
+    from .probe import teacher_trajectories
+    from .retrieval import PoolRetrievers
+
+    retrievers = PoolRetrievers(world)
+    rows = []
+    per_n = math.ceil(args.tasks / len(args.objectives))
+    for n in args.objectives:
+        trajs = teacher_trajectories(world, tokenizer, split, n, per_n, seed=args.seed, agent=args.agent,
+                                     retrievers=retrievers)
+        for t in trajs:
+            for j, turn in enumerate(t.turns):
+                context = t.context_ids(j)
+                rows.append({"input_ids": context + turn.output_ids,
+                             "response_mask": [0] * len(context) + [1] * len(turn.output_ids)})
+    return rows
+
+
+def to_dataset(rows: list[dict], loss_on: str, seed: int):
+    from datasets import Dataset
+
+    if loss_on not in ("all", "response"):
+        raise ValueError(f"loss_on must be 'all' or 'response', got {loss_on!r}")
+
+    def labels(row):
+        if loss_on == "all":
+            return list(row["input_ids"])
+        return [t if m else -100 for t, m in zip(row["input_ids"], row["response_mask"])]
+
+    return Dataset.from_dict({
+        "input_ids": [r["input_ids"] for r in rows],
+        "labels": [labels(r) for r in rows],
+    }).shuffle(seed=seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Callbacks: wall-clock budget and the reading probe
+
+
+class _Budget:
+    """Shared clock of a whole run, so that probes and stages log on one time axis."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+
+    def minutes(self) -> float:
+        return (time.perf_counter() - self.start) / 60
+
+
+def _callbacks(args: SFTArgs, stage: Stage, clock: _Budget, probe, log_path: Path):
+    from transformers import TrainerCallback
+
+    class StageClock(TrainerCallback):
+        def on_train_begin(self, a, state, control, **kw):
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, a, state, control, **kw):
+            if (time.perf_counter() - self.t0) / 60 >= stage.minutes:
+                control.should_training_stop = True
+
+    class Probe(TrainerCallback):
+        def __init__(self):
+            self.last_probe = -1e9
+            self.last_em = -1e9
+
+        def _run(self, state, model, force_em=False):
+            now = clock.minutes()
+            record = {"minutes": round(now, 2), "stage": stage.name, "step": state.global_step}
+            losses = [h["loss"] for h in state.log_history if "loss" in h]
+            if losses:
+                record["train_loss"] = losses[-1]
+            record |= probe.teacher_forced(model)
+            # Greedy EM is worth its minute only once the format is mostly right.
+            ready = record["response_token_acc"] >= args.em_min_token_acc
+            if force_em or (ready and now - self.last_em >= args.em_minutes):
+                record |= probe.em(model)
+                self.last_em = clock.minutes()
+            self.last_probe = clock.minutes()  # the interval counts from the end of the probe
+            with open(log_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            keys = [k for k in ("name_acc_fact_part1", "name_acc_fact_part2", "name_acc_copy_part1",
+                                "em_per_objective_n1", "em_per_objective_n2") if k in record]
+            print(f"[probe {now:6.1f} min, {stage.name} step {state.global_step}] "
+                  + "  ".join(f"{k} {record[k]:.3f}" for k in keys), flush=True)
+
+        def on_step_end(self, a, state, control, model=None, **kw):
+            if clock.minutes() - self.last_probe >= args.probe_minutes:
+                self._run(state, model)
+
+        def on_train_end(self, a, state, control, model=None, **kw):
+            self._run(state, model, force_em=True)
+
+    return [StageClock(), Probe()]
+
+
+class ReadingProbe:
+    def __init__(self, world: World, tokenizer, args: SFTArgs):
+        from .probe import name_token_ids, probe_samples, teacher_trajectories
+        from .retrieval import PoolRetrievers
+
+        self.world, self.tokenizer, self.args = world, tokenizer, args
+        self.retrievers = PoolRetrievers(world)
+        trajs = teacher_trajectories(world, tokenizer, "dev", 2, args.probe_tasks, seed=1, agent=args.agent,
+                                     retrievers=self.retrievers)
+        self.samples = probe_samples(trajs, tokenizer, name_token_ids(tokenizer, world))
+
+    def teacher_forced(self, model) -> dict:
+        from .probe import teacher_forced_accuracy
+
+        return teacher_forced_accuracy(model, self.samples, pad_id=self.tokenizer.pad_token_id)
+
+    def em(self, model, objectives=(1, 2), tasks: int | None = None, split: str = "dev") -> dict:
+        from .probe import greedy_em
+
+        out = {}
+        for n in objectives:
+            s = greedy_em(model, self.tokenizer, self.world, split, n, tasks or self.args.em_tasks, seed=1,
+                          agent=self.args.agent, retrievers=self.retrievers)
+            out[f"em_per_objective_n{n}"] = s["em_per_objective"]
+            out[f"format_errors_n{n}"] = s["format_errors"]
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def train_sft(args: SFTArgs) -> dict:
+    """Run every stage, save the model with its card, and return the card."""
+    from transformers import set_seed
+    from trl import SFTConfig, SFTTrainer
+
+    from .model import TINY_DIR, build_tiny_model, count_parameters, load_policy, load_tokenizer
+    from .plots import probe_curves
+    from .world import load_world
+
+    torch.set_num_threads(args.threads)
+    set_seed(args.seed)
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} is not empty; choose another --out or delete it")
+    work = out.with_name(out.name + ".partial")
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    clock = _Budget()
+    world = load_world(args.world)
+    if args.init:
+        model, tokenizer = load_policy(args.init)
+    else:
+        tokenizer = load_tokenizer(TINY_DIR)
+        model = build_tiny_model(seed=args.seed)
+    print(f"model: {count_parameters(model) / 1e6:.2f} M parameters; building teacher data ({args.tasks} tasks, "
+          f"N in {list(args.objectives)}, agent {args.agent})", flush=True)
+    t0 = time.perf_counter()
+    rows = teacher_sft_rows(world, tokenizer, args)
+    n_tokens = sum(len(r["input_ids"]) for r in rows)
+    print(f"{len(rows)} samples, {n_tokens / 1e6:.1f} M tokens, in {time.perf_counter() - t0:.0f} s", flush=True)
+    probe = ReadingProbe(world, tokenizer, args)
+    log_path = work / "probe.jsonl"
+    for i, stage in enumerate(args.stages):
+        dataset = to_dataset(rows, stage.loss_on, seed=args.seed + i)
+        config = SFTConfig(
+            output_dir=str(work / f"trainer-{stage.name}"),
+            per_device_train_batch_size=args.batch_packs,
+            gradient_accumulation_steps=args.grad_accum,
+            learning_rate=stage.lr,
+            lr_scheduler_type=stage.schedule,
+            warmup_steps=stage.warmup_steps,
+            max_steps=stage.max_steps,
+            weight_decay=args.weight_decay,
+            max_grad_norm=1.0,
+            packing=True,
+            packing_strategy="bfd",
+            max_length=args.max_length,
+            logging_steps=10,
+            save_strategy="no",
+            report_to="none",
+            bf16=False,
+            use_cpu=True,
+            seed=args.seed,
+            dataloader_num_workers=0,
+            disable_tqdm=not os.environ.get("MEM1_TQDM", "1") == "1",
+        )
+        trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
+                             callbacks=_callbacks(args, stage, clock, probe, log_path))
+        print(f"stage {stage.name}: loss on {stage.loss_on} tokens, lr {stage.lr}, {stage.schedule}, "
+              f"<= {stage.minutes} min", flush=True)
+        trainer.train()
+        model = trainer.model
+        shutil.rmtree(work / f"trainer-{stage.name}", ignore_errors=True)
+
+    print("final evaluation (greedy, mem1 agent)", flush=True)
+    final = {}
+    for n in args.final_eval_objectives:
+        final |= probe.em(model, objectives=(n,), tasks=args.final_eval_tasks)
+    final |= {f"sft_pool_{k}": v for k, v in probe.em(model, objectives=(2,), tasks=args.final_eval_tasks,
+                                                      split="sft").items()}
+    final |= probe.teacher_forced(model)
+    model.save_pretrained(work)
+    tokenizer.save_pretrained(work)
+    records = [json.loads(line) for line in log_path.read_text().splitlines()]
+    fig = probe_curves(records, title=f"SFT {args.preset} (N in {list(args.objectives)})")
+    fig.savefig(work / "probe.png", dpi=110)
+    card = {
+        "kind": "sft",
+        "command": " ".join(["mem1 sft", f"--preset {args.preset}", f"--out {args.out}", f"--seed {args.seed}"]
+                            + ([f"--objectives {','.join(map(str, args.objectives))}"]
+                               if args.objectives != SFTArgs.objectives else [])
+                            + ([f"--agent {args.agent}"] if args.agent != "mem1" else [])),
+        "args": asdict(args),
+        "minutes": round(clock.minutes(), 1),
+        "parameters": count_parameters(model),
+        "samples": len(rows),
+        "tokens": n_tokens,
+        "dev_metrics": final,
+        "sha256": {"model.safetensors": _sha256(work / "model.safetensors")},
+        "torch_threads": args.threads,
+    }
+    (work / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    if out.exists():
+        out.rmdir()
+    work.rename(out)
+    print(json.dumps(card["dev_metrics"], indent=1))
+    return card
+
+
+def with_overrides(args: SFTArgs, **kw) -> SFTArgs:
+    return replace(args, **{k: v for k, v in kw.items() if v is not None})
