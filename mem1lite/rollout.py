@@ -19,9 +19,11 @@ below, JSON-encoded; `output_kinds` is a string with one letter per output token
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -332,6 +334,10 @@ class GenerationConfig:
     """nucleus sampling threshold"""
     batch_size: int = 64
     """episodes generated together"""
+    reuse_prompt_cache: bool = True
+    """within one rollout, compute each episode's prompt keys/values once and reuse them every turn"""
+    prompt_cache_mb: float = 512.0
+    """memory bound of those stored prompt keys/values (least recently used go first)"""
 
 
 def stop_sequences(tokenizer) -> list[list[int]]:
@@ -342,29 +348,137 @@ def stop_sequences(tokenizer) -> list[list[int]]:
     return seqs
 
 
-def _sample(logits: torch.Tensor, cfg: GenerationConfig, generators: list[torch.Generator]):
-    """One token per row and its log-prob under softmax(logits / T). logits: (B, V), float."""
+def _sample(logits: torch.Tensor, cfg: GenerationConfig, generators: Sequence[torch.Generator]):
+    """One token per row and its log-prob under softmax(logits / T). logits: (B, V), float.
+
+    Inverse-CDF sampling with one uniform per row drawn from that episode's own generator, so a
+    sample never depends on which other episodes share the batch. Without top-p the CDF runs in
+    vocabulary order (a (B, V) sort costs more than the tiny model's whole decoding step); with
+    top-p it runs over the probabilities sorted high to low, cut at the nucleus.
+    """
     logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
     if cfg.temperature <= 0:
         tokens = logits.argmax(-1)
         logp = torch.log_softmax(logits, -1)
         return tokens, logp.gather(-1, tokens[:, None])[:, 0]
-    logp = torch.log_softmax(logits / cfg.temperature, -1)
+    logp = torch.log_softmax(logits / cfg.temperature, -1)  # (B, V)
     probs = logp.exp()
-    sorted_p, order = probs.sort(-1, descending=True)
+    order = None
     if cfg.top_p < 1.0:
-        keep = (sorted_p.cumsum(-1) - sorted_p) < cfg.top_p  # always keeps the first
-        sorted_p = sorted_p * keep
-    cdf = sorted_p.cumsum(-1)
-    # One uniform per row from that episode's own generator: samples do not depend on batching.
+        probs, order = probs.sort(-1, descending=True)
+        keep = (probs.cumsum(-1) - probs) < cfg.top_p  # always keeps the first
+        probs = probs * keep
+    cdf = probs.cumsum(-1)  # (B, V)
     u = torch.stack([torch.rand((), generator=g, dtype=cdf.dtype) for g in generators]) * cdf[:, -1]
-    pick = torch.searchsorted(cdf, u[:, None]).clamp(max=cdf.shape[-1] - 1)
-    tokens = order.gather(-1, pick)[:, 0]
+    pick = torch.searchsorted(cdf, u[:, None]).clamp(max=cdf.shape[-1] - 1)  # (B, 1)
+    tokens = (order.gather(-1, pick) if order is not None else pick)[:, 0]
     return tokens, logp.gather(-1, tokens[:, None])[:, 0]
 
 
+@functools.cache
+def _kv_layer_class():
+    from transformers.cache_utils import DynamicLayer
+
+    class PreallocatedLayer(DynamicLayer):
+        """A DynamicLayer that writes into a preallocated buffer and hands attention a view of it.
+
+        transformers' DynamicLayer concatenates each new token onto its whole cache, which copies the
+        cache at every step: at 64 rows and a few hundred tokens that copy costs as much as the model.
+        """
+
+        def __init__(self, capacity: int):
+            super().__init__()
+            self.capacity, self.length = capacity, 0
+
+        def start(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+            """Begin from already computed states (B, H, T, D), e.g. a cached prompt."""
+            self._alloc(keys, values, max(self.capacity, keys.shape[-2]))
+            self._k[:, :, : keys.shape[-2]] = keys
+            self._v[:, :, : values.shape[-2]] = values
+            self.length = keys.shape[-2]
+            self._views()
+
+        def _alloc(self, keys, values, size):
+            self.device = keys.device
+            self._k = keys.new_empty((*keys.shape[:2], size, keys.shape[-1]))
+            self._v = values.new_empty((*values.shape[:2], size, values.shape[-1]))
+            self.is_initialized = True
+
+        def _views(self):
+            self.keys, self.values = self._k[:, :, : self.length], self._v[:, :, : self.length]
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            n = key_states.shape[-2]
+            if not self.is_initialized:
+                self._alloc(key_states, value_states, max(self.capacity, n))
+            if self.length + n > self._k.shape[-2]:  # past the planned size: grow, never cut
+                old_k, old_v = self._k, self._v
+                self._alloc(old_k, old_v, self.length + n + self.capacity)
+                self._k[:, :, : self.length] = old_k[:, :, : self.length]
+                self._v[:, :, : self.length] = old_v[:, :, : self.length]
+            self._k[:, :, self.length : self.length + n] = key_states
+            self._v[:, :, self.length : self.length + n] = value_states
+            self.length += n
+            self._views()
+            return self.keys, self.values
+
+        def batch_select_indices(self, indices):
+            if self.is_initialized:
+                self._k, self._v = self._k[indices], self._v[indices]
+                self._views()
+
+    return PreallocatedLayer
+
+
+def _has_layers(model) -> int:
+    """The number of decoder layers of a transformers model (0 when it does not say)."""
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "get_text_config"):
+        return 0
+    return getattr(config.get_text_config(decoder=True), "num_hidden_layers", 0) or 0
+
+
+def _preallocated_cache(model, capacity: int, start: list | None = None):
+    """A DynamicCache of `PreallocatedLayer`s (None when the model has no usable config).
+
+    `start`: per layer, (keys, values) of shape (B, H, T, D) the cache begins with.
+    """
+    from transformers import DynamicCache
+
+    n_layers = _has_layers(model)
+    if not n_layers:
+        return None
+    layer_class = _kv_layer_class()
+    cache = DynamicCache()
+    cache.layers = [layer_class(capacity) for _ in range(n_layers)]
+    cache.layer_class_to_replicate = None
+    if start is not None:
+        for layer, (k, v) in zip(cache.layers, start):
+            layer.start(k, v)
+    return cache
+
+
 class ModelPolicy:
-    """A causal LM generating a batch of responses with a KV cache."""
+    """A causal LM generating a batch of responses with a KV cache.
+
+    Implementation details (each keeps a row's result what it would be alone, to float rounding):
+
+    1. Left padding, with position ids counted from each row's first real token, so a row's
+       positions are the ones it would have alone.
+    2. The prefill computes logits for the last position only (`logits_to_keep=1`).
+    3. A row that has finished (stop sequence or token limit) leaves the batch: its rows of the KV
+       cache, mask and positions are dropped, so long batches do not keep paying for short answers.
+    4. Per step, the Python work is one `tolist()` of the sampled tokens and their log-probs.
+    5. The KV cache is preallocated and written in place (`_preallocated_cache`), not concatenated.
+    6. Prompt reuse: every agent's context starts with the task prompt, so within one rollout
+       (`run_episodes` passes `prefix_lengths` and clears the store at the end) the prompt's keys and
+       values are computed once per episode and reused at every later turn; only the rest of the
+       context is prefilled. Row layout: [pad | prompt | pad | rest of context | generated], with
+       position ids that skip the pads. The store lives for one rollout only, since the weights
+       may change between rollouts (PPO).
+    """
+
+    accepts_prefix_lengths = True
 
     def __init__(self, model, tokenizer, config: GenerationConfig | None = None, name: str = "model"):
         self.model, self.tokenizer = model, tokenizer
@@ -372,58 +486,151 @@ class ModelPolicy:
         self.name = name
         self.stops = stop_sequences(tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        # [6] prompt ids -> per layer (keys, values) of shape (H, T, D); least recently used first
+        self._prefix_store: OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = (
+            OrderedDict()
+        )
+        self._prefix_bytes = 0
+
+    def clear_prefix_cache(self) -> None:
+        self._prefix_store.clear()
+        self._prefix_bytes = 0
 
     @torch.no_grad()
-    def respond(self, contexts: list[list[int]], generators: list[torch.Generator]) -> list[Response]:
+    def respond(
+        self,
+        contexts: list[list[int]],
+        generators: list[torch.Generator],
+        prefix_lengths: list[int] | None = None,
+    ) -> list[Response]:
+        """One response per context. `prefix_lengths[i]`: how many leading ids of context i are a
+        prompt worth caching for later calls (0: none)."""
+        if prefix_lengths is None or not self.config.reuse_prompt_cache or not _has_layers(self.model):
+            prefix_lengths = [0] * len(contexts)
         out: list[Response | None] = [None] * len(contexts)
-        order = sorted(range(len(contexts)), key=lambda i: len(contexts[i]))
+        order = sorted(range(len(contexts)), key=lambda i: len(contexts[i]))  # similar lengths batch together
         bs = self.config.batch_size
         for start in range(0, len(order), bs):
             idx = order[start : start + bs]
-            for i, r in zip(idx, self._generate([contexts[i] for i in idx], [generators[i] for i in idx])):
+            batch = self._generate(
+                [contexts[i] for i in idx], [generators[i] for i in idx], [prefix_lengths[i] for i in idx]
+            )
+            for i, r in zip(idx, batch):
                 out[i] = r
         return out
 
-    def _generate(self, contexts, generators) -> list[Response]:
+    def _prefix_states(
+        self, prefixes: list[tuple[int, ...]]
+    ) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+        """[6] Per prefix, per layer, (keys, values) of shape (H, T, D): from the store or computed."""
+        store = self._prefix_store
+        found = {p: store[p] for p in prefixes if p and p in store}
+        for p in found:
+            store.move_to_end(p)
+        missing = sorted({p for p in prefixes if p and p not in found}, key=len)
+        bs = self.config.batch_size
+        device = next(self.model.parameters()).device
+        for start in range(0, len(missing), bs):
+            chunk = missing[start : start + bs]
+            ids, mask, positions = _left_pad([list(p) for p in chunk], self.pad_id, 0)
+            result = self.model(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                position_ids=positions.to(device),
+                cache=_preallocated_cache(self.model, ids.shape[1]),
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            width = ids.shape[1]
+            for r, p in enumerate(chunk):
+                found[p] = [
+                    (layer.keys[r, :, width - len(p) :].clone(), layer.values[r, :, width - len(p) :].clone())
+                    for layer in result.cache.layers
+                ]
+                store[p] = found[p]
+                self._prefix_bytes += sum(k.nbytes + v.nbytes for k, v in found[p])
+        while self._prefix_bytes > self.config.prompt_cache_mb * 2**20 and store:
+            _, evicted = store.popitem(last=False)  # correctness never depends on what is kept
+            self._prefix_bytes -= sum(k.nbytes + v.nbytes for k, v in evicted)
+        return [found[p] if p else None for p in prefixes]
+
+    def _prefill(self, contexts, prefix_lengths):
+        """Run the contexts through the model. Returns (cache, last logits, mask, next positions, width)."""
         model, cfg = self.model, self.config
         device = next(model.parameters()).device
-        B, L = len(contexts), max(len(c) for c in contexts)
-        ids = torch.full((B, L), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((B, L), dtype=torch.long)
-        for b, c in enumerate(contexts):
-            ids[b, L - len(c) :] = torch.tensor(c)
-            mask[b, L - len(c) :] = 1
-        ids, mask = ids.to(device), mask.to(device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # generation-true positions: 0 at each row's start
+        # Keep at least one id out of the cached prefix, so the prefill always yields the last logits.
+        cut = [min(p, len(c) - 1) if p > 1 else 0 for c, p in zip(contexts, prefix_lengths)]
+        states = self._prefix_states([tuple(c[:k]) for c, k in zip(contexts, cut)])
+        B, P = len(contexts), max(cut)
+        start = None
+        if P > 0:  # the cached prompts, right-aligned at column P (pads before them are masked)
+            start = []
+            first = next(s for s in states if s is not None)
+            for layer, (k0, v0) in enumerate(first):
+                keys = k0.new_zeros((B, k0.shape[0], P, k0.shape[-1]))  # (B, H, P, D)
+                values = v0.new_zeros((B, v0.shape[0], P, v0.shape[-1]))
+                for b, s in enumerate(states):
+                    if s is not None:
+                        keys[b, :, P - cut[b] :], values[b, :, P - cut[b] :] = s[layer]
+                start.append((keys, values))
+        rest, rest_mask, _ = _left_pad([c[k:] for c, k in zip(contexts, cut)], self.pad_id, 0)
+        S = rest.shape[1]
+        mask = torch.zeros((B, P + S + cfg.max_new_tokens), dtype=torch.long)
+        for b, k in enumerate(cut):
+            mask[b, P - k : P] = 1
+        mask[:, P : P + S] = rest_mask
+        positions = (mask[:, : P + S].cumsum(-1) - 1).clamp(min=0)[:, P:]  # [1] pads skipped
+        mask = mask.to(device)
+        result = model(
+            input_ids=rest.to(device),
+            attention_mask=mask[:, : P + S],
+            position_ids=positions.to(device),
+            cache=_preallocated_cache(model, P + S + cfg.max_new_tokens, start),  # [5]
+            use_cache=True,
+            logits_to_keep=1,  # [2]
+        )
+        return result.cache, result.logits[:, -1, :], mask, positions[:, -1].to(device) + 1, P + S
+
+    def _generate(self, contexts, generators, prefix_lengths=None) -> list[Response]:
+        model, cfg = self.model, self.config
+        device = next(model.parameters()).device
+        B = len(contexts)
+        outputs: list[list[int]] = [[] for _ in range(B)]
+        logps: list[list[float]] = [[] for _ in range(B)]
+        hit = [False] * B
+        stops = [(len(s), s) for s in self.stops]
         was_training = model.training
         model.eval()
         try:
-            result = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-            cache = result.cache
-            logits = result.logits[:, -1, :]
-            next_pos = positions[:, -1] + 1
-            outputs = [[] for _ in range(B)]
-            logps = [[] for _ in range(B)]
-            done = [False] * B
-            hit = [False] * B
-            for _step in range(cfg.max_new_tokens):
-                tokens, lp = _sample(logits, cfg, generators)
-                for b in range(B):
-                    if done[b]:
+            cache, logits, mask, next_pos, width = self._prefill(contexts, prefix_lengths or [0] * B)
+            rows = list(range(B))  # batch row r generates for context rows[r]
+            gens = list(generators)
+            for step in range(cfg.max_new_tokens):
+                tokens, lp = _sample(logits, cfg, gens)
+                keep = []
+                for r, (b, tok, logp) in enumerate(zip(rows, tokens.tolist(), lp.tolist())):  # [4]
+                    out = outputs[b]
+                    out.append(tok)
+                    logps[b].append(logp)
+                    if any(out[-n:] == s for n, s in stops):
                         continue
-                    outputs[b].append(int(tokens[b]))
-                    logps[b].append(float(lp[b]))
-                    if any(outputs[b][-len(s) :] == s for s in self.stops):
-                        done[b] = True
-                    elif len(outputs[b]) >= cfg.max_new_tokens:
-                        done[b], hit[b] = True, True
-                if all(done):
+                    if len(out) >= cfg.max_new_tokens:
+                        hit[b] = True
+                        continue
+                    keep.append(r)
+                if not keep:
                     break
-                alive = torch.tensor([0 if d else 1 for d in done], dtype=mask.dtype, device=device)
-                mask = torch.cat([mask, alive[:, None]], dim=1)
+                if len(keep) < len(rows):  # [3] drop finished rows from the batch and the cache
+                    sel = torch.tensor(keep, dtype=torch.long, device=device)
+                    for layer in cache.layers:
+                        layer.batch_select_indices(sel)
+                    tokens, next_pos, mask = tokens[sel], next_pos[sel], mask[sel]
+                    rows = [rows[r] for r in keep]
+                    gens = [gens[r] for r in keep]
+                mask[:, width + step] = 1
                 result = model(
                     input_ids=tokens[:, None].to(device),
-                    attention_mask=mask,
+                    attention_mask=mask[:, : width + step + 1],
                     position_ids=next_pos[:, None],
                     cache=cache,
                     use_cache=True,
@@ -433,6 +640,19 @@ class ModelPolicy:
         finally:
             model.train(was_training)
         return [Response(outputs[b], logps[b], hit[b]) for b in range(B)]
+
+
+def _left_pad(seqs: list[list[int]], pad_id: int, extra: int):
+    """(ids, mask, positions) of shape (B, L + extra) / (B, L) for left-padded `seqs`."""
+    B, L = len(seqs), max(len(s) for s in seqs)
+    ids = torch.full((B, L), pad_id, dtype=torch.long)
+    mask = torch.zeros((B, L + extra), dtype=torch.long)
+    for b, s in enumerate(seqs):
+        if s:
+            ids[b, L - len(s) :] = torch.tensor(s, dtype=torch.long)
+            mask[b, L - len(s) : L] = 1
+    positions = (mask[:, :L].cumsum(-1) - 1).clamp(min=0)
+    return ids, mask, positions
 
 
 # ---------------------------------------------------------------------------------------------
@@ -500,28 +720,49 @@ def run_episodes(
     generators = [episode_generator(cfg.seed, i) for i in range(len(envs))]
     bar = tqdm(total=len(envs), desc=f"rollout {agent.name}", disable=not cfg.progress, leave=False)
     active = [i for i, e in enumerate(envs) if not e.done]
-    while active:
-        spans = [agent.spans(trajs[i]) for i in active]
-        contexts = [trajs[i].ids_of(sp) for i, sp in zip(active, spans)]
-        t0 = time.perf_counter()
+    reuse_prompt = getattr(policy, "accepts_prefix_lengths", False)
+    try:
+        while active:
+            active = _play_turn(policy, tokenizer, envs, trajs, agent, generators, active, reuse_prompt, bar)
+            if on_turn:
+                on_turn(len(active))
+    finally:
+        if reuse_prompt:
+            policy.clear_prefix_cache()  # the weights may change before the next rollout
+        bar.close()
+    return trajs
+
+
+def _play_turn(policy, tokenizer, envs, trajs, agent, generators, active, reuse_prompt, bar) -> list[int]:
+    """One turn of every active episode; returns the episodes still running."""
+    spans = [agent.spans(trajs[i]) for i in active]
+    contexts = [trajs[i].ids_of(sp) for i, sp in zip(active, spans)]
+    t0 = time.perf_counter()
+    if reuse_prompt:
+        prefix = [
+            len(trajs[i].prompt_ids) if sp[0] == [PROMPT, 0, len(trajs[i].prompt_ids)] else 0
+            for i, sp in zip(active, spans)
+        ]
+        responses = policy.respond(contexts, [generators[i] for i in active], prefix_lengths=prefix)
+    else:
         responses = policy.respond(contexts, [generators[i] for i in active])
-        per_episode = (time.perf_counter() - t0) / len(active)
-        still = []
-        for i, sp, resp in zip(active, spans, responses):
-            t1 = time.perf_counter()
-            env = envs[i]
-            text = tokenizer.decode(resp.ids, skip_special_tokens=False)
-            outcome = env.step(text, resp.hit_limit)
-            obs_ids = (
-                tokenizer.encode(outcome.observation, add_special_tokens=False) if outcome.observation else []
-            )
-            parsed = outcome.parsed
-            kinds = token_kinds(tokenizer, resp.ids, parsed.kind == "error")
-            turn = Turn(
+    per_episode = (time.perf_counter() - t0) / len(active)
+    still = []
+    for i, sp, context, resp in zip(active, spans, contexts, responses):
+        t1 = time.perf_counter()
+        env, traj = envs[i], trajs[i]
+        text = tokenizer.decode(resp.ids, skip_special_tokens=False)
+        outcome = env.step(text, resp.hit_limit)
+        obs_ids = (
+            tokenizer.encode(outcome.observation, add_special_tokens=False) if outcome.observation else []
+        )
+        parsed = outcome.parsed
+        traj.turns.append(
+            Turn(
                 spans=sp,
                 output_ids=list(resp.ids),
                 logprobs=list(resp.logprobs),
-                output_kinds=kinds,
+                output_kinds=token_kinds(tokenizer, resp.ids, parsed.kind == "error"),
                 observation_ids=obs_ids,
                 action=parsed.kind,
                 argument=parsed.argument,
@@ -529,21 +770,19 @@ def run_episodes(
                 hit_limit=resp.hit_limit,
                 seconds=per_episode + time.perf_counter() - t1,
             )
-            trajs[i].turns.append(turn)
-            if env.done:
-                r = env.result()
-                t = trajs[i]
-                t.answer, t.em, t.f1, t.per_slot_em = r.answer, r.em, r.f1, list(r.per_slot_em)
-                t.format_errors = r.format_errors
-                t.seconds = sum(x.seconds for x in t.turns)
-                bar.update(1)
-            else:
-                still.append(i)
-        if on_turn:
-            on_turn(len(still))
-        active = still
-    bar.close()
-    return trajs
+        )
+        # Token-in/token-out: the ids rebuilt from the recorded spans are the ids the policy was fed.
+        if traj.context_ids(len(traj.turns) - 1) != context:
+            raise RuntimeError(f"episode {i}: context rebuilt from spans differs from the one fed")
+        if env.done:
+            r = env.result()
+            traj.answer, traj.em, traj.f1, traj.per_slot_em = r.answer, r.em, r.f1, list(r.per_slot_em)
+            traj.format_errors = r.format_errors
+            traj.seconds = sum(x.seconds for x in traj.turns)
+            bar.update(1)
+        else:
+            still.append(i)
+    return still
 
 
 def summarize(trajs: Sequence[Trajectory]) -> dict:
