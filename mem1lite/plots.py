@@ -76,3 +76,27 @@ def probe_curves(records: list[dict], title: str = "reading probe"):
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def ppo_curves(history: list[dict], title: str = "PPO"):
+    """Per-step PPO logs: reward and dev EM, KL, clipping, entropy, value fit, throughput."""
+    panels = [
+        ("reward", ["reward", "dev_em_per_objective"]),
+        ("KL to the reference", ["kl", "approx_kl"]),
+        ("clip fraction", ["clipfrac"]),
+        ("entropy", ["entropy"]),
+        ("value", ["value_loss", "explained_variance"]),
+        ("tokens / s", ["rollout_tokens_per_s", "train_tokens_per_s"]),
+    ]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2))
+    for ax, (name, keys) in zip(axes, panels):
+        for key in keys:
+            pts = [(h["step"], h[key]) for h in history if h.get(key) is not None]
+            if pts:
+                ax.plot(*zip(*pts), marker=".", label=key)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=6)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

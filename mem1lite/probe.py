@@ -21,7 +21,15 @@ import torch
 
 from .protocol import QAEnvironment
 from .retrieval import PoolRetrievers
-from .rollout import GenerationConfig, ModelPolicy, RolloutConfig, TeacherPolicy, Trajectory, run_episodes, summarize
+from .rollout import (
+    GenerationConfig,
+    ModelPolicy,
+    RolloutConfig,
+    TeacherPolicy,
+    Trajectory,
+    run_episodes,
+    summarize,
+)
 from .world import World, make_tasks
 
 _INFO = re.compile(r"<information>.*?</information>", re.S)
@@ -109,22 +117,47 @@ def teacher_forced_accuracy(model, samples: list[ProbeSample], batch_size: int =
     return out
 
 
-def teacher_trajectories(world: World, tokenizer, split: str, objectives: int, count: int, seed: int = 0,
-                         agent: str = "mem1", retrievers: PoolRetrievers | None = None) -> list[Trajectory]:
+def teacher_trajectories(
+    world: World,
+    tokenizer,
+    split: str,
+    objectives: int,
+    count: int,
+    seed: int = 0,
+    agent: str = "mem1",
+    retrievers: PoolRetrievers | None = None,
+) -> list[Trajectory]:
     retrievers = retrievers or PoolRetrievers(world)
     tasks = make_tasks(world, split, objectives, count, seed=seed)
     envs = [QAEnvironment.from_task(t, retrievers[split]) for t in tasks]
-    return run_episodes(TeacherPolicy(tokenizer), tokenizer, envs, RolloutConfig(agent=agent, progress=False), tasks)
+    return run_episodes(
+        TeacherPolicy(tokenizer), tokenizer, envs, RolloutConfig(agent=agent, progress=False), tasks
+    )
 
 
-def greedy_em(model, tokenizer, world: World, split: str, objectives: int, count: int, seed: int = 0,
-              agent: str = "mem1", retrievers: PoolRetrievers | None = None, max_new_tokens: int = 192,
-              batch_size: int = 64) -> dict:
+def greedy_em(
+    model,
+    tokenizer,
+    world: World,
+    split: str,
+    objectives: int,
+    count: int,
+    seed: int = 0,
+    agent: str = "mem1",
+    retrievers: PoolRetrievers | None = None,
+    max_new_tokens: int = 192,
+    batch_size: int = 64,
+) -> dict:
     """Greedy rollouts of `count` tasks; returns `rollout.summarize` plus per-objective EM."""
     retrievers = retrievers or PoolRetrievers(world)
     tasks = make_tasks(world, split, objectives, count, seed=seed)
     envs = [QAEnvironment.from_task(t, retrievers[split]) for t in tasks]
-    policy = ModelPolicy(model, tokenizer, GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0,
-                                                            batch_size=batch_size))
-    trajs = run_episodes(policy, tokenizer, envs, RolloutConfig(agent=agent, seed=seed, progress=False), tasks)
+    policy = ModelPolicy(
+        model,
+        tokenizer,
+        GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0, batch_size=batch_size),
+    )
+    trajs = run_episodes(
+        policy, tokenizer, envs, RolloutConfig(agent=agent, seed=seed, progress=False), tasks
+    )
     return summarize(trajs) | {"trajectories": trajs}

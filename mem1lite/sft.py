@@ -147,40 +147,69 @@ def make_args(preset: str, **overrides) -> SFTArgs:
 # Data
 
 
-def teacher_sft_rows(world: World, tokenizer, args: SFTArgs, split: str = "sft") -> list[dict]:
-    """Play `args.tasks` teacher tasks and return one row per turn: ids and the response mask."""
+CACHE_DIR = Path(__file__).resolve().parent.parent / "runs" / "cache"
+
+
+def teacher_sft_data(world: World, tokenizer, args: SFTArgs, split: str = "sft"):
+    """Play `args.tasks` teacher tasks; one row per turn: `input_ids` (context + response) and
+    `response_mask`. Cached under runs/cache, keyed by everything that changes the rows."""
+    from datasets import Dataset, load_from_disk
+
     from .probe import teacher_trajectories
     from .retrieval import PoolRetrievers
 
+    key = hashlib.sha256(
+        json.dumps(
+            {
+                "world": world.config.seed,
+                "docs": len(world.documents),
+                "vocab": len(tokenizer),
+                "tokenizer": hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest(),
+                "tasks": args.tasks,
+                "objectives": list(args.objectives),
+                "seed": args.seed,
+                "agent": args.agent,
+                "split": split,
+                "version": 1,
+            },
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()[:16]
+    cached = CACHE_DIR / f"sft-{key}"
+    if (cached / "dataset_info.json").is_file():
+        return load_from_disk(str(cached))
     retrievers = PoolRetrievers(world)
-    rows = []
+    ids, masks = [], []
     per_n = math.ceil(args.tasks / len(args.objectives))
     for n in args.objectives:
-        trajs = teacher_trajectories(world, tokenizer, split, n, per_n, seed=args.seed, agent=args.agent,
-                                     retrievers=retrievers)
+        trajs = teacher_trajectories(
+            world, tokenizer, split, n, per_n, seed=args.seed, agent=args.agent, retrievers=retrievers
+        )
         for t in trajs:
             for j, turn in enumerate(t.turns):
                 context = t.context_ids(j)
-                rows.append({"input_ids": context + turn.output_ids,
-                             "response_mask": [0] * len(context) + [1] * len(turn.output_ids)})
-    return rows
+                ids.append(context + turn.output_ids)
+                masks.append([0] * len(context) + [1] * len(turn.output_ids))
+    data = Dataset.from_dict({"input_ids": ids, "response_mask": masks})
+    tmp = cached.with_name(cached.name + ".tmp")
+    data.save_to_disk(str(tmp))
+    if cached.exists():
+        shutil.rmtree(cached)
+    tmp.rename(cached)
+    return load_from_disk(str(cached))
 
 
-def to_dataset(rows: list[dict], loss_on: str, seed: int):
-    from datasets import Dataset
-
+def to_dataset(data, loss_on: str, seed: int):
+    """Add `labels` (-100 where no loss) for a stage, and shuffle."""
     if loss_on not in ("all", "response"):
         raise ValueError(f"loss_on must be 'all' or 'response', got {loss_on!r}")
 
     def labels(row):
         if loss_on == "all":
-            return list(row["input_ids"])
-        return [t if m else -100 for t, m in zip(row["input_ids"], row["response_mask"])]
+            return {"labels": list(row["input_ids"])}
+        return {"labels": [t if m else -100 for t, m in zip(row["input_ids"], row["response_mask"])]}
 
-    return Dataset.from_dict({
-        "input_ids": [r["input_ids"] for r in rows],
-        "labels": [labels(r) for r in rows],
-    }).shuffle(seed=seed)
+    return data.map(labels, remove_columns=["response_mask"]).shuffle(seed=seed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,10 +257,22 @@ def _callbacks(args: SFTArgs, stage: Stage, clock: _Budget, probe, log_path: Pat
             self.last_probe = clock.minutes()  # the interval counts from the end of the probe
             with open(log_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
-            keys = [k for k in ("name_acc_fact_part1", "name_acc_fact_part2", "name_acc_copy_part1",
-                                "em_per_objective_n1", "em_per_objective_n2") if k in record]
-            print(f"[probe {now:6.1f} min, {stage.name} step {state.global_step}] "
-                  + "  ".join(f"{k} {record[k]:.3f}" for k in keys), flush=True)
+            keys = [
+                k
+                for k in (
+                    "name_acc_fact_part1",
+                    "name_acc_fact_part2",
+                    "name_acc_copy_part1",
+                    "em_per_objective_n1",
+                    "em_per_objective_n2",
+                )
+                if k in record
+            ]
+            print(
+                f"[probe {now:6.1f} min, {stage.name} step {state.global_step}] "
+                + "  ".join(f"{k} {record[k]:.3f}" for k in keys),
+                flush=True,
+            )
 
         def on_step_end(self, a, state, control, model=None, **kw):
             if clock.minutes() - self.last_probe >= args.probe_minutes:
@@ -250,8 +291,9 @@ class ReadingProbe:
 
         self.world, self.tokenizer, self.args = world, tokenizer, args
         self.retrievers = PoolRetrievers(world)
-        trajs = teacher_trajectories(world, tokenizer, "dev", 2, args.probe_tasks, seed=1, agent=args.agent,
-                                     retrievers=self.retrievers)
+        trajs = teacher_trajectories(
+            world, tokenizer, "dev", 2, args.probe_tasks, seed=1, agent=args.agent, retrievers=self.retrievers
+        )
         self.samples = probe_samples(trajs, tokenizer, name_token_ids(tokenizer, world))
 
     def teacher_forced(self, model) -> dict:
@@ -264,8 +306,17 @@ class ReadingProbe:
 
         out = {}
         for n in objectives:
-            s = greedy_em(model, self.tokenizer, self.world, split, n, tasks or self.args.em_tasks, seed=1,
-                          agent=self.args.agent, retrievers=self.retrievers)
+            s = greedy_em(
+                model,
+                self.tokenizer,
+                self.world,
+                split,
+                n,
+                tasks or self.args.em_tasks,
+                seed=1,
+                agent=self.args.agent,
+                retrievers=self.retrievers,
+            )
             out[f"em_per_objective_n{n}"] = s["em_per_objective"]
             out[f"format_errors_n{n}"] = s["format_errors"]
         return out
@@ -281,6 +332,7 @@ def _sha256(path: Path) -> str:
 
 def train_sft(args: SFTArgs) -> dict:
     """Run every stage, save the model with its card, and return the card."""
+    import datasets
     from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
 
@@ -288,6 +340,7 @@ def train_sft(args: SFTArgs) -> dict:
     from .plots import probe_curves
     from .world import load_world
 
+    datasets.disable_progress_bars()
     torch.set_num_threads(args.threads)
     set_seed(args.seed)
     out = Path(args.out)
@@ -304,12 +357,17 @@ def train_sft(args: SFTArgs) -> dict:
     else:
         tokenizer = load_tokenizer(TINY_DIR)
         model = build_tiny_model(seed=args.seed)
-    print(f"model: {count_parameters(model) / 1e6:.2f} M parameters; building teacher data ({args.tasks} tasks, "
-          f"N in {list(args.objectives)}, agent {args.agent})", flush=True)
+    print(
+        f"model: {count_parameters(model) / 1e6:.2f} M parameters; building teacher data ({args.tasks} tasks, "
+        f"N in {list(args.objectives)}, agent {args.agent})",
+        flush=True,
+    )
     t0 = time.perf_counter()
-    rows = teacher_sft_rows(world, tokenizer, args)
-    n_tokens = sum(len(r["input_ids"]) for r in rows)
-    print(f"{len(rows)} samples, {n_tokens / 1e6:.1f} M tokens, in {time.perf_counter() - t0:.0f} s", flush=True)
+    rows = teacher_sft_data(world, tokenizer, args)
+    n_tokens = sum(len(r) for r in rows["input_ids"])
+    print(
+        f"{len(rows)} samples, {n_tokens / 1e6:.1f} M tokens, in {time.perf_counter() - t0:.0f} s", flush=True
+    )
     probe = ReadingProbe(world, tokenizer, args)
     log_path = work / "probe.jsonl"
     for i, stage in enumerate(args.stages):
@@ -336,10 +394,18 @@ def train_sft(args: SFTArgs) -> dict:
             dataloader_num_workers=0,
             disable_tqdm=not os.environ.get("MEM1_TQDM", "1") == "1",
         )
-        trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
-                             callbacks=_callbacks(args, stage, clock, probe, log_path))
-        print(f"stage {stage.name}: loss on {stage.loss_on} tokens, lr {stage.lr}, {stage.schedule}, "
-              f"<= {stage.minutes} min", flush=True)
+        trainer = SFTTrainer(
+            model=model,
+            args=config,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            callbacks=_callbacks(args, stage, clock, probe, log_path),
+        )
+        print(
+            f"stage {stage.name}: loss on {stage.loss_on} tokens, lr {stage.lr}, {stage.schedule}, "
+            f"<= {stage.minutes} min",
+            flush=True,
+        )
         trainer.train()
         model = trainer.model
         shutil.rmtree(work / f"trainer-{stage.name}", ignore_errors=True)
@@ -348,8 +414,10 @@ def train_sft(args: SFTArgs) -> dict:
     final = {}
     for n in args.final_eval_objectives:
         final |= probe.em(model, objectives=(n,), tasks=args.final_eval_tasks)
-    final |= {f"sft_pool_{k}": v for k, v in probe.em(model, objectives=(2,), tasks=args.final_eval_tasks,
-                                                      split="sft").items()}
+    final |= {
+        f"sft_pool_{k}": v
+        for k, v in probe.em(model, objectives=(2,), tasks=args.final_eval_tasks, split="sft").items()
+    }
     final |= probe.teacher_forced(model)
     model.save_pretrained(work)
     tokenizer.save_pretrained(work)
@@ -358,10 +426,15 @@ def train_sft(args: SFTArgs) -> dict:
     fig.savefig(work / "probe.png", dpi=110)
     card = {
         "kind": "sft",
-        "command": " ".join(["mem1 sft", f"--preset {args.preset}", f"--out {args.out}", f"--seed {args.seed}"]
-                            + ([f"--objectives {','.join(map(str, args.objectives))}"]
-                               if args.objectives != SFTArgs.objectives else [])
-                            + ([f"--agent {args.agent}"] if args.agent != "mem1" else [])),
+        "command": " ".join(
+            ["mem1 sft", f"--preset {args.preset}", f"--out {args.out}", f"--seed {args.seed}"]
+            + (
+                [f"--objectives {','.join(map(str, args.objectives))}"]
+                if args.objectives != SFTArgs.objectives
+                else []
+            )
+            + ([f"--agent {args.agent}"] if args.agent != "mem1" else [])
+        ),
         "args": asdict(args),
         "minutes": round(clock.minutes(), 1),
         "parameters": count_parameters(model),

@@ -1,0 +1,514 @@
+"""LoRA PPO on masked trajectories: our own loop (TRL 1.x has no PPO trainer).
+
+    mem1 ppo --preset quick --init data/checkpoints/sft-mem1 --out runs/ppo-quick
+    mem1 ppo --preset standard --init data/checkpoints/sft-mem1 --out runs/ppo
+    mem1 ppo --preset standard --init ... --out runs/ppo --resume      # continue from runs/ppo/checkpoint
+
+One step = roll out a batch of episodes with the current policy, score them, then a few epochs of
+clipped PPO updates over minibatches of episodes. The MEM1-specific details, numbered in the code:
+
+1. Rollouts use the mem1 agent on the `rl` pool (entities the SFT data never saw), sampled at
+   temperature 1, each episode from its own seeded generator (rollout.py).
+2. Training tensors come from an exact masked-trajectory layout (masks.py, `packed` by default):
+   each policy token is scored in exactly the context it was generated in. The first minibatch
+   of the first epoch therefore has ratio 1 up to float error.
+3. The policy is the SFT model with LoRA adapters (peft); the reference policy is the same model
+   with the adapter disabled, so no second copy is kept. The value head is a zero-initialised
+   linear map of the last hidden state: values start at 0.
+4. Rewards live on policy tokens only: -kl_coef * (log pi - log pi_ref) on each, plus the task
+   reward (exact match summed over the objectives) on the episode's last generated token.
+   Observation and prompt tokens are not steps: GAE runs over the policy tokens of all turns,
+   in order, with gamma = lambda = 1 by default (ppo_math.py).
+5. Advantages are whitened over the batch's policy tokens (masked).
+6. Clipped ratio and clipped value loss, an entropy bonus, gradient clipping, and separate
+   learning rates for the actor (LoRA) and the critic (value head).
+7. A NaN or inf loss stops the run with one clear line; the last good checkpoint stays.
+8. Checkpoints hold the adapter, the value head, both optimisers, the step and the RNG states;
+   the task draw and sampling of step k depend only on (seed, k), so a resumed run equals an
+   uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+
+from .masks import DEFAULT_LAYOUT, ValueHead, layout_forward
+from .ppo_math import (
+    explained_variance,
+    gae,
+    masked_mean,
+    masked_whiten,
+    policy_loss,
+    token_rewards,
+    value_loss,
+)
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+"""every linear layer of a Qwen2 block: the attention projections and the SwiGLU MLP"""
+
+
+class PPOError(RuntimeError):
+    """A run that cannot go on (message is one line)."""
+
+
+@dataclass
+class PPOArgs:
+    """LoRA PPO on the mem1 agent's masked trajectories."""
+
+    out: str = "runs/ppo"
+    """output directory: adapter, value head, card.json, log.jsonl, curves.png, checkpoint/"""
+    init: str = "data/checkpoints/sft-mem1"
+    """the SFT checkpoint to start from (the frozen base under the adapter)"""
+    preset: str = "quick"
+    """'quick' or 'standard'"""
+    seed: int = 0
+    """seeds task draws, sampling and minibatch order"""
+    resume: bool = False
+    """continue from out/checkpoint"""
+    agent: str = "mem1"
+    """memory policy of the rollouts (full: the full-context baseline, plain causal sequences)"""
+    split: str = "rl"
+    """pool the training tasks come from"""
+    objectives: tuple[int, ...] = (2,)
+    """task sizes, cycled over steps (the paper trains on N = 2)"""
+    steps: int = 40
+    """PPO steps (each: one batch of rollouts, then updates)"""
+    minutes: float = 60.0
+    """wall-clock budget; the run stops after the step that crosses it"""
+    episodes_per_step: int = 48
+    """episodes rolled out per step"""
+    minibatch_episodes: int = 8
+    """episodes per gradient step"""
+    ppo_epochs: int = 2
+    """passes over each batch"""
+    temperature: float = 1.0
+    """sampling temperature of the rollouts"""
+    max_new_tokens: int = 160
+    """longest response"""
+    layout: str = DEFAULT_LAYOUT
+    """masked-trajectory layout used for training (masks.py)"""
+    lora_r: int = 16
+    """LoRA rank"""
+    lora_alpha: int = 32
+    """LoRA scale numerator (scale = alpha / r)"""
+    actor_lr: float = 2e-4
+    """learning rate of the LoRA parameters"""
+    critic_lr: float = 2e-3
+    """learning rate of the value head (10x the actor's)"""
+    kl_coef: float = 1e-3
+    """per-token KL penalty against the reference policy [4]"""
+    clip_ratio: float = 0.2
+    """PPO ratio clip"""
+    clip_value: float = 0.2
+    """value clip (in reward units)"""
+    vf_coef: float = 0.5
+    """weight of the value loss"""
+    entropy_coef: float = 1e-3
+    """weight of the entropy bonus"""
+    max_grad_norm: float = 1.0
+    """gradient clipping"""
+    gamma: float = 1.0
+    """discount over policy tokens"""
+    lam: float = 1.0
+    """GAE lambda"""
+    eval_every: int = 10
+    """steps between greedy dev evaluations (0: never)"""
+    eval_tasks: int = 64
+    """dev tasks (N = 2) per evaluation"""
+    checkpoint_every: int = 5
+    """steps between checkpoints"""
+    threads: int = 2
+    """torch CPU threads"""
+    world: str | None = None
+    """world directory (default data/qa)"""
+
+
+PRESETS = {
+    "quick": dict(
+        steps=3,
+        minutes=5.0,
+        episodes_per_step=8,
+        minibatch_episodes=4,
+        ppo_epochs=1,
+        eval_every=0,
+        eval_tasks=8,
+        checkpoint_every=1,
+        max_new_tokens=128,
+    ),
+    "standard": dict(
+        steps=60,
+        minutes=60.0,
+        episodes_per_step=48,
+        minibatch_episodes=8,
+        ppo_epochs=2,
+        eval_every=10,
+        eval_tasks=64,
+        checkpoint_every=5,
+    ),
+}
+
+
+def make_args(preset: str, **overrides) -> PPOArgs:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}: expected one of {', '.join(PRESETS)}")
+    return PPOArgs(preset=preset, **(PRESETS[preset] | {k: v for k, v in overrides.items() if v is not None}))
+
+
+# ---------------------------------------------------------------------------------------------
+# Model: base + LoRA + value head
+
+
+def build_policy(init: str, args: PPOArgs):
+    """(peft model, value head, tokenizer) from an SFT checkpoint directory [3]."""
+    from peft import LoraConfig, get_peft_model
+
+    from .model import load_policy
+
+    base, tokenizer = load_policy(init)
+    base.config.use_cache = True
+    for p in base.parameters():
+        p.requires_grad_(False)
+    config = LoraConfig(
+        r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=0.0,
+        target_modules=list(LORA_TARGETS),
+        task_type="CAUSAL_LM",
+    )
+    torch.manual_seed(args.seed)
+    model = get_peft_model(base, config)
+    head = ValueHead(base.config.hidden_size, dtype=next(base.parameters()).dtype)
+    torch.nn.init.zeros_(head.summary.weight)  # [3] values start at exactly 0
+    torch.nn.init.zeros_(head.summary.bias)
+    return model, head, tokenizer
+
+
+def trainable_parameters(model) -> list[torch.nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+# ---------------------------------------------------------------------------------------------
+# One step
+
+
+@dataclass
+class Batch:
+    trajs: list
+    advantages: torch.Tensor
+    returns: torch.Tensor
+    old_logprobs: torch.Tensor
+    old_values: torch.Tensor
+    mask: torch.Tensor
+    stats: dict
+
+
+def step_seed(seed: int, step: int) -> int:
+    return (seed * 1_000_003 + step * 7919) % (2**31 - 1)
+
+
+def collect(model, head, tokenizer, world, retrievers, args: PPOArgs, step: int) -> Batch:
+    """[1] roll out a batch, [2] score it under the layout, [4] rewards, GAE, [5] whitening."""
+    from .protocol import QAEnvironment
+    from .rollout import GenerationConfig, ModelPolicy, RolloutConfig, run_episodes
+    from .world import make_tasks
+
+    n = args.objectives[step % len(args.objectives)]
+    seed = step_seed(args.seed, step)
+    tasks = make_tasks(world, args.split, n, args.episodes_per_step, seed=seed)
+    envs = [QAEnvironment.from_task(t, retrievers[args.split]) for t in tasks]
+    policy = ModelPolicy(
+        model,
+        tokenizer,
+        GenerationConfig(
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            batch_size=args.episodes_per_step,
+        ),
+        name="ppo",
+    )
+    t0 = time.perf_counter()
+    trajs = run_episodes(
+        policy, tokenizer, envs, RolloutConfig(agent=args.agent, seed=seed, progress=False), tasks
+    )
+    rollout_s = time.perf_counter() - t0
+    with torch.no_grad():
+        out = layout_forward(model, trajs, args.layout, value_head=head, temperature=args.temperature)  # [2]
+        with model.disable_adapter():  # [3] the reference policy
+            ref = layout_forward(model, trajs, args.layout, temperature=args.temperature)
+    mask = out.mask
+    rewards = torch.zeros_like(out.logprobs)
+    advantages = torch.zeros_like(out.logprobs)
+    returns = torch.zeros_like(out.logprobs)
+    kls = torch.zeros_like(out.logprobs)
+    for b, t in enumerate(trajs):
+        T = int(mask[b].sum())
+        r, kl = token_rewards(out.logprobs[b, :T], ref.logprobs[b, :T], float(t.em), args.kl_coef)  # [4]
+        adv, ret = gae(r, out.values[b, :T], args.gamma, args.lam)
+        rewards[b, :T], advantages[b, :T], returns[b, :T], kls[b, :T] = r, adv, ret, kl
+    fmask = mask.to(out.logprobs.dtype)
+    advantages = masked_whiten(advantages, fmask)  # [5]
+    generated = sum(len(turn.output_ids) for t in trajs for turn in t.turns)
+    stats = {
+        "reward": sum(t.em for t in trajs) / len(trajs),
+        "em_per_objective": sum(t.em / t.objectives for t in trajs) / len(trajs),
+        "objectives": n,
+        "kl": float((kls * fmask).sum() / len(trajs)),
+        "kl_per_token": float(masked_mean(kls, fmask)),
+        "peak_tokens": sum(t.peak_tokens for t in trajs) / len(trajs),
+        "turns": sum(len(t.turns) for t in trajs) / len(trajs),
+        "format_errors": sum(t.format_errors for t in trajs) / len(trajs),
+        "policy_tokens": int(mask.sum()),
+        "rollout_seconds": rollout_s,
+        "rollout_tokens_per_s": generated / max(rollout_s, 1e-9),
+    }
+    return Batch(trajs, advantages, returns, out.logprobs, out.values, mask, stats)
+
+
+def update(model, head, batch: Batch, optimizers, args: PPOArgs, step: int) -> dict:
+    """[6] ppo_epochs passes of clipped updates over minibatches of episodes."""
+    g = torch.Generator().manual_seed(step_seed(args.seed, step) + 1)
+    n = len(batch.trajs)
+    logs: dict[str, list[float]] = {}
+    first_ratio = None
+    t0 = time.perf_counter()
+    trained_tokens = 0
+    params = trainable_parameters(model) + list(head.parameters())
+    for epoch in range(args.ppo_epochs):
+        order = torch.randperm(n, generator=g).tolist()
+        for s in range(0, n, args.minibatch_episodes):
+            idx = order[s : s + args.minibatch_episodes]
+            trajs = [batch.trajs[i] for i in idx]
+            out = layout_forward(model, trajs, args.layout, value_head=head, temperature=args.temperature)
+            T = out.logprobs.shape[1]
+            sel = torch.tensor(idx)
+            mask = batch.mask[sel][:, :T].to(out.logprobs.dtype)
+            adv, ret = batch.advantages[sel][:, :T], batch.returns[sel][:, :T]
+            old_lp, old_v = batch.old_logprobs[sel][:, :T], batch.old_values[sel][:, :T]
+            pg_loss, clipfrac, approx_kl = policy_loss(out.logprobs, old_lp, adv, mask, args.clip_ratio)
+            v_loss = value_loss(out.values, old_v, ret, mask, args.clip_value)
+            entropy = masked_mean(out.entropy, mask)
+            loss = pg_loss + args.vf_coef * v_loss - args.entropy_coef * entropy
+            if not torch.isfinite(loss):  # [7]
+                raise PPOError(
+                    f"non-finite loss at step {step} (policy {float(pg_loss)}, value {float(v_loss)}, "
+                    f"entropy {float(entropy)}); the last good checkpoint is {args.out}/checkpoint"
+                )
+            if first_ratio is None:
+                first_ratio = float(masked_mean(torch.exp(out.logprobs - old_lp).detach(), mask))
+                logs["max_abs_log_ratio_first"] = [
+                    float(((out.logprobs - old_lp).abs() * mask).max().detach())
+                ]
+            for opt in optimizers:
+                opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
+            for opt in optimizers:
+                opt.step()
+            trained_tokens += int(mask.sum())
+            for k, v in (
+                ("policy_loss", pg_loss),
+                ("value_loss", v_loss),
+                ("entropy", entropy),
+                ("clipfrac", clipfrac),
+                ("approx_kl", approx_kl),
+                ("grad_norm", grad_norm),
+            ):
+                logs.setdefault(k, []).append(float(v.detach()) if torch.is_tensor(v) else float(v))
+    seconds = time.perf_counter() - t0
+    with torch.no_grad():
+        ev = explained_variance(batch.old_values, batch.returns, batch.mask.to(batch.returns.dtype))
+    out = {k: sum(v) / len(v) for k, v in logs.items()}
+    out |= {
+        "first_ratio": first_ratio,
+        "explained_variance": ev,
+        "train_seconds": seconds,
+        "train_tokens_per_s": trained_tokens / max(seconds, 1e-9),
+    }
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints [8]
+
+
+def _rng_state() -> dict:
+    return {"python": random.getstate(), "torch": torch.get_rng_state()}
+
+
+def save_checkpoint(path: Path, model, head, optimizers, step: int, base: str, history: list[dict]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    save_adapter(tmp, model, head, base)
+    torch.save(
+        {"optimizers": [o.state_dict() for o in optimizers], "rng": _rng_state()}, tmp / "optimizer.pt"
+    )
+    (tmp / "state.json").write_text(json.dumps({"step": step, "history": history}) + "\n")
+    if path.exists():
+        shutil.rmtree(path)
+    tmp.rename(path)
+
+
+def save_adapter(path: Path, model, head, base: str) -> None:
+    """The adapter (peft format, base named by a path relative to the adapter) and the value head."""
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    cfg_path = path / "adapter_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    base_abs = Path(base).resolve()
+    try:
+        cfg["base_model_name_or_path"] = str(Path(_relpath(base_abs, path.resolve())))
+    except ValueError:
+        cfg["base_model_name_or_path"] = str(base_abs)
+    cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
+    torch.save(head.state_dict(), path / "value_head.pt")
+
+
+def _relpath(target: Path, start: Path) -> str:
+    import os
+
+    return os.path.relpath(target, start)
+
+
+def load_checkpoint(path: Path, model, head, optimizers) -> tuple[int, list[dict]]:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    if not (path / "state.json").is_file():
+        raise PPOError(f"no checkpoint to resume at {path}")
+    set_peft_model_state_dict(model, load_file(str(path / "adapter_model.safetensors")))
+    head.load_state_dict(torch.load(path / "value_head.pt"))
+    blob = torch.load(path / "optimizer.pt", weights_only=False)
+    for opt, state in zip(optimizers, blob["optimizers"]):
+        opt.load_state_dict(state)
+    random.setstate(blob["rng"]["python"])
+    torch.set_rng_state(blob["rng"]["torch"])
+    state = json.loads((path / "state.json").read_text())
+    return state["step"], state["history"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+def evaluate_dev(model, tokenizer, world, retrievers, args: PPOArgs, objectives: int = 2) -> dict:
+    from .probe import greedy_em
+
+    s = greedy_em(
+        model,
+        tokenizer,
+        world,
+        "dev",
+        objectives,
+        args.eval_tasks,
+        seed=1,
+        agent=args.agent,
+        retrievers=retrievers,
+        max_new_tokens=args.max_new_tokens,
+    )
+    return {"dev_em_per_objective": s["em_per_objective"], "dev_format_errors": s["format_errors"]}
+
+
+def train_ppo(args: PPOArgs) -> dict:
+    from tqdm.auto import tqdm
+
+    from .plots import ppo_curves
+    from .retrieval import PoolRetrievers
+    from .world import load_world
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    ckpt = out / "checkpoint"
+    if out.exists() and any(p.name != "checkpoint" for p in out.iterdir()) and not args.resume:
+        raise FileExistsError(f"{out} is not empty; choose another --out, delete it, or pass --resume")
+    if args.resume and not (ckpt / "state.json").is_file():
+        raise PPOError(f"--resume: no checkpoint at {ckpt}")
+    out.mkdir(parents=True, exist_ok=True)
+    world = load_world(args.world)
+    retrievers = PoolRetrievers(world)
+    model, head, tokenizer = build_policy(args.init, args)
+    actor = torch.optim.AdamW(trainable_parameters(model), lr=args.actor_lr, weight_decay=0.0)
+    critic = torch.optim.AdamW(head.parameters(), lr=args.critic_lr, weight_decay=0.0)
+    optimizers = [actor, critic]
+    start, history = 0, []
+    if args.resume:
+        start, history = load_checkpoint(ckpt, model, head, optimizers)
+        print(f"resumed from {ckpt} at step {start}", flush=True)
+    log_path = out / "log.jsonl"
+    log_path.write_text("".join(json.dumps(h) + "\n" for h in history))
+    t_start = time.perf_counter()
+    if start == 0 and args.eval_every:
+        history.append({"step": 0, "minutes": 0.0} | evaluate_dev(model, tokenizer, world, retrievers, args))
+        with open(log_path, "a") as f:
+            f.write(json.dumps(history[-1]) + "\n")
+    bar = tqdm(range(start, args.steps), desc="ppo", initial=start, total=args.steps)
+    step = start
+    for step in bar:
+        batch = collect(model, head, tokenizer, world, retrievers, args, step)
+        upd = update(model, head, batch, optimizers, args, step)
+        record = (
+            {"step": step + 1, "minutes": round((time.perf_counter() - t_start) / 60, 2)} | batch.stats | upd
+        )
+        if args.eval_every and (step + 1) % args.eval_every == 0:
+            record |= evaluate_dev(model, tokenizer, world, retrievers, args)
+        history.append(record)
+        with open(log_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        bar.set_postfix(
+            reward=f"{record['reward']:.2f}", kl=f"{record['kl']:.3f}", clip=f"{record['clipfrac']:.2f}"
+        )
+        print(
+            f"step {step + 1:3d}  reward {record['reward']:.3f}  kl {record['kl']:.4f}  clipfrac "
+            f"{record['clipfrac']:.3f}  approx_kl {record['approx_kl']:.4f}  entropy {record['entropy']:.3f}  "
+            f"value_loss {record['value_loss']:.4f}  ev {record['explained_variance']:.3f}  peak "
+            f"{record['peak_tokens']:.0f}  tok/s {record['rollout_tokens_per_s']:.0f}/"
+            f"{record['train_tokens_per_s']:.0f}"
+            + (
+                f"  dev_em/obj {record['dev_em_per_objective']:.3f}"
+                if "dev_em_per_objective" in record
+                else ""
+            ),
+            flush=True,
+        )
+        if (step + 1) % args.checkpoint_every == 0 or step + 1 == args.steps:
+            save_checkpoint(ckpt, model, head, optimizers, step + 1, args.init, history)
+        if (time.perf_counter() - t_start) / 60 >= args.minutes:
+            print(f"time budget of {args.minutes} min reached after step {step + 1}", flush=True)
+            save_checkpoint(ckpt, model, head, optimizers, step + 1, args.init, history)
+            break
+    bar.close()
+    save_adapter(out, model, head, args.init)
+    fig = ppo_curves(history, title=f"PPO {args.preset} from {Path(args.init).name}")
+    fig.savefig(out / "curves.png", dpi=110)
+    card = {
+        "kind": "ppo",
+        "base": str(Path(args.init)),
+        "command": f"mem1 ppo --preset {args.preset} --init {args.init} --out {args.out} --seed {args.seed}",
+        "args": asdict(args),
+        "steps": len([h for h in history if "reward" in h]),
+        "minutes": round((time.perf_counter() - t_start) / 60, 1),
+        "last": history[-1] if history else {},
+    }
+    (out / "card.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
+    return card
+
+
+def with_overrides(args: PPOArgs, **kw) -> PPOArgs:
+    return replace(args, **{k: v for k, v in kw.items() if v is not None})
+
+
+def load_value_head(path: str | Path, hidden_size: int) -> ValueHead:
+    head = ValueHead(hidden_size)
+    head.load_state_dict(torch.load(Path(path) / "value_head.pt"))
+    return head
+
+
+__all__ = ["PPOArgs", "PPOError", "make_args", "train_ppo", "build_policy", "collect", "update", "math"]

@@ -1,0 +1,205 @@
+"""PPO: the arithmetic by hand, and the loop's invariants on a tiny model (issue 7)."""
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from mem1lite.ppo import PPOArgs, PPOError, build_policy, collect, load_checkpoint, train_ppo, update
+from mem1lite.ppo_math import gae, masked_whiten, policy_loss, token_rewards, value_loss
+
+# ---------------------------------------------------------------------------------------------
+# Arithmetic
+
+
+def test_gae_over_policy_tokens_with_observation_in_the_middle():
+    # Turn 0 wrote 2 tokens, the environment answered with 3 observation tokens, turn 1 wrote 2.
+    # Observation tokens are not steps: the policy-token sequence is just [t0a, t0b, t1a, t1b].
+    kinds = ["s", "a", "i", "i", "i", "s", "A"]
+    policy = [k for k in kinds if k != "i"]
+    assert len(policy) == 4
+    logp = torch.tensor([-1.0, -0.5, -2.0, -0.1], dtype=torch.float64)
+    ref = torch.tensor([-1.5, -0.5, -1.0, -0.1], dtype=torch.float64)
+    rewards, kl = token_rewards(logp, ref, task_reward=2.0, kl_coef=0.1)
+    assert torch.allclose(kl, torch.tensor([0.5, 0.0, -1.0, 0.0], dtype=torch.float64))
+    assert torch.allclose(rewards, torch.tensor([-0.05, 0.0, 0.1, 2.0], dtype=torch.float64))
+    values = torch.tensor([0.5, 1.0, 1.5, 1.8], dtype=torch.float64)
+    # gamma = lambda = 1: advantage = return-to-go minus value
+    adv, ret = gae(rewards, values, 1.0, 1.0)
+    assert torch.allclose(ret, torch.tensor([2.05, 2.1, 2.1, 2.0], dtype=torch.float64))
+    assert torch.allclose(adv, ret - values)
+    # gamma = 0.9, lambda = 0.5, by hand: delta_t = r_t + 0.9 V_{t+1} - V_t
+    adv, ret = gae(rewards, values, 0.9, 0.5)
+    d = [-0.05 + 0.9 * 1.0 - 0.5, 0.0 + 0.9 * 1.5 - 1.0, 0.1 + 0.9 * 1.8 - 1.5, 2.0 - 1.8]
+    a3 = d[3]
+    a2 = d[2] + 0.45 * a3
+    a1 = d[1] + 0.45 * a2
+    a0 = d[0] + 0.45 * a1
+    assert torch.allclose(adv, torch.tensor([a0, a1, a2, a3], dtype=torch.float64))
+    assert torch.allclose(ret, adv + values)
+
+
+def test_masked_whiten_and_losses():
+    x = torch.tensor([[1.0, 2.0, 3.0, 100.0]], dtype=torch.float64)
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]], dtype=torch.float64)
+    w = masked_whiten(x, mask)
+    assert abs(float(w[0, :3].mean())) < 1e-12 and float(w[0, 3]) == 0.0
+    assert float(w[0, :3].std(unbiased=True)) == pytest.approx(1.0, abs=1e-6)
+    lp = torch.tensor([[-1.0, -1.0]])
+    adv = torch.tensor([[1.0, -1.0]])
+    m = torch.ones(1, 2)
+    loss, clipfrac, approx_kl = policy_loss(lp, lp.clone(), adv, m)
+    assert float(loss) == 0.0 and float(clipfrac) == 0.0 and float(approx_kl) == 0.0
+    # ratio e^0.5 > 1.2 with positive advantage: clipped, gradient-free surrogate -1.2
+    loss, clipfrac, _ = policy_loss(
+        torch.tensor([[-0.5]]), torch.tensor([[-1.0]]), torch.tensor([[1.0]]), torch.ones(1, 1)
+    )
+    assert float(loss) == pytest.approx(-1.2) and float(clipfrac) == 1.0
+    v = value_loss(
+        torch.tensor([[1.0]]), torch.tensor([[0.0]]), torch.tensor([[1.0]]), torch.ones(1, 1), clip=0.2
+    )
+    assert float(v) == pytest.approx(0.5 * 0.8**2)  # the clipped error (0.2 -> 1.0) is the worse
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop on a tiny model
+
+
+@pytest.fixture(scope="module")
+def tiny_init(tmp_path_factory):
+    """A small random Qwen2 with the shipped tokenizer, saved as an SFT-style checkpoint."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from mem1lite.model import TINY_DIR, load_tokenizer
+
+    tok = load_tokenizer(TINY_DIR)
+    cfg = Qwen2Config(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(cfg)
+    path = tmp_path_factory.mktemp("init")
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+def _args(init, out, **kw):
+    base = PPOArgs(
+        out=str(out),
+        init=init,
+        preset="test",
+        objectives=(1,),
+        steps=2,
+        episodes_per_step=4,
+        minibatch_episodes=2,
+        ppo_epochs=1,
+        max_new_tokens=12,
+        eval_every=0,
+        checkpoint_every=1,
+        threads=1,
+        actor_lr=1e-2,
+        critic_lr=1e-2,
+    )
+    return replace(base, **kw)
+
+
+@pytest.fixture(scope="module")
+def world_and_retrievers():
+    from mem1lite.retrieval import PoolRetrievers
+    from mem1lite.world import load_world
+
+    world = load_world()
+    return world, PoolRetrievers(world)
+
+
+def test_first_step_invariants_and_what_an_update_touches(tiny_init, tmp_path, world_and_retrievers):
+    world, retrievers = world_and_retrievers
+    args = _args(tiny_init, tmp_path / "run")
+    model, head, tok = build_policy(tiny_init, args)
+    batch = collect(model, head, tok, world, retrievers, args, step=0)
+    assert batch.stats["kl"] == 0.0  # LoRA B = 0: policy == reference
+    assert torch.count_nonzero(batch.old_values) == 0  # zero-initialised value head
+    # the loss mask covers exactly the policy (output) tokens: no prompt, no observation token
+    n_out = sum(len(t.output_ids) for traj in batch.trajs for t in traj.turns)
+    assert int(batch.mask.sum()) == n_out
+    # An untrained model scores 0 and KL is 0 at the start, so every return is 0; give the critic
+    # something to fit so that the update has a value gradient.
+    batch.returns = batch.returns + batch.mask.to(batch.returns.dtype)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    head_before = {n: p.detach().clone() for n, p in head.named_parameters()}
+    actor = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.actor_lr)
+    critic = torch.optim.AdamW(head.parameters(), lr=args.critic_lr)
+    stats = update(model, head, batch, [actor, critic], args, step=0)
+    assert stats["first_ratio"] == pytest.approx(1.0, abs=1e-6)
+    assert stats["max_abs_log_ratio_first"] < 1e-5
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all("lora_" in n for n in changed)
+    assert all(not torch.equal(p, head_before[n]) for n, p in head.named_parameters())
+
+
+def test_resume_equals_uninterrupted_run(tiny_init, tmp_path):
+    full = _args(tiny_init, tmp_path / "full", steps=2)
+    train_ppo(full)
+    part = _args(tiny_init, tmp_path / "part", steps=1)
+    train_ppo(part)
+    train_ppo(replace(part, steps=2, resume=True))
+    a = torch.load(tmp_path / "full" / "value_head.pt")
+    b = torch.load(tmp_path / "part" / "value_head.pt")
+    assert all(torch.allclose(a[k], b[k], atol=1e-7) for k in a)
+    from safetensors.torch import load_file
+
+    la = load_file(str(tmp_path / "full" / "adapter_model.safetensors"))
+    lb = load_file(str(tmp_path / "part" / "adapter_model.safetensors"))
+    assert la.keys() == lb.keys() and all(torch.allclose(la[k], lb[k], atol=1e-6) for k in la)
+    log = [json.loads(x) for x in (tmp_path / "part" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2]
+    card = json.loads((tmp_path / "full" / "card.json").read_text())
+    assert card["kind"] == "ppo" and card["steps"] == 2
+    # the adapter loads back over its base through the one loading function
+    from mem1lite.model import load_policy
+
+    model, _ = load_policy(tmp_path / "full")
+    assert hasattr(model, "peft_config")
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tiny_init, tmp_path, monkeypatch):
+    args = _args(tiny_init, tmp_path / "nan", steps=3)
+    import mem1lite.ppo as ppo
+
+    real = ppo.policy_loss
+    calls = {"n": 0}
+
+    def poisoned(*a, **kw):
+        calls["n"] += 1
+        loss, cf, kl = real(*a, **kw)
+        return (loss * float("nan") if calls["n"] > 2 else loss), cf, kl
+
+    monkeypatch.setattr(ppo, "policy_loss", poisoned)
+    with pytest.raises(PPOError, match=r"non-finite loss at step 1 .*checkpoint"):
+        train_ppo(args)
+    model, head, _ = build_policy(tiny_init, args)
+    actor = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    critic = torch.optim.AdamW(head.parameters(), lr=1e-3)
+    step, history = load_checkpoint(tmp_path / "nan" / "checkpoint", model, head, [actor, critic])
+    assert step == 1 and len(history) == 1
+
+
+def test_existing_output_is_refused(tiny_init, tmp_path):
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "something").write_text("x")
+    with pytest.raises(FileExistsError):
+        train_ppo(_args(tiny_init, out))
+    with pytest.raises(PPOError, match="no checkpoint"):
+        train_ppo(_args(tiny_init, tmp_path / "empty", resume=True))
