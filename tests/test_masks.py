@@ -351,3 +351,13 @@ def test_without_float32_islands_restores_stock_qwen2():
     with without_float32_islands():
         assert mq.Qwen2RMSNorm.forward is not saved[0]
     assert (mq.Qwen2RMSNorm.forward, mq.eager_attention_forward) == saved
+
+
+def test_packed_refuses_gradient_checkpointing_clearly(tokenizer, trajs64):
+    model = build_tiny_model(tiny_config(tokenizer), seed=0, dtype=torch.float64)
+    model.gradient_checkpointing_enable()
+    model.train()
+    with pytest.raises(RuntimeError, match="gradient checkpointing"):
+        layout_forward(model, trajs64["mem1"], "packed")
+    out = layout_forward(model, trajs64["mem1"], "packed_dense")  # the dense form needs no cache
+    assert logprob_deviation(out)["max_abs"] > 0  # another model than the sampler: just runs
