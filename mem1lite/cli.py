@@ -134,6 +134,42 @@ def cmd_rollout(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# mem1 sft
+
+
+def cmd_sft(args: argparse.Namespace) -> None:
+    from .sft import make_args, train_sft
+
+    objectives = tuple(int(x) for x in args.objectives.split(",")) if args.objectives else None
+    sft_args = make_args(args.preset, out=args.out, seed=args.seed, init=args.init, objectives=objectives,
+                         agent=args.agent, world=args.world, threads=args.threads)
+    if args.minutes_scale != 1.0:
+        from dataclasses import replace
+
+        sft_args = replace(sft_args, stages=tuple(replace(s, minutes=s.minutes * args.minutes_scale)
+                                                  for s in sft_args.stages))
+    train_sft(sft_args)
+
+
+# ---------------------------------------------------------------------------------------------
+# mem1 ppo
+
+
+def cmd_ppo(args: argparse.Namespace) -> None:
+    from .model import ModelLoadError
+    from .ppo import PPOError, make_args, train_ppo
+
+    objectives = tuple(int(x) for x in args.objectives.split(",")) if args.objectives else None
+    ppo_args = make_args(args.preset, out=args.out, init=args.init, seed=args.seed, resume=args.resume,
+                         steps=args.steps, minutes=args.minutes, objectives=objectives, agent=args.agent,
+                         threads=args.threads, world=args.world)
+    try:
+        train_ppo(ppo_args)
+    except (PPOError, ModelLoadError) as exc:
+        raise UserError(str(exc)) from None
+
+
+# ---------------------------------------------------------------------------------------------
 # mem1 demo
 
 
@@ -154,7 +190,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
         from .masks import bench_masks
 
         objectives = _int_list(args.objectives)
-        records = bench_masks(objectives, episodes=args.episodes, repeats=args.repeats, agent=args.agent)
+        records = bench_masks(
+            objectives, episodes=args.episodes, repeats=args.repeats, agent=args.agent, threads=args.threads
+        )
         _write_json(args.json, records)
         return
     from .retrieval import retrieval_recall
@@ -229,6 +267,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="jsonl file to write")
     p.set_defaults(func=cmd_rollout)
 
+    p = sub.add_parser("sft", help="supervised warm start on teacher trajectories (TRL SFTTrainer)")
+    p.add_argument("--preset", default="quick", choices=["quick", "standard"])
+    p.add_argument("--out", required=True, help="output directory (must not exist or be empty)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", help="start from this checkpoint directory")
+    p.add_argument("--objectives", help="comma-separated task sizes of the data, e.g. 2 or 1,2,3,4")
+    p.add_argument("--agent", default=None, choices=["mem1", "full"], help="whose view the samples take")
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--minutes-scale", type=float, default=1.0, help="scale every stage's time budget")
+    p.add_argument("--world", help="world folder (default data/qa)")
+    p.set_defaults(func=cmd_sft)
+
+    p = sub.add_parser("ppo", help="LoRA PPO on masked trajectories, from an SFT checkpoint")
+    p.add_argument("--preset", default="quick", choices=["quick", "standard"])
+    p.add_argument("--init", required=True, help="SFT checkpoint directory")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    p.add_argument("--steps", type=_positive_int, default=None, help="override the preset's step count")
+    p.add_argument("--minutes", type=float, default=None, help="override the preset's time budget")
+    p.add_argument("--objectives", help="comma-separated task sizes, cycled over steps (default 2)")
+    p.add_argument("--agent", default=None, choices=["mem1", "full"], help="memory policy of the rollouts")
+    p.add_argument("--threads", type=_positive_int, default=None)
+    p.add_argument("--world", help="world folder (default data/qa)")
+    p.set_defaults(func=cmd_ppo)
+
     p = sub.add_parser("demo", help="the main job: world check, and later the whole pipeline")
     p.add_argument("--path", help="world folder")
     p.set_defaults(func=cmd_demo)
@@ -243,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--agent", default="mem1", choices=["mem1", "full", "truncate"], help="memory policy (masks)"
     )
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads (masks)")
     p.add_argument("--json", help="write the records here")
     p.set_defaults(func=cmd_bench)
     return parser
