@@ -622,7 +622,7 @@ class ModelPolicy:
                     break
                 if len(keep) < len(rows):  # [3] drop finished rows from the batch and the cache
                     sel = torch.tensor(keep, dtype=torch.long, device=device)
-                    for layer in cache.layers:
+                    for layer in cache.layers if cache is not None else ():
                         layer.batch_select_indices(sel)
                     tokens, next_pos, mask = tokens[sel], next_pos[sel], mask[sel]
                     rows = [rows[r] for r in keep]

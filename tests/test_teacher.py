@@ -1,0 +1,119 @@
+"""The scripted teacher: near-perfect play under the mem1 agent at every N, from the visible context only."""
+
+import pytest
+
+from mem1lite.model import TINY_DIR, load_tokenizer
+from mem1lite.protocol import QAEnvironment, max_turns, parse_response, task_prompt
+from mem1lite.retrieval import PoolRetrievers
+from mem1lite.rollout import RolloutConfig, TeacherPolicy, run_episodes, summarize
+from mem1lite.teacher import State, find_fact, parse_state, question_chain, teacher_response
+
+EPISODES = {1: 200, 2: 200, 4: 150, 8: 100, 16: 60}  # ~3,000 questions in all, a few seconds
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer(TINY_DIR)
+
+
+@pytest.fixture(scope="module")
+def dev(world):
+    return PoolRetrievers(world)["dev"]
+
+
+def play(world, retriever, tokenizer, n, episodes, agent="mem1", split="dev", seed=0):
+    from mem1lite.world import make_tasks
+
+    tasks = make_tasks(world, split, n, episodes, seed=seed)
+    envs = [QAEnvironment.from_task(t, retriever) for t in tasks]
+    cfg = RolloutConfig(agent=agent, seed=seed, progress=False)
+    return run_episodes(TeacherPolicy(tokenizer), tokenizer, envs, cfg, tasks)
+
+
+@pytest.mark.parametrize("n", sorted(EPISODES))
+def test_teacher_mem1_scores_at_least_098_per_objective_on_dev(world, dev, tokenizer, n):
+    trajs = play(world, dev, tokenizer, n, EPISODES[n])
+    s = summarize(trajs)
+    assert s["em_per_objective"] >= 0.98, s
+    assert s["format_errors"] == 0
+    assert all(len(t.turns) <= max_turns(n) for t in trajs)
+    # mem1: the context never holds more than the prompt, one response and one observation
+    assert all(len(turn.spans) <= 3 for t in trajs for turn in t.turns)
+
+
+def test_teacher_writes_valid_index_free_states(world, dev, tokenizer):
+    for t in play(world, dev, tokenizer, 4, 10):
+        for turn in t.turns:
+            text = tokenizer.decode(turn.output_ids)
+            parsed = parse_response(text)
+            assert parsed.kind in ("search", "answer")
+            state = parse_state(parsed.state)
+            assert state is not None, parsed.state
+            # index-free: the state names the question by its text, never by its number
+            assert state.question is None or state.question in t.questions
+            assert "Q1" not in parsed.state and "1." not in parsed.state
+
+
+def test_teacher_also_solves_tasks_under_full_context(world, dev, tokenizer):
+    s = summarize(play(world, dev, tokenizer, 4, 20, agent="full"))
+    assert s["em_per_objective"] >= 0.98
+
+
+def _context(questions, assistant: str = "") -> str:
+    user = task_prompt(questions)
+    return f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n{assistant}"
+
+
+def test_teacher_steps_through_a_two_hop_question_from_text_alone():
+    q = ["What is the birthplace of the founder of Gevorn Bank?", "Who is the mayor of Velmora Vale?"]
+    first = teacher_response(_context(q))
+    assert first == (
+        "<think> answers: none. question: What is the birthplace of the founder of Gevorn Bank? "
+        "now: the founder of Gevorn Bank.</think><search> Gevorn Bank</search>"
+    )
+    info = (
+        "<information>[HINT]You have 5 turns left.[/HINT] Doc 1(Title: Gevorn Works) The founder of "
+        "Gevorn Works is Kel Arrow. Doc 2(Title: Gevorn Bank) The founder of Gevorn Bank is Talis "
+        "Morrow.</information>"
+    )
+    second = teacher_response(_context(q, first + info))
+    assert "now: the birthplace of Talis Morrow." in second and second.endswith(
+        "<search> Talis Morrow</search>"
+    )
+    info2 = (
+        "<information>Doc 1(Title: Talis Morrow) The birthplace of Talis Morrow is Oskel Ford.</information>"
+    )
+    third = teacher_response(_context(q, second + info2))
+    assert "answers: Oskel Ford. question: Who is the mayor of Velmora Vale?" in third
+    # a retrieval miss: the same entity is searched again with the relation word
+    miss = teacher_response(_context(q, third + "<information>No results.</information>"))
+    assert miss.endswith("<search> Velmora Vale mayor</search>")
+    info3 = "<information>Doc 1(Title: Velmora Vale) The mayor of Velmora Vale is Dara Quill.</information>"
+    last = teacher_response(_context(q, third + info3))
+    assert last.endswith("<answer> Oskel Ford; Dara Quill</answer>")
+
+
+def test_teacher_reads_only_the_last_state_and_the_observation_after_it():
+    q = ["Who is the mayor of Velmora Vale?"]
+    stale = (
+        "<think> answers: Wrong Name. question: none. now: none.</think><search> x</search>"
+        "<information>x</information>"
+    )
+    fresh = teacher_response(_context(q))
+    info = "<information>The mayor of Velmora Vale is Dara Quill.</information>"
+    assert teacher_response(_context(q, stale + fresh + info)).endswith("<answer> Dara Quill</answer>")
+
+
+def test_state_helpers():
+    s = State(["A B", "C D"], "Who is the founder of X Y?", "the founder of X Y")
+    assert parse_state(s.render()) == s
+    assert parse_state(State([], None, None).render()) == State([], None, None)
+    assert parse_state("garbage") is None
+    assert question_chain("What is the birthplace of the founder of Gevorn Bank?") == (
+        ["founder", "birthplace"],
+        "Gevorn Bank",
+    )
+    assert (
+        find_fact("The founder of Gevorn Bank is Talis Morrow.", "founder", "Gevorn Bank") == "Talis Morrow"
+    )
+    assert find_fact("The founder of Gevorn Works is Kel Arrow.", "founder", "Gevorn Bank") is None

@@ -1,0 +1,178 @@
+"""The tokenizer (tags as special tokens, single-token name parts, chat template, determinism) and the
+tiny Qwen2 model (save/load round trip, one-line load errors, peft adapters through `load_policy`)."""
+
+import filecmp
+import json
+import shutil
+
+import pytest
+import torch
+
+from mem1lite.model import (
+    TINY_DIR,
+    ModelLoadError,
+    build_tiny_assets,
+    build_tiny_model,
+    count_parameters,
+    load_policy,
+    load_tokenizer,
+)
+from mem1lite.protocol import TAG_TOKENS
+from mem1lite.tokenizer import CHAT_TEMPLATE, EOS, IM_END, IM_START, PAD, check_name_parts
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer(TINY_DIR)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenizer
+
+
+def test_tags_are_single_special_ids(tokenizer):
+    special = set(tokenizer.all_special_ids)
+    ids = {}
+    for tag in TAG_TOKENS + [PAD, EOS, IM_START, IM_END]:
+        enc = tokenizer.encode(tag, add_special_tokens=False)
+        assert len(enc) == 1 and enc[0] in special, tag
+        ids[tag] = enc[0]
+    assert len(set(ids.values())) == len(ids)
+    # inside text too: a tag is never split or merged with its neighbours
+    enc = tokenizer.encode("<think> x</think><search> Gevorn</search>", add_special_tokens=False)
+    assert enc[0] == ids["<think>"] and enc[-1] == ids["</search>"]
+    assert ids["</think>"] in enc and ids["<search>"] in enc
+
+
+def test_pad_is_not_eos(tokenizer):
+    assert tokenizer.pad_token == PAD and tokenizer.eos_token == EOS
+    assert tokenizer.pad_token_id is not None and tokenizer.pad_token_id != tokenizer.eos_token_id
+    assert tokenizer.padding_side == "left"
+
+
+def test_every_world_name_part_is_one_token_after_a_space(world, tokenizer):
+    parts = world.parts.all_parts()
+    assert len(parts) > 100
+    assert check_name_parts(tokenizer, parts) == []
+    name = world.entities[0].name
+    assert len(tokenizer.encode(" " + name, add_special_tokens=False)) == len(name.split())
+
+
+def test_chat_template(tokenizer):
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Questions:\n1. Who?"}], tokenize=False, add_generation_prompt=True
+    )
+    assert text == "<|im_start|>user\nQuestions:\n1. Who?<|im_end|>\n<|im_start|>assistant\n"
+    assert tokenizer.chat_template == CHAT_TEMPLATE
+
+
+def test_byte_level_round_trip(tokenizer):
+    for text in ["Gevorn Bank", "naïve — 東京 🙂", "\x00\x07 tabs\tand\nnewlines", "<think>x</think>  "]:
+        assert tokenizer.decode(tokenizer.encode(text, add_special_tokens=False)) == text
+
+
+def test_rebuilding_from_the_same_world_gives_identical_files(world, tmp_path):
+    """`mem1 tokenizer` is deterministic: it reproduces the shipped data/tiny byte for byte."""
+    out = build_tiny_assets(world, tmp_path / "tiny")
+    shipped = sorted(p.name for p in TINY_DIR.iterdir())
+    assert sorted(p.name for p in out.iterdir()) == shipped
+    for name in shipped:
+        assert filecmp.cmp(out / name, TINY_DIR / name, shallow=False), name
+    with pytest.raises(FileExistsError):
+        build_tiny_assets(world, out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Model
+
+
+def test_tiny_config_matches_the_tokenizer(tokenizer):
+    model = build_tiny_model()
+    cfg = model.config
+    assert type(model).__name__ == "Qwen2ForCausalLM"
+    assert 1_000_000 < count_parameters(model) < 10_000_000
+    assert cfg.vocab_size >= len(tokenizer) and cfg.vocab_size % 64 == 0
+    assert cfg.pad_token_id == tokenizer.pad_token_id and cfg.eos_token_id == tokenizer.eos_token_id
+    assert cfg.tie_word_embeddings and cfg.attention_dropout == 0.0
+    model2, tok2 = load_policy("tiny")
+    assert count_parameters(model2) == count_parameters(model) and len(tok2) == len(tokenizer)
+
+
+def _ids(tokenizer):
+    return torch.tensor([tokenizer.encode("<think> answers: none.</think><search> Gevorn Bank</search>")])
+
+
+def test_save_and_load_policy_round_trip_gives_identical_logits(tokenizer, tmp_path):
+    model = build_tiny_model(seed=3).eval()
+    model.save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    loaded, tok = load_policy(tmp_path / "m")
+    ids = _ids(tokenizer)
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, loaded(ids).logits)
+    assert tok.encode("Gevorn Bank <answer>") == tokenizer.encode("Gevorn Bank <answer>")
+    assert tok.padding_side == "left"
+    loaded64, _ = load_policy(tmp_path / "m", dtype=torch.float64)
+    assert next(loaded64.parameters()).dtype == torch.float64
+
+
+def _one_line_error(path, match):
+    with pytest.raises(ModelLoadError, match=match) as info:
+        load_policy(path)
+    assert "\n" not in str(info.value)
+
+
+def test_load_policy_errors_are_one_clear_line(tokenizer, tmp_path):
+    _one_line_error(tmp_path / "missing", "does not exist")
+    (tmp_path / "empty").mkdir()
+    _one_line_error(tmp_path / "empty", "no config.json")
+    shutil.copytree(TINY_DIR, tmp_path / "no-weights")
+    _one_line_error(tmp_path / "no-weights", "no weights")
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text(
+        json.dumps({"base_model_name_or_path": str(tmp_path / "gone"), "peft_type": "LORA"})
+    )
+    _one_line_error(tmp_path / "adapter", "names base model .* not a local directory")
+
+
+def test_load_policy_loads_a_peft_adapter_over_its_base(tokenizer, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    base_dir = tmp_path / "base"
+    build_tiny_model(seed=4).save_pretrained(base_dir)
+    tokenizer.save_pretrained(base_dir)
+    base, _ = load_policy(base_dir)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    tuned = get_peft_model(base, lora).eval()
+    tuned.save_pretrained(tmp_path / "adapter")
+    cfg = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert cfg["base_model_name_or_path"] == str(base_dir)
+
+    loaded, tok = load_policy(tmp_path / "adapter")
+    assert type(loaded).__name__.startswith("PeftModel")
+    ids = _ids(tokenizer)
+    with torch.no_grad():
+        got, want = loaded(input_ids=ids).logits, tuned(input_ids=ids).logits
+        plain, _ = load_policy(base_dir)
+        assert torch.allclose(got, want, atol=1e-6)
+        assert not torch.allclose(got, plain(ids).logits, atol=1e-3)  # the adapter does something
+
+    # a base given relative to the adapter directory also works
+    cfg["base_model_name_or_path"] = "../base"
+    (tmp_path / "adapter" / "adapter_config.json").write_text(json.dumps(cfg))
+    again, _ = load_policy(tmp_path / "adapter")
+    with torch.no_grad():
+        assert torch.allclose(again(input_ids=ids).logits, want, atol=1e-6)
+
+
+def test_cli_rollout_smoke_and_one_line_errors(tmp_path, capsys):
+    from mem1lite.cli import main
+
+    out = tmp_path / "x.jsonl"
+    assert main(["rollout", "--episodes", "2", "--objectives", "2", "--out", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 2
+    assert "wrote 2 episodes" in capsys.readouterr().out
+    code = main(["rollout", "--policy", str(tmp_path / "nope"), "--out", str(tmp_path / "y.jsonl")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("mem1: error: ") and err.count("\n") == 1
+    assert not (tmp_path / "y.jsonl").exists()
