@@ -712,26 +712,27 @@ def plot_mask(
         img[:, j][vis[:, j]] = torch.tensor(to_rgb(KIND_COLORS.get(letter, "#000000"))) * 0.85
     if ax is None:
         fig = plt.figure(figsize=(6.4, 6.4))
-        grid = fig.add_gridspec(2, 2, width_ratios=(1, 30), height_ratios=(1, 30), wspace=0.02, hspace=0.02)
+        grid = fig.add_gridspec(2, 2, width_ratios=(1, 30), height_ratios=(1, 30), wspace=0.12, hspace=0.02)
         ax = fig.add_subplot(grid[1, 1])
         top = fig.add_subplot(grid[0, 1], sharex=ax)
         left = fig.add_subplot(grid[1, 0], sharey=ax)
         band = lambda s: torch.tensor([to_rgb(KIND_COLORS.get(c, "#000000")) for c in s]).numpy()  # noqa: E731
         top.imshow(band(k_kinds)[None], aspect="auto", interpolation="nearest")
         left.imshow(band(q_kinds)[:, None], aspect="auto", interpolation="nearest")
-        for a in (top, left):
-            a.set_xticks([])
-            a.set_yticks([])
+        top.tick_params(bottom=False, labelbottom=False, left=False, labelleft=False)
+        left.tick_params(bottom=False, labelbottom=False, left=False, labelleft=False)
+        left.set_ylabel("query (token whose hidden state is computed)")
         top.set_title(
             title or f"{batch.layout}: who sees whom (row {row}, {n} queries x {vis.shape[1]} keys)"
         )
     else:
         fig = ax.figure
+        ax.set_ylabel("query")
         if title:
             ax.set_title(title)
     ax.imshow(img.numpy(), aspect="auto", interpolation="nearest")
     ax.set_xlabel("key (attended token)")
-    ax.set_ylabel("query (token whose hidden state is computed)")
+    ax.tick_params(labelsize=7)
     present = sorted(set(k_kinds) | set(q_kinds), key="psaAieo.".index)
     ax.legend(
         handles=[Patch(color=KIND_COLORS[c], label=KIND_NAMES.get(c, c)) for c in present],
