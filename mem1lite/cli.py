@@ -141,13 +141,23 @@ def cmd_sft(args: argparse.Namespace) -> None:
     from .sft import make_args, train_sft
 
     objectives = tuple(int(x) for x in args.objectives.split(",")) if args.objectives else None
-    sft_args = make_args(args.preset, out=args.out, seed=args.seed, init=args.init, objectives=objectives,
-                         agent=args.agent, world=args.world, threads=args.threads)
+    sft_args = make_args(
+        args.preset,
+        out=args.out,
+        seed=args.seed,
+        init=args.init,
+        objectives=objectives,
+        agent=args.agent,
+        world=args.world,
+        threads=args.threads,
+    )
     if args.minutes_scale != 1.0:
         from dataclasses import replace
 
-        sft_args = replace(sft_args, stages=tuple(replace(s, minutes=s.minutes * args.minutes_scale)
-                                                  for s in sft_args.stages))
+        sft_args = replace(
+            sft_args,
+            stages=tuple(replace(s, minutes=s.minutes * args.minutes_scale) for s in sft_args.stages),
+        )
     train_sft(sft_args)
 
 
@@ -160,9 +170,19 @@ def cmd_ppo(args: argparse.Namespace) -> None:
     from .ppo import PPOError, make_args, train_ppo
 
     objectives = tuple(int(x) for x in args.objectives.split(",")) if args.objectives else None
-    ppo_args = make_args(args.preset, out=args.out, init=args.init, seed=args.seed, resume=args.resume,
-                         steps=args.steps, minutes=args.minutes, objectives=objectives, agent=args.agent,
-                         threads=args.threads, world=args.world)
+    ppo_args = make_args(
+        args.preset,
+        out=args.out,
+        init=args.init,
+        seed=args.seed,
+        resume=args.resume,
+        steps=args.steps,
+        minutes=args.minutes,
+        objectives=objectives,
+        agent=args.agent,
+        threads=args.threads,
+        world=args.world,
+    )
     try:
         train_ppo(ppo_args)
     except (PPOError, ModelLoadError) as exc:
@@ -186,6 +206,25 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
+    if args.what == "rollout":
+        from .model import ModelLoadError
+        from .rollout_bench import RolloutBenchConfig, bench_rollout
+
+        cfg = RolloutBenchConfig(
+            teacher_episodes=args.teacher_episodes,
+            policy=args.policy,
+            batch_episodes=args.batch_episodes,
+            single_episodes=args.single_episodes,
+            repeats=args.repeats,
+            threads=args.threads,
+            world=args.path,
+        )
+        try:
+            records = bench_rollout(cfg)
+        except ModelLoadError as exc:
+            raise UserError(str(exc)) from None
+        _write_json(args.json, records)
+        return
     if args.what == "masks":
         from .masks import bench_masks
 
@@ -298,16 +337,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("bench", help="benchmarks that print ratios measured in one run")
-    p.add_argument("what", choices=["retrieval", "masks"], help="what to measure")
-    p.add_argument("--path", help="world folder (retrieval)")
+    p.add_argument("what", choices=["retrieval", "masks", "rollout"], help="what to measure")
+    p.add_argument("--path", help="world folder (retrieval, rollout)")
     p.add_argument("--limit", type=_positive_int, default=None, help="questions per split (retrieval)")
     p.add_argument("--objectives", default="2,8", help="N values, comma-separated (masks)")
     p.add_argument("--episodes", type=_positive_int, default=4, help="teacher trajectories per batch (masks)")
-    p.add_argument("--repeats", type=_positive_int, default=3, help="timed rounds, median reported (masks)")
+    p.add_argument(
+        "--repeats", type=_positive_int, default=3, help="timed rounds, median reported (masks, rollout)"
+    )
     p.add_argument(
         "--agent", default="mem1", choices=["mem1", "full", "truncate"], help="memory policy (masks)"
     )
-    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads (masks)")
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads (masks, rollout)")
+    p.add_argument(
+        "--teacher-episodes", type=_positive_int, default=100, help="tasks per agent and N (rollout)"
+    )
+    p.add_argument(
+        "--policy", default="tiny", help="tiny (untrained) or a checkpoint, for tokens/s (rollout)"
+    )
+    p.add_argument(
+        "--batch-episodes", type=_positive_int, default=64, help="episodes batched together (rollout)"
+    )
+    p.add_argument(
+        "--single-episodes", type=_positive_int, default=8, help="episodes one at a time (rollout)"
+    )
     p.add_argument("--json", help="write the records here")
     p.set_defaults(func=cmd_bench)
     return parser

@@ -46,8 +46,12 @@ def probe_curves(records: list[dict], title: str = "reading probe"):
     """Reading-probe curves against wall-clock minutes: name-token accuracy and greedy EM."""
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
     minutes = [r["minutes"] for r in records]
-    for key, style in (("name_acc_copy_part1", "-"), ("name_acc_copy_part2", "--"),
-                       ("name_acc_fact_part1", "-"), ("name_acc_fact_part2", "--")):
+    for key, style in (
+        ("name_acc_copy_part1", "-"),
+        ("name_acc_copy_part2", "--"),
+        ("name_acc_fact_part1", "-"),
+        ("name_acc_fact_part2", "--"),
+    ):
         xs = [m for m, r in zip(minutes, records) if key in r]
         axes[0].plot(xs, [r[key] for r in records if key in r], style, marker=".", label=key[9:])
     axes[0].set_ylim(-0.02, 1.02)
@@ -55,7 +59,9 @@ def probe_curves(records: list[dict], title: str = "reading probe"):
     axes[0].legend(fontsize=7)
     for key in sorted({k for r in records for k in r if k.startswith("em_per_objective_n")}):
         xs = [m for m, r in zip(minutes, records) if key in r]
-        axes[1].plot(xs, [r[key] for r in records if key in r], marker="o", label=f"N = {key.rsplit('n', 1)[1]}")
+        axes[1].plot(
+            xs, [r[key] for r in records if key in r], marker="o", label=f"N = {key.rsplit('n', 1)[1]}"
+        )
     axes[1].set_ylim(-0.02, 1.02)
     axes[1].set_title("greedy dev EM per objective")
     axes[1].legend(fontsize=7)
@@ -98,5 +104,47 @@ def ppo_curves(history: list[dict], title: str = "PPO"):
         ax.set_xlabel("step")
         ax.legend(fontsize=6)
     fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+AGENT_COLORS = {"mem1": "#c44e52", "full": "#4c72b0", "truncate": "#55a868"}
+
+
+def context_per_turn(trajectories: dict, title: str = "context fed to the model at each turn"):
+    """One line per agent: tokens the model was fed at each turn of one episode (prompt included).
+
+    `trajectories` maps an agent name to a `rollout.Trajectory` of the same task.
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    for agent, traj in trajectories.items():
+        lengths = traj.context_lengths()
+        ax.plot(range(1, len(lengths) + 1), lengths, marker="o", label=agent, color=AGENT_COLORS.get(agent))
+    first = next(iter(trajectories.values()))
+    ax.axhline(len(first.prompt_ids), color="grey", linestyle=":", linewidth=1)
+    ax.text(1, len(first.prompt_ids), " prompt", va="bottom", fontsize=8, color="grey")
+    ax.set_xlabel("turn")
+    ax.set_ylabel("tokens in context")
+    ax.set_ylim(bottom=0)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def peak_tokens_vs_n(records: list[dict], title: str = "peak tokens vs number of objectives"):
+    """Mean peak tokens per task against N, one line per agent (records as `rollout.summarize` + agent, N)."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    for agent in sorted({r["agent"] for r in records}, key=list(AGENT_COLORS).index):
+        pts = sorted((r["objectives"], r["peak_tokens"]) for r in records if r["agent"] == agent)
+        ax.plot(*zip(*pts), marker="o", label=agent, color=AGENT_COLORS.get(agent))
+    ns = sorted({r["objectives"] for r in records})
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ns, [str(n) for n in ns])
+    ax.set_xlabel("objectives N")
+    ax.set_ylabel("peak tokens (mean per task)")
+    ax.set_ylim(bottom=0)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
