@@ -140,11 +140,25 @@ class Trajectory:
 
     @classmethod
     def from_dict(cls, d: dict) -> Trajectory:
+        """Rebuild a trajectory from its JSON form; raises ValueError/TypeError/KeyError if malformed."""
+        if not isinstance(d, dict):
+            raise TypeError(f"expected a JSON object, got {type(d).__name__}")
         if d.get("schema") != SCHEMA:
             raise ValueError(f"unknown trajectory schema {d.get('schema')!r} (expected {SCHEMA})")
         d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         d["turns"] = [Turn(**t) for t in d["turns"]]
-        return cls(**d)
+        traj = cls(**d)
+        traj.check()
+        return traj
+
+    def check(self) -> None:
+        """Per turn: one log-prob and one kind per output id; spans inside pieces that exist."""
+        for j, t in enumerate(self.turns):
+            if not len(t.output_ids) == len(t.logprobs) == len(t.output_kinds):
+                raise ValueError(f"turn {j}: output_ids, logprobs and output_kinds differ in length")
+            for p, a, b in t.spans:
+                if not (PROMPT <= p < 2 * j and 0 <= a <= b <= len(self.piece(p))):
+                    raise ValueError(f"turn {j}: span {[p, a, b]} is outside the trajectory")
 
 
 def write_jsonl(trajectories: Iterable[Trajectory], path: str | Path) -> Path:
@@ -170,13 +184,13 @@ def read_jsonl(path: str | Path, strict: bool = False) -> LoadReport:
     """Read trajectories; a malformed line is reported with its file and line and skipped."""
     path = Path(path)
     out, errors = [], []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if not raw.strip():
                 continue
-            try:
-                out.append(Trajectory.from_dict(json.loads(line)))
-            except (json.JSONDecodeError, TypeError, ValueError, KeyError) as exc:
+            try:  # strict UTF-8: a damaged byte is an error, never a silently replaced character
+                out.append(Trajectory.from_dict(json.loads(raw.decode("utf-8"))))
+            except (ValueError, TypeError, KeyError) as exc:  # JSON and Unicode errors are ValueErrors
                 msg = f"{path}:{lineno}: {type(exc).__name__}: {str(exc)[:120]}"
                 if strict:
                     raise ValueError(msg) from exc

@@ -290,16 +290,31 @@ def test_jsonl_round_trip_is_lossless(world, dev, tokenizer, model64, tmp_path):
 def test_bad_jsonl_lines_are_reported_with_file_and_line(world, dev, tokenizer, tmp_path):
     trajs = rollout(TeacherPolicy(tokenizer), tokenizer, world, dev)
     path = write_jsonl(trajs, tmp_path / "x.jsonl")
-    lines = path.read_text().splitlines()
-    lines[1] = lines[1][: len(lines[1]) // 2]  # truncated mid-line
-    lines[3] = json.dumps({"schema": "someone-else/9"})
-    lines.insert(4, "")
-    lines.append('{"schema": "mem1lite.trajectory/1", "task_id": "x"}')  # fields missing
-    path.write_bytes(("\n".join(lines) + "\n").encode() + b"\xff\xfe{not json\n")
+    good = path.read_text().splitlines()
+    broken = json.loads(good[0])
+    broken["turns"][1]["logprobs"].pop()  # one log-prob short
+    outside = json.loads(good[0])
+    outside["turns"][1]["spans"][0] = [4, 0, 3]  # a piece the turn could not have seen
+    lines = [
+        good[0],  # 1 ok
+        good[1][: len(good[1]) // 2],  # 2 truncated mid-line
+        good[2],  # 3 ok
+        json.dumps({"schema": "someone-else/9"}),  # 4 another schema
+        "",  # 5 blank, skipped
+        good[4],  # 6 ok
+        '{"schema": "mem1lite.trajectory/1", "task_id": "x"}',  # 7 fields missing
+        "[1, 2]",  # 8 not an object
+        json.dumps(broken),  # 9
+        json.dumps(outside),  # 10
+    ]
+    marker = trajs[3].task_id + "<<here>>"
+    damaged = good[3].replace(trajs[3].task_id, marker, 1).encode()
+    damaged = damaged.replace(b"<<here>>", b"\xc3")  # 11: an invalid UTF-8 byte inside a string
+    path.write_bytes(("\n".join(lines) + "\n").encode() + damaged + b"\n" + b"\xff\xfe{not json\n")
     report = read_jsonl(path)
     assert [t.task_id for t in report.trajectories] == [trajs[i].task_id for i in (0, 2, 4)]
     assert report.trajectories[1] == trajs[2]
-    assert [e.split(": ")[0] for e in report.errors] == [f"{path}:{n}" for n in (2, 4, 7, 8)]
+    assert [e.split(": ")[0] for e in report.errors] == [f"{path}:{n}" for n in (2, 4, 7, 8, 9, 10, 11, 12)]
     assert all("\n" not in e for e in report.errors)
     with pytest.raises(ValueError, match=f"{path}:2: "):
         read_jsonl(path, strict=True)
