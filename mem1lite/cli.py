@@ -271,6 +271,28 @@ def _write_json(path: str | None, payload) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# mem1 inspect
+
+
+def cmd_inspect(args: argparse.Namespace) -> None:
+    from .inspector import InspectorError, export_html
+    from .model import ModelLoadError
+
+    warn = lambda msg: print(f"mem1: warning: {msg} (line skipped)", file=sys.stderr)  # noqa: E731
+    try:
+        traj = export_html(
+            args.path, args.episode, args.html, turn=args.turn, layout=args.layout, token=args.token,
+            tokenizer=args.tokenizer, compare=args.compare or (), warn=warn,
+        )  # fmt: skip
+    except (InspectorError, ModelLoadError) as exc:
+        raise UserError(str(exc)) from None
+    print(
+        f"wrote {args.html}: {traj.task_id} ({traj.agent}, {traj.policy}, N={traj.objectives}, "
+        f"{len(traj.turns)} turns, reward {traj.reward:g})"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -363,6 +385,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", help="write the records here")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("inspect", help="write a static HTML page of one episode of a trajectory jsonl")
+    p.add_argument("path", help="trajectory jsonl file (mem1 rollout --out)")
+    p.add_argument("--episode", type=int, required=True, help="0-based index among the file's valid records")
+    p.add_argument("--html", required=True, help="HTML file to write (self-contained)")
+    p.add_argument("--turn", type=int, default=None, help="turn shown on top (default: the last)")
+    p.add_argument("--token", type=int, default=None, help="its token whose mask row is shown (-1: last)")
+    layouts = ["per_turn", "packed", "packed_dense", "stitched"]  # masks.LAYOUTS, without importing torch
+    p.add_argument("--layout", default="packed", choices=layouts, help="layout of the mask row")
+    p.add_argument("--compare", nargs="*", help="more jsonl files holding the task under another agent")
+    p.add_argument("--tokenizer", default=None, help="tokenizer directory (default: the shipped data/tiny)")
+    p.set_defaults(func=cmd_inspect)
     return parser
 
 
