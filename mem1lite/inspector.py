@@ -63,8 +63,8 @@ from .rollout import KIND_LETTERS, PROMPT, LoadReport, Trajectory, read_jsonl
 
 MAX_TOKENS = 1200
 """tokens a pane draws at most (head + window around the selection + tail) [4]"""
-MASK_BUDGET = 24_000_000
-"""largest visibility matrix (cells) the inspector builds for a mask row, ~24 MB of bool [6]"""
+MASK_BUDGET = 48_000_000
+"""largest visibility matrix (cells) built for a mask row: 48 MB of bool, ~1 s in packed_dense [6]"""
 KIND_LABELS = {
     "p": "prompt",
     "s": "internal state",
@@ -373,12 +373,15 @@ def _stage_row(batch, stage_i: int, row: int, query: int) -> torch.Tensor:
 
 
 def _build(traj: Trajectory, layout: str, budget: int):
-    """(batch, scope note) of a proxy layout within budget, or None."""
-    origins = Origins.of(traj)
-    proxy = _proxy(traj, origins)
-    if layout_cells(proxy, layout) > budget:
-        return None
-    return build_layout([proxy], layout)
+    """A proxy layout of `traj` [5], or a string saying why not: too big [6], or refused by masks.py."""
+    proxy = _proxy(traj, Origins.of(traj))
+    try:
+        cells = layout_cells(proxy, layout)
+        if cells > budget:
+            return f"would hold {cells:,} cells"
+        return build_layout([proxy], layout)
+    except ValueError as exc:
+        return f"cannot be built ({exc})"
 
 
 def mask_row_of(
@@ -400,23 +403,17 @@ def mask_row_of(
     cache = cache or LayoutCache(size=2)
     note, shown = "", layout
     batch = cache.get(traj, layout, None, lambda: _build(traj, layout, budget))
-    scope = traj
-    if batch is None:  # [6] the whole episode is too big for this layout: the turns up to j
-        scope = _truncated(traj, j)
-        batch = cache.get(traj, layout, j, lambda: _build(scope, layout, budget))
-        if batch is not None:
+    if isinstance(batch, str):  # [6] the whole episode is too big for this layout: the turns up to j
+        batch = cache.get(traj, layout, j, lambda: _build(_truncated(traj, j), layout, budget))
+        if not isinstance(batch, str):
             note = f"built on turns 0..{j} only (the whole episode's {layout} mask is too big to draw)"
-    if batch is None:
-        shown = "per_turn"
-        batch = cache.get(traj, "per_turn", j, lambda: _build(_truncated(traj, j), "per_turn", budget))
-        note = (
-            f"the {layout} mask of this episode up to turn {j} would hold "
-            f"{layout_cells(_proxy(scope, Origins.of(scope)), layout):,} cells; shown: the per_turn row, "
-            + (
-                "which equals the exact layouts' row for this token"
-                if layout != "stitched"
-                else "the visibility at generation, which stitched approximates"
-            )
+    if isinstance(batch, str):
+        why, shown = batch, "per_turn"
+        batch = cache.get(traj, shown, j, lambda: _build(_truncated(traj, j), shown, budget))
+        note = f"the {layout} mask of turns 0..{j} {why}; shown: the per_turn row, " + (
+            "which equals the exact layouts' row for this token"
+            if layout != "stitched"
+            else "the visibility at generation, which stitched approximates"
         )
     row = _read_row(batch, shown, view, pos, len(traj.prompt_ids))
     return replace(row, layout=layout, note=note)
@@ -1122,6 +1119,9 @@ class Inspector:
         self.turn = w.IntSlider(min=0, max=0, description="turn", continuous_update=False)
         self.token = w.IntSlider(min=0, max=0, description="token", continuous_update=False,
                                  layout=w.Layout(width="520px"))  # fmt: skip
+        self.token_box = w.BoundedIntText(min=0, max=0, layout=w.Layout(width="90px"))  # exact entry
+        w.link((self.token, "max"), (self.token_box, "max"))
+        w.link((self.token, "value"), (self.token_box, "value"))
         self.layout = w.Dropdown(options=list(LAYOUTS), value=layout, description="layout")
         self.status = w.HTML()
         self.panes = {name: w.HTML() for name in ("header", "turn", "chart", "mask", "compare")}
@@ -1140,7 +1140,7 @@ class Inspector:
                 w.HTML(f'{css()}<div class="mi">{render_warnings(self.warnings)}</div>'),
                 w.HBox([self.agent_filter, self.objectives_filter, self.reward_filter]),
                 w.HBox([self.episode, self.status]),
-                w.HBox([self.turn, self.token, self.layout]),
+                w.HBox([self.turn, self.token, self.token_box, self.layout]),
                 self.panes["header"],
                 w.HBox(
                     [
