@@ -530,7 +530,9 @@ def css() -> str:
     )
     return (
         "<style>"
-        ".mi{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;font-size:13px;color:#222}"
+        # ipywidgets' HTML widget sets line-height 28px and nowrap on its content: undo both
+        ".mi{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;font-size:13px;color:#222;"
+        "line-height:1.4;white-space:normal}"
         ".mi h3{font-size:14px;margin:8px 0 4px}.mi h4{font-size:13px;margin:6px 0 3px;color:#444}"
         ".mi .mi-pane{font-family:'DejaVu Sans Mono',Menlo,Consolas,monospace;font-size:12px;"
         "white-space:pre-wrap;word-break:break-all;line-height:1.55;border:1px solid #ddd;"
@@ -545,7 +547,8 @@ def css() -> str:
         ".mi .mi-warn{background:#fff3cd;border:1px solid #e0c36a;padding:4px 8px;border-radius:4px;"
         "margin:4px 0;font-size:12px}"
         ".mi .mi-meta{color:#555;font-size:12px}"
-        ".mi .mi-cols{display:flex;gap:14px;align-items:flex-start}.mi .mi-cols>div{flex:1;min-width:0}"
+        ".mi .mi-cols{display:flex;flex-wrap:wrap;gap:14px;align-items:flex-start}"
+        ".mi .mi-cols>div{flex:1 1 260px;min-width:0}"
         ".mi .mi-bar{display:flex;height:22px;border:1px solid #bbb;border-radius:3px;overflow:hidden;"
         "margin:4px 0}"
         ".mi .mi-bar>div{min-width:1px}.mi .mi-bar>div.q{outline:2px solid #d62728;z-index:1}"
@@ -1106,12 +1109,10 @@ class Inspector:
         agents = sorted({t.agent for t in trajs})
         sizes = sorted({t.objectives for t in trajs})
         r_max = max([t.reward for t in trajs] + [1.0])
-        self.agent_filter = w.Dropdown(
-            options=[("any", None)] + [(a, a) for a in agents], description="agent"
-        )
-        self.objectives_filter = w.Dropdown(
-            options=[("any", None)] + [(str(n), n) for n in sizes], description="N"
-        )
+        # "any" is "" / 0, not None: a Dropdown whose value is None shows no selection at all
+        self.agent_filter = w.Dropdown(options=[("any", "")] + [(a, a) for a in agents], description="agent")
+        sizes_options = [("any", 0)] + [(str(n), n) for n in sizes]
+        self.objectives_filter = w.Dropdown(options=sizes_options, description="N")
         self.reward_filter = w.FloatRangeSlider(
             value=(0.0, r_max), min=0.0, max=r_max, step=0.05, description="reward", continuous_update=False
         )
@@ -1124,7 +1125,8 @@ class Inspector:
         w.link((self.token, "value"), (self.token_box, "value"))
         self.layout = w.Dropdown(options=list(LAYOUTS), value=layout, description="layout")
         self.status = w.HTML()
-        self.panes = {name: w.HTML() for name in ("header", "turn", "chart", "mask", "compare")}
+        names = ("header", "turn", "chart", "mask", "compare")
+        self.panes = {name: w.HTML(layout=w.Layout(width="100%")) for name in names}
         for control, handler in (
             (self.agent_filter, self._on_filter),
             (self.objectives_filter, self._on_filter),
@@ -1171,12 +1173,8 @@ class Inspector:
         return None if i is None else self.trajectories[i]
 
     def matching(self) -> list[int]:
-        return filter_episodes(
-            self.trajectories,
-            self.agent_filter.value,
-            self.objectives_filter.value,
-            tuple(self.reward_filter.value),
-        )
+        agent, n = self.agent_filter.value or None, self.objectives_filter.value or None
+        return filter_episodes(self.trajectories, agent, n, tuple(self.reward_filter.value))
 
     def label(self, i: int) -> str:
         t = self.trajectories[i]

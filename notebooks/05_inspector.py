@@ -201,7 +201,7 @@ for layout in ("packed", "stitched"):
 # %%
 tiny = [i for i, t in enumerate(trajs) if t.policy != "teacher"]
 if tiny:
-    inspector.agent_filter.value = None
+    inspector.agent_filter.value = ""  # any agent
     inspector.episode.value = tiny[0]
     inspector.turn.value = min(1, len(trajs[tiny[0]].turns) - 1)
     t = trajs[tiny[0]]

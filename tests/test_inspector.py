@@ -295,7 +295,7 @@ def test_widget_filters(teacher, tokenizer):
     insp.agent_filter.value = "full"
     assert [v for _, v in insp.episode.options] == [2, 3] and insp.current.agent == "full"
     assert "2 of 5 episodes match" in insp.status.value
-    insp.agent_filter.value = None
+    insp.agent_filter.value = ""
     insp.reward_filter.value = (0.0, 0.5)
     assert [v for _, v in insp.episode.options] == [4] and insp.current.task_id == "hand-0"
     insp.objectives_filter.value = 2
@@ -440,3 +440,16 @@ def test_headless_chromium_screenshot(tmp_path):
     assert len(colours) > 16
     near = lambda c, hexc: all(abs(a - b) <= 24 for a, b in zip(c, I._rgb(hexc)))  # noqa: E731
     assert any(near(c, KIND_COLORS["s"]) for c in colours) and any(near(c, KIND_COLORS["i"]) for c in colours)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
+def test_widget_renders_in_jupyterlab(tmp_path):
+    """The live ipywidgets inspector in a throwaway JupyterLab, driven by headless Chromium (~25 s)."""
+    shot = tmp_path / "lab.png"
+    run = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "screenshot_inspector.sh"), "--lab", str(shot)],
+        capture_output=True, text=True, timeout=400,
+    )  # fmt: skip
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    assert "widget rendered in JupyterLab" in run.stdout and shot.stat().st_size > 10_000
