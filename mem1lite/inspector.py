@@ -419,8 +419,10 @@ def mask_row_of(
     return replace(row, layout=layout, note=note)
 
 
-def _find_block(rows: Sequence[Sequence[int]], anchor: int, start: int = 0) -> int:
-    for r in range(start, len(rows)):
+def _find_block(rows: Sequence[Sequence[int]], anchor: int) -> int:
+    """The first block holding `anchor`: a turn's first response token (its own block; a later block
+    may hold a copy of it, as context)."""
+    for r in range(len(rows)):
         if anchor in rows[r]:
             return r
     raise RuntimeError(f"origin {anchor} is in no block of the layout")

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Screenshot the trajectory inspector in headless Chromium: the static page, or the live widget.
 #
-#   scripts/screenshot_inspector.sh [OUT.png]         # static page (default docs/inspector.png)
-#   scripts/screenshot_inspector.sh --lab [OUT.png]   # the ipywidgets inspector in JupyterLab
+#   scripts/screenshot_inspector.sh [OUT.png]         # static page (default runs/inspector-static.png)
+#   scripts/screenshot_inspector.sh --lab [OUT.png]   # the live widget in JupyterLab (default docs/inspector.png)
 #
 # Needs Chromium from Debian packages (`apt-get install -y chromium`); nothing goes to the network.
 # Both show task dev-n4-s0-0 of data/examples under mem1 at turn 2, the mask row of a state token in
@@ -19,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=static
 if [ "${1:-}" = "--lab" ]; then MODE=lab; shift; fi
-OUT=${1:-docs/inspector.png}
+if [ "$MODE" = lab ]; then OUT=${1:-docs/inspector.png}; else OUT=${1:-runs/inspector-static.png}; fi
 PY=${PY:-.venv/bin/python}
 CHROMIUM=${CHROMIUM:-$(command -v chromium || command -v chromium-browser || true)}
 if [ -z "$CHROMIUM" ]; then

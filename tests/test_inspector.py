@@ -211,8 +211,8 @@ def test_packed_dense_row_hides_what_mem1_pruned(tokenizer):
     hidden = {o.piece_of(c)[0] for c, v in zip(row.key_codes, row.visible) if not v}
     assert {0, 1, 3} <= hidden  # earlier turns are in the row but masked out
     assert row.blocks is not None and max(row.blocks) >= 2
-    html = I.render_mask_row(row, traj, I.TokenText(tokenizer))
-    assert "observation 0 (block 1)" in html and "hidden" in html and "data:image/png;base64," in html
+    pane = I.render_mask_row(row, traj, I.TokenText(tokenizer))
+    assert "observation 0 (block 1)" in pane and "hidden" in pane and "data:image/png;base64," in pane
 
 
 def test_stitched_row_of_a_kept_copy_is_its_home_turn(tokenizer):
