@@ -148,7 +148,8 @@ def cmd_sft(args: argparse.Namespace) -> None:
         init=args.init,
         objectives=objectives,
         agent=args.agent,
-        world=args.world,
+        env=args.env,
+        data=args.world,
         threads=args.threads,
     )
     if args.minutes_scale != 1.0:
@@ -181,7 +182,8 @@ def cmd_ppo(args: argparse.Namespace) -> None:
         objectives=objectives,
         agent=args.agent,
         threads=args.threads,
-        world=args.world,
+        env=args.env,
+        data=args.world,
     )
     try:
         train_ppo(ppo_args)
@@ -337,7 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agent", default=None, choices=["mem1", "full"], help="whose view the samples take")
     p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
     p.add_argument("--minutes-scale", type=float, default=1.0, help="scale every stage's time budget")
-    p.add_argument("--world", help="world folder (default data/qa)")
+    p.add_argument("--env", default="qa", choices=["qa", "webshop"], help="the domain")
+    p.add_argument("--world", "--data", help="the domain's data folder (default data/qa or data/webshop)")
     p.set_defaults(func=cmd_sft)
 
     p = sub.add_parser("ppo", help="LoRA PPO on masked trajectories, from an SFT checkpoint")
@@ -351,7 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--objectives", help="comma-separated task sizes, cycled over steps (default 2)")
     p.add_argument("--agent", default=None, choices=["mem1", "full"], help="memory policy of the rollouts")
     p.add_argument("--threads", type=_positive_int, default=None)
-    p.add_argument("--world", help="world folder (default data/qa)")
+    p.add_argument("--env", default="qa", choices=["qa", "webshop"], help="the domain")
+    p.add_argument("--world", "--data", help="the domain's data folder (default data/qa or data/webshop)")
     p.set_defaults(func=cmd_ppo)
 
     p = sub.add_parser("demo", help="the main job: world check, and later the whole pipeline")

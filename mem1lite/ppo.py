@@ -127,8 +127,10 @@ class PPOArgs:
     """steps between checkpoints"""
     threads: int = 2
     """torch CPU threads"""
-    world: str | None = None
-    """world directory (default data/qa)"""
+    env: str = "qa"
+    """domain: qa or webshop (domains.py)"""
+    data: str | None = None
+    """the domain's data folder (default: the shipped one)"""
 
 
 PRESETS = {
@@ -214,16 +216,14 @@ def step_seed(seed: int, step: int) -> int:
     return (seed * 1_000_003 + step * 7919) % (2**31 - 1)
 
 
-def collect(model, head, tokenizer, world, retrievers, args: PPOArgs, step: int) -> Batch:
+def collect(model, head, tokenizer, domain, args: PPOArgs, step: int) -> Batch:
     """[1] roll out a batch, [2] score it under the layout, [4] rewards, GAE, [5] whitening."""
-    from .protocol import QAEnvironment
     from .rollout import GenerationConfig, ModelPolicy, RolloutConfig, run_episodes
-    from .world import make_tasks
 
     n = args.objectives[step % len(args.objectives)]
     seed = step_seed(args.seed, step)
-    tasks = make_tasks(world, args.split, n, args.episodes_per_step, seed=seed)
-    envs = [QAEnvironment.from_task(t, retrievers[args.split]) for t in tasks]
+    tasks = domain.tasks(args.split, n, args.episodes_per_step, seed=seed)
+    envs = [domain.environment(t) for t in tasks]
     policy = ModelPolicy(
         model,
         tokenizer,
@@ -399,19 +399,19 @@ def load_checkpoint(path: Path, model, head, optimizers) -> tuple[int, list[dict
 # The run
 
 
-def evaluate_dev(model, tokenizer, world, retrievers, args: PPOArgs, objectives: int = 2) -> dict:
+def evaluate_dev(model, tokenizer, domain, args: PPOArgs) -> dict:
     from .probe import greedy_em
 
+    n = args.objectives[0] if domain.name != "qa" else 2
     s = greedy_em(
         model,
         tokenizer,
-        world,
+        domain,
         "dev",
-        objectives,
+        n,
         args.eval_tasks,
         seed=1,
         agent=args.agent,
-        retrievers=retrievers,
         max_new_tokens=args.max_new_tokens,
     )
     return {"dev_em_per_objective": s["em_per_objective"], "dev_format_errors": s["format_errors"]}
@@ -420,9 +420,8 @@ def evaluate_dev(model, tokenizer, world, retrievers, args: PPOArgs, objectives:
 def train_ppo(args: PPOArgs) -> dict:
     from tqdm.auto import tqdm
 
+    from .domains import load_domain
     from .plots import ppo_curves
-    from .retrieval import PoolRetrievers
-    from .world import load_world
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -432,8 +431,7 @@ def train_ppo(args: PPOArgs) -> dict:
     if args.resume and not (ckpt / "state.json").is_file():
         raise PPOError(f"--resume: no checkpoint at {ckpt}")
     out.mkdir(parents=True, exist_ok=True)
-    world = load_world(args.world)
-    retrievers = PoolRetrievers(world)
+    domain = load_domain(args.env, args.data)
     model, head, tokenizer = build_policy(args.init, args)
     actor = torch.optim.AdamW(trainable_parameters(model), lr=args.actor_lr, weight_decay=0.0)
     critic = torch.optim.AdamW(head.parameters(), lr=args.critic_lr, weight_decay=0.0)
@@ -446,19 +444,19 @@ def train_ppo(args: PPOArgs) -> dict:
     log_path.write_text("".join(json.dumps(h) + "\n" for h in history))
     t_start = time.perf_counter()
     if start == 0 and args.eval_every:
-        history.append({"step": 0, "minutes": 0.0} | evaluate_dev(model, tokenizer, world, retrievers, args))
+        history.append({"step": 0, "minutes": 0.0} | evaluate_dev(model, tokenizer, domain, args))
         with open(log_path, "a") as f:
             f.write(json.dumps(history[-1]) + "\n")
     bar = tqdm(range(start, args.steps), desc="ppo", initial=start, total=args.steps)
     step = start
     for step in bar:
-        batch = collect(model, head, tokenizer, world, retrievers, args, step)
+        batch = collect(model, head, tokenizer, domain, args, step)
         upd = update(model, head, batch, optimizers, args, step)
         record = (
             {"step": step + 1, "minutes": round((time.perf_counter() - t_start) / 60, 2)} | batch.stats | upd
         )
         if args.eval_every and (step + 1) % args.eval_every == 0:
-            record |= evaluate_dev(model, tokenizer, world, retrievers, args)
+            record |= evaluate_dev(model, tokenizer, domain, args)
         history.append(record)
         with open(log_path, "a") as f:
             f.write(json.dumps(record) + "\n")

@@ -19,8 +19,6 @@ from dataclasses import dataclass
 
 import torch
 
-from .protocol import QAEnvironment
-from .retrieval import PoolRetrievers
 from .rollout import (
     GenerationConfig,
     ModelPolicy,
@@ -30,7 +28,7 @@ from .rollout import (
     run_episodes,
     summarize,
 )
-from .world import World, make_tasks
+from .world import World
 
 _INFO = re.compile(r"<information>.*?</information>", re.S)
 
@@ -118,45 +116,32 @@ def teacher_forced_accuracy(model, samples: list[ProbeSample], batch_size: int =
 
 
 def teacher_trajectories(
-    world: World,
-    tokenizer,
-    split: str,
-    objectives: int,
-    count: int,
-    seed: int = 0,
-    agent: str = "mem1",
-    retrievers: PoolRetrievers | None = None,
+    domain, tokenizer, split: str, objectives: int, count: int, seed: int = 0, agent: str = "mem1"
 ) -> list[Trajectory]:
-    retrievers = retrievers or PoolRetrievers(world)
-    tasks = make_tasks(world, split, objectives, count, seed=seed)
-    envs = [QAEnvironment.from_task(t, retrievers[split]) for t in tasks]
-    return run_episodes(
-        TeacherPolicy(tokenizer), tokenizer, envs, RolloutConfig(agent=agent, progress=False), tasks
-    )
+    """The domain's scripted teacher on `count` tasks of `split` (domains.py)."""
+    tasks = domain.tasks(split, objectives, count, seed=seed)
+    envs = [domain.environment(t) for t in tasks]
+    policy = TeacherPolicy(tokenizer, domain.teacher())
+    return run_episodes(policy, tokenizer, envs, RolloutConfig(agent=agent, progress=False), tasks)
 
 
 def greedy_em(
     model,
     tokenizer,
-    world: World,
+    domain,
     split: str,
     objectives: int,
     count: int,
     seed: int = 0,
     agent: str = "mem1",
-    retrievers: PoolRetrievers | None = None,
     max_new_tokens: int = 192,
     batch_size: int = 64,
 ) -> dict:
-    """Greedy rollouts of `count` tasks; returns `rollout.summarize` plus per-objective EM."""
-    retrievers = retrievers or PoolRetrievers(world)
-    tasks = make_tasks(world, split, objectives, count, seed=seed)
-    envs = [QAEnvironment.from_task(t, retrievers[split]) for t in tasks]
-    policy = ModelPolicy(
-        model,
-        tokenizer,
-        GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0, batch_size=batch_size),
-    )
+    """Greedy rollouts of `count` tasks; returns `rollout.summarize` plus the trajectories."""
+    tasks = domain.tasks(split, objectives, count, seed=seed)
+    envs = [domain.environment(t) for t in tasks]
+    config = GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0, batch_size=batch_size)
+    policy = ModelPolicy(model, tokenizer, config)
     trajs = run_episodes(
         policy, tokenizer, envs, RolloutConfig(agent=agent, seed=seed, progress=False), tasks
     )

@@ -318,19 +318,21 @@ class Response:
 
 
 class TeacherPolicy:
-    """The scripted teacher (teacher.py) behind the same interface as a model."""
+    """A scripted teacher behind the same interface as a model: `respond_text` maps a turn's
+    context text to the response text (default: the QA teacher, teacher.py)."""
 
     name = "teacher"
 
-    def __init__(self, tokenizer):
+    def __init__(self, tokenizer, respond_text: Callable[[str], str] | None = None):
         self.tokenizer = tokenizer
+        if respond_text is None:
+            from .teacher import teacher_response as respond_text
+        self.respond_text = respond_text
 
     def respond(self, contexts: list[list[int]], generators: list[torch.Generator]) -> list[Response]:
-        from .teacher import teacher_response
-
         out = []
         for ids in contexts:
-            text = teacher_response(self.tokenizer.decode(ids, skip_special_tokens=False))
+            text = self.respond_text(self.tokenizer.decode(ids, skip_special_tokens=False))
             resp = self.tokenizer.encode(text, add_special_tokens=False)
             out.append(Response(resp, [0.0] * len(resp), False))
         return out

@@ -38,8 +38,6 @@ from pathlib import Path
 
 import torch
 
-from .world import World
-
 
 @dataclass
 class Stage:
@@ -105,8 +103,10 @@ class SFTArgs:
     """N values of the final evaluation"""
     threads: int = 2
     """torch CPU threads"""
-    world: str | None = None
-    """world directory (default data/qa)"""
+    env: str = "qa"
+    """domain: qa or webshop (domains.py)"""
+    data: str | None = None
+    """the domain's data folder (default: the shipped one, e.g. data/qa)"""
 
 
 PRESETS = {
@@ -150,19 +150,18 @@ def make_args(preset: str, **overrides) -> SFTArgs:
 CACHE_DIR = Path(__file__).resolve().parent.parent / "runs" / "cache"
 
 
-def teacher_sft_data(world: World, tokenizer, args: SFTArgs, split: str = "sft"):
+def teacher_sft_data(domain, tokenizer, args: SFTArgs, split: str = "sft"):
     """Play `args.tasks` teacher tasks; one row per turn: `input_ids` (context + response) and
     `response_mask`. Cached under runs/cache, keyed by everything that changes the rows."""
     from datasets import Dataset, load_from_disk
 
     from .probe import teacher_trajectories
-    from .retrieval import PoolRetrievers
 
     key = hashlib.sha256(
         json.dumps(
             {
-                "world": world.config.seed,
-                "docs": len(world.documents),
+                "env": domain.name,
+                "data": domain.fingerprint(),
                 "vocab": len(tokenizer),
                 "tokenizer": hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest(),
                 "tasks": args.tasks,
@@ -178,13 +177,10 @@ def teacher_sft_data(world: World, tokenizer, args: SFTArgs, split: str = "sft")
     cached = CACHE_DIR / f"sft-{key}"
     if (cached / "dataset_info.json").is_file():
         return load_from_disk(str(cached))
-    retrievers = PoolRetrievers(world)
     ids, masks = [], []
     per_n = math.ceil(args.tasks / len(args.objectives))
     for n in args.objectives:
-        trajs = teacher_trajectories(
-            world, tokenizer, split, n, per_n, seed=args.seed, agent=args.agent, retrievers=retrievers
-        )
+        trajs = teacher_trajectories(domain, tokenizer, split, n, per_n, seed=args.seed, agent=args.agent)
         for t in trajs:
             for j, turn in enumerate(t.turns):
                 context = t.context_ids(j)
@@ -285,16 +281,20 @@ def _callbacks(args: SFTArgs, stage: Stage, clock: _Budget, probe, log_path: Pat
 
 
 class ReadingProbe:
-    def __init__(self, world: World, tokenizer, args: SFTArgs):
-        from .probe import name_token_ids, probe_samples, teacher_trajectories
-        from .retrieval import PoolRetrievers
+    """The probe of probe.py, bound to a domain: name tokens exist only where the domain has a
+    world of named entities (QA); elsewhere the teacher-forced part measures response tokens only."""
 
-        self.world, self.tokenizer, self.args = world, tokenizer, args
-        self.retrievers = PoolRetrievers(world)
+    def __init__(self, domain, tokenizer, args: SFTArgs):
+        from .probe import name_token_ids, probe_samples, teacher_trajectories
+
+        self.domain, self.tokenizer, self.args = domain, tokenizer, args
+        self.objectives = 2 if 2 in args.objectives or domain.name == "qa" else args.objectives[0]
         trajs = teacher_trajectories(
-            world, tokenizer, "dev", 2, args.probe_tasks, seed=1, agent=args.agent, retrievers=self.retrievers
+            domain, tokenizer, "dev", self.objectives, args.probe_tasks, seed=1, agent=args.agent
         )
-        self.samples = probe_samples(trajs, tokenizer, name_token_ids(tokenizer, world))
+        world = getattr(domain, "world", None)
+        names = name_token_ids(tokenizer, world) if world is not None else set()
+        self.samples = probe_samples(trajs, tokenizer, names)
 
     def teacher_forced(self, model) -> dict:
         from .probe import teacher_forced_accuracy
@@ -309,13 +309,12 @@ class ReadingProbe:
             s = greedy_em(
                 model,
                 self.tokenizer,
-                self.world,
+                self.domain,
                 split,
                 n,
                 tasks or self.args.em_tasks,
                 seed=1,
                 agent=self.args.agent,
-                retrievers=self.retrievers,
             )
             out[f"em_per_objective_n{n}"] = s["em_per_objective"]
             out[f"format_errors_n{n}"] = s["format_errors"]
@@ -336,9 +335,9 @@ def train_sft(args: SFTArgs) -> dict:
     from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
 
+    from .domains import load_domain
     from .model import TINY_DIR, build_tiny_model, count_parameters, load_policy, load_tokenizer
     from .plots import probe_curves
-    from .world import load_world
 
     datasets.disable_progress_bars()
     torch.set_num_threads(args.threads)
@@ -351,7 +350,7 @@ def train_sft(args: SFTArgs) -> dict:
         shutil.rmtree(work)
     work.mkdir(parents=True)
     clock = _Budget()
-    world = load_world(args.world)
+    domain = load_domain(args.env, args.data)
     if args.init:
         model, tokenizer = load_policy(args.init)
     else:
@@ -363,12 +362,12 @@ def train_sft(args: SFTArgs) -> dict:
         flush=True,
     )
     t0 = time.perf_counter()
-    rows = teacher_sft_data(world, tokenizer, args)
+    rows = teacher_sft_data(domain, tokenizer, args)
     n_tokens = sum(len(r) for r in rows["input_ids"])
     print(
         f"{len(rows)} samples, {n_tokens / 1e6:.1f} M tokens, in {time.perf_counter() - t0:.0f} s", flush=True
     )
-    probe = ReadingProbe(world, tokenizer, args)
+    probe = ReadingProbe(domain, tokenizer, args)
     log_path = work / "probe.jsonl"
     for i, stage in enumerate(args.stages):
         dataset = to_dataset(rows, stage.loss_on, seed=args.seed + i)

@@ -115,19 +115,16 @@ def _args(init, out, **kw):
 
 
 @pytest.fixture(scope="module")
-def world_and_retrievers():
-    from mem1lite.retrieval import PoolRetrievers
-    from mem1lite.world import load_world
+def qa_domain():
+    from mem1lite.domains import QADomain
 
-    world = load_world()
-    return world, PoolRetrievers(world)
+    return QADomain()
 
 
-def test_first_step_invariants_and_what_an_update_touches(tiny_init, tmp_path, world_and_retrievers):
-    world, retrievers = world_and_retrievers
+def test_first_step_invariants_and_what_an_update_touches(tiny_init, tmp_path, qa_domain):
     args = _args(tiny_init, tmp_path / "run")
     model, head, tok = build_policy(tiny_init, args)
-    batch = collect(model, head, tok, world, retrievers, args, step=0)
+    batch = collect(model, head, tok, qa_domain, args, step=0)
     assert batch.stats["kl"] == 0.0  # LoRA B = 0: policy == reference
     assert torch.count_nonzero(batch.old_values) == 0  # zero-initialised value head
     # the loss mask covers exactly the policy (output) tokens: no prompt, no observation token

@@ -1,0 +1,82 @@
+"""Domains: the task suites an agent can be trained and evaluated on, behind one small interface.
+
+A domain gives tasks, an environment per task, and a scripted teacher. QA (world.py +
+protocol.py + teacher.py) is one; WebShop-lite is the other. Rollouts, SFT, PPO and evaluation
+only ever talk to this interface, so a new domain needs no change to them.
+
+An environment (protocol.QAEnvironment is the reference) has:
+- `prompt() -> str`: the user message of the task;
+- `step(response_text, hit_length_limit) -> StepOutcome`: parse the agent's response, act, and
+  return the observation text (None once the episode ended); it never raises;
+- `done: bool` and `result() -> EpisodeResult` (answer, em = the reward, f1, per-slot em, turns,
+  format errors, searches);
+- `questions` and `golds`: what the trajectory records keep about the task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+
+class Domain(Protocol):
+    name: str
+    splits: tuple[str, ...]
+
+    def tasks(self, split: str, objectives: int, count: int, seed: int = 0) -> list: ...
+
+    def environment(self, task): ...
+
+    def teacher(self) -> Callable[[str], str]: ...
+
+    def fingerprint(self) -> str:
+        """Changes whenever the data the tasks come from change (keys caches)."""
+        ...
+
+
+class QADomain:
+    """Multi-objective multi-hop QA over the generated world."""
+
+    name = "qa"
+
+    def __init__(self, world=None, world_dir=None):
+        from .retrieval import PoolRetrievers
+        from .world import SPLITS, load_world
+
+        self.world = world if world is not None else load_world(world_dir)
+        self.retrievers = PoolRetrievers(self.world)
+        self.splits = SPLITS
+
+    def tasks(self, split: str, objectives: int, count: int, seed: int = 0) -> list:
+        from .world import make_tasks
+
+        return make_tasks(self.world, split, objectives, count, seed=seed)
+
+    def environment(self, task):
+        from .protocol import QAEnvironment
+
+        return QAEnvironment.from_task(task, self.retrievers[task.split])
+
+    def teacher(self) -> Callable[[str], str]:
+        from .teacher import teacher_response
+
+        return teacher_response
+
+    def fingerprint(self) -> str:
+        return f"qa-seed{self.world.config.seed}-docs{len(self.world.documents)}"
+
+
+DOMAINS = ("qa", "webshop")
+
+
+def load_domain(name: str = "qa", path=None) -> Domain:
+    """The domain called `name`; `path` is its data folder (default: the shipped one)."""
+    if name == "qa":
+        return QADomain(world_dir=path)
+    if name == "webshop":
+        try:
+            from .webshop import WebShopDomain
+        except ImportError as exc:  # until the module exists
+            raise ValueError("the webshop domain is not available in this version") from exc
+        return WebShopDomain(path)
+    raise ValueError(f"unknown environment {name!r}: expected one of {', '.join(DOMAINS)}")
