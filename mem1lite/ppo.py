@@ -281,7 +281,7 @@ def update(model, head, batch: Batch, optimizers, args: PPOArgs, step: int) -> d
     t0 = time.perf_counter()
     trained_tokens = 0
     params = trainable_parameters(model) + list(head.parameters())
-    for epoch in range(args.ppo_epochs):
+    for _epoch in range(args.ppo_epochs):
         order = torch.randperm(n, generator=g).tolist()
         for s in range(0, n, args.minibatch_episodes):
             idx = order[s : s + args.minibatch_episodes]
@@ -465,7 +465,8 @@ def train_ppo(args: PPOArgs) -> dict:
         )
         print(
             f"step {step + 1:3d}  reward {record['reward']:.3f}  kl {record['kl']:.4f}  clipfrac "
-            f"{record['clipfrac']:.3f}  approx_kl {record['approx_kl']:.4f}  entropy {record['entropy']:.3f}  "
+            f"{record['clipfrac']:.3f}  approx_kl {record['approx_kl']:.4f}  "
+            f"entropy {record['entropy']:.3f}  "
             f"value_loss {record['value_loss']:.4f}  ev {record['explained_variance']:.3f}  peak "
             f"{record['peak_tokens']:.0f}  tok/s {record['rollout_tokens_per_s']:.0f}/"
             f"{record['train_tokens_per_s']:.0f}"

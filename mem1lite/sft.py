@@ -357,7 +357,8 @@ def train_sft(args: SFTArgs) -> dict:
         tokenizer = load_tokenizer(TINY_DIR)
         model = build_tiny_model(seed=args.seed)
     print(
-        f"model: {count_parameters(model) / 1e6:.2f} M parameters; building teacher data ({args.tasks} tasks, "
+        f"model: {count_parameters(model) / 1e6:.2f} M parameters; "
+        f"building teacher data ({args.tasks} tasks, "
         f"N in {list(args.objectives)}, agent {args.agent})",
         flush=True,
     )
