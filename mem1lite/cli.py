@@ -192,15 +192,79 @@ def cmd_ppo(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# mem1 eval
+
+
+def _eval_config(args: argparse.Namespace):
+    from .evaluate import EvalConfig, parse_agents, parse_int_list
+
+    return EvalConfig(
+        policies=tuple(p.strip() for p in args.policy.split(",") if p.strip()),
+        agents=parse_agents(args.agents),
+        objectives=parse_int_list(args.objectives),
+        episodes=args.episodes,
+        split=args.split,
+        seed=args.seed,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        truncate_tokens=args.truncate_tokens,
+        threads=args.threads,
+        world=args.world,
+        trajectories=args.trajectories,
+    )
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from .evaluate import (
+        check_targets,
+        evaluate,
+        per_objective_table,
+        results_table,
+        to_markdown,
+        write_outputs,
+    )
+
+    cfg = _eval_config(args)
+    run = evaluate(cfg)
+    print("\n" + to_markdown(results_table(run.records)))
+    print("\nEM per objective:\n" + to_markdown(per_objective_table(run.records)))
+    print("\n" + "\n".join(c.line for c in check_targets(run.records)))
+    written = write_outputs(run.records, args.json, args.markdown, args.figures, args.html)
+    for path in written:
+        if path.suffix != ".png":
+            print(f"wrote {path}")
+    if args.figures:
+        print(f"wrote figures to {args.figures}")
+    print(f"total wall time {run.seconds:.1f} s")
+
+
+# ---------------------------------------------------------------------------------------------
 # mem1 demo
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
+    import os
+
+    from .evaluate import DemoConfig, parse_int_list, run_demo
+
     path = Path(args.path or DEFAULT_WORLD_DIR)
     if not (path / "manifest.json").exists():
         print(f"no world at {path}: building it (seed 0)")
         cmd_world(argparse.Namespace(check=False, out=str(path), path=None, seed=0, force=False))
     check_world(path)
+    t0 = time.perf_counter()
+    cfg = DemoConfig(
+        out=args.out,
+        train=args.train or os.environ.get("TRAIN", "0") not in ("", "0"),
+        objectives=parse_int_list(args.objectives),
+        episodes=args.episodes,
+        threads=args.threads,
+        world=str(path),
+    )
+    run_demo(cfg)
+    print(f"demo finished in {(time.perf_counter() - t0) / 60:.1f} min")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -358,8 +422,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--world", "--data", help="the domain's data folder (default data/qa or data/webshop)")
     p.set_defaults(func=cmd_ppo)
 
-    p = sub.add_parser("demo", help="the main job: world check, and later the whole pipeline")
+    p = sub.add_parser("eval", help="policies x agents x N on the same test tasks: table, figures, targets")
+    p.add_argument(
+        "--policy",
+        "--policies",
+        default="teacher",
+        help="comma-separated: teacher, tiny, sft, ppo, sft-full, ppo-full, sft-n2 or checkpoint directories",
+    )
+    p.add_argument("--agents", default="mem1,full,truncate", help="comma-separated memory policies")
+    p.add_argument("--objectives", default="1,2,4,8,16", help="comma-separated task sizes N")
+    p.add_argument("--episodes", type=_positive_int, default=32, help="tasks per N (the same for all)")
+    p.add_argument("--split", default="test", choices=list(SPLITS))
+    p.add_argument("--seed", type=int, default=0, help="draws the tasks and seeds the sampling")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy decoding")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--max-new-tokens", type=_positive_int, default=192, help="longest response")
+    p.add_argument("--batch-size", type=_positive_int, default=64, help="episodes generated together")
+    p.add_argument("--truncate-tokens", type=_positive_int, default=512, help="history kept by truncate")
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--world", help="world folder (default data/qa)")
+    p.add_argument("--json", help="write the records (one per agent x policy x N) here")
+    p.add_argument("--markdown", help="write the tables, target lines and text here")
+    p.add_argument("--figures", help="write the figures (PNG) into this folder")
+    p.add_argument("--html", help="write a self-contained HTML report here")
+    p.add_argument("--trajectories", help="write every row's trajectories (jsonl) into this folder")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("demo", help="the main job: world check, checkpoints, a small sweep, a report")
     p.add_argument("--path", help="world folder")
+    p.add_argument("--out", default="runs/demo", help="report folder (and quick checkpoints with --train)")
+    p.add_argument("--train", action="store_true", help="train quick checkpoints first (or TRAIN=1)")
+    p.add_argument("--objectives", default="1,2,4,8,16", help="comma-separated task sizes N")
+    p.add_argument(
+        "--episodes", type=_positive_int, default=None, help="tasks per N (default 8, 4 with --train)"
+    )
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("bench", help="benchmarks that print ratios measured in one run")

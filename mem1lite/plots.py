@@ -147,3 +147,132 @@ def peak_tokens_vs_n(records: list[dict], title: str = "peak tokens vs number of
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation sweeps (evaluate.py): records are flat dicts with policy, agent, objectives, metrics.
+
+_POLICY_STYLES = ("-", "--", ":", "-.")
+_POLICY_MARKERS = ("o", "s", "^", "D", "v", "x")
+
+
+def _series(records: list[dict], key: str, agents=None):
+    """(policy, agent) -> sorted [(N, value)], in the records' policy order."""
+    out: dict[tuple[str, str], list] = {}
+    for r in records:
+        if agents is None or r["agent"] in agents:
+            if r.get(key) is not None:
+                out.setdefault((r["policy"], r["agent"]), []).append((r["objectives"], r[key]))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def _plot_series(ax, series: dict, policies: list[str]):
+    for (policy, agent), pts in series.items():
+        i = policies.index(policy)
+        ax.plot(
+            *zip(*pts),
+            linestyle=_POLICY_STYLES[i % len(_POLICY_STYLES)],
+            marker=_POLICY_MARKERS[i % len(_POLICY_MARKERS)],
+            color=AGENT_COLORS.get(agent),
+            label=f"{policy} / {agent}",
+        )
+
+
+def _n_axis(ax, ns):
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ns, [str(n) for n in ns])
+    ax.set_xlabel("objectives N")
+
+
+def _paper_panel(ax, paper: dict, ylabel: str, title: str):
+    for (label, pts), color in zip(paper.items(), ("#4c72b0", "#c44e52", "#55a868", "#8172b2")):
+        ax.plot(*zip(*pts), marker="o", linestyle="--", color=color, label=label)
+    _n_axis(ax, sorted({n for pts in paper.values() for n, _ in pts}))
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(bottom=0)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+
+
+def eval_peak_tokens_vs_n(records: list[dict], paper: dict):
+    """Peak tokens against N: ours per policy and agent (left), the paper's models (right).
+
+    `paper`: label -> [(N, peak tokens)]. Colour is the agent, line style the policy.
+    """
+    policies = list(dict.fromkeys(r["policy"] for r in records))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+    _plot_series(axes[0], _series(records, "peak_tokens"), policies)
+    _n_axis(axes[0], sorted({r["objectives"] for r in records}))
+    axes[0].set_ylabel("peak tokens (mean per task)")
+    axes[0].set_ylim(bottom=0)
+    axes[0].set_title("ours: peak context vs N", fontsize=10)
+    axes[0].legend(fontsize=7)
+    _paper_panel(axes[1], paper, "peak tokens", "paper (their prompts and passages are longer)")
+    fig.tight_layout()
+    return fig
+
+
+def eval_em_vs_n(records: list[dict], paper: dict):
+    """EM against N: ours summed over objectives, ours per objective, the paper's per objective."""
+    policies = list(dict.fromkeys(r["policy"] for r in records))
+    ns = sorted({r["objectives"] for r in records})
+    fig, axes = plt.subplots(1, 3, figsize=(16, 3.8))
+    for ax, key, title in (
+        (axes[0], "em", "ours: EM summed over objectives (0..N)"),
+        (axes[1], "em_per_objective", "ours: EM per objective"),
+    ):
+        _plot_series(ax, _series(records, key), policies)
+        _n_axis(ax, ns)
+        ax.set_ylim(bottom=0)
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel(key)
+    axes[1].set_ylim(0, 1.05)
+    axes[0].legend(fontsize=7)
+    _paper_panel(axes[2], paper, "em_per_objective", "paper: EM per objective")
+    axes[2].set_ylim(0, 1.05)  # the same scale as ours: per-objective EM is what compares
+    fig.tight_layout()
+    return fig
+
+
+def eval_rl_vs_sft(records: list[dict], rl: str | None, sft: str | None, paper: dict):
+    """EM per objective against N under the mem1 agent: our RL and SFT policies, and the paper's."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+    ns = sorted({r["objectives"] for r in records})
+    mine = {
+        k: v for k, v in _series(records, "em_per_objective", agents=("mem1",)).items() if k[0] in (rl, sft)
+    }
+    for (policy, _), pts in mine.items():
+        axes[0].plot(*zip(*pts), marker="o", label=f"{'RL' if policy == rl else 'SFT'}: {policy}")
+    if not mine:
+        axes[0].text(
+            0.5, 0.5, "no RL / SFT pair evaluated", ha="center", va="center", transform=axes[0].transAxes
+        )
+    _n_axis(axes[0], ns)
+    axes[0].set_ylim(0, 1.05)
+    axes[0].set_ylabel("em_per_objective")
+    axes[0].set_title("ours: RL vs SFT (mem1 agent)", fontsize=10)
+    if mine:
+        axes[0].legend(fontsize=7)
+    _paper_panel(axes[1], paper, "em_per_objective", "paper: RL vs SFT")
+    axes[1].set_ylim(0, 1.05)
+    fig.tight_layout()
+    return fig
+
+
+def eval_state_behaviour(records: list[dict]):
+    """What the internal states hold against N: questions tracked / N, and early switches per task."""
+    policies = list(dict.fromkeys(r["policy"] for r in records))
+    ns = sorted({r["objectives"] for r in records})
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
+    for ax, key, title in (
+        (axes[0], "state_coverage", "questions tracked by the state / N (max over turns)"),
+        (axes[1], "early_switches", "moves to another question before answering, per task"),
+    ):
+        _plot_series(ax, _series(records, key), policies)
+        _n_axis(ax, ns)
+        ax.set_ylim(bottom=0)
+        ax.set_ylabel(key)
+        ax.set_title(title, fontsize=10)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
