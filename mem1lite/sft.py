@@ -217,6 +217,8 @@ class _Budget:
 
     def __init__(self):
         self.start = time.perf_counter()
+        self.last_probe = -1e9  # shared by the stages, so a new stage does not probe at once
+        self.last_em = -1e9
 
     def minutes(self) -> float:
         return (time.perf_counter() - self.start) / 60
@@ -234,10 +236,6 @@ def _callbacks(args: SFTArgs, stage: Stage, clock: _Budget, probe, log_path: Pat
                 control.should_training_stop = True
 
     class Probe(TrainerCallback):
-        def __init__(self):
-            self.last_probe = -1e9
-            self.last_em = -1e9
-
         def _run(self, state, model, force_em=False):
             now = clock.minutes()
             record = {"minutes": round(now, 2), "stage": stage.name, "step": state.global_step}
@@ -247,10 +245,11 @@ def _callbacks(args: SFTArgs, stage: Stage, clock: _Budget, probe, log_path: Pat
             record |= probe.teacher_forced(model)
             # Greedy EM is worth its minute only once the format is mostly right.
             ready = record["response_token_acc"] >= args.em_min_token_acc
-            if force_em or (ready and now - self.last_em >= args.em_minutes):
+            if force_em or (ready and now - clock.last_em >= args.em_minutes):
                 record |= probe.em(model)
-                self.last_em = clock.minutes()
-            self.last_probe = clock.minutes()  # the interval counts from the end of the probe
+                clock.last_em = clock.minutes()
+            clock.last_probe = clock.minutes()  # the interval counts from the end of the probe
+            model.save_pretrained(log_path.parent / "snapshot")  # inspect or rescue a long run
             with open(log_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
             keys = [
@@ -271,7 +270,7 @@ def _callbacks(args: SFTArgs, stage: Stage, clock: _Budget, probe, log_path: Pat
             )
 
         def on_step_end(self, a, state, control, model=None, **kw):
-            if clock.minutes() - self.last_probe >= args.probe_minutes:
+            if clock.minutes() - clock.last_probe >= args.probe_minutes:
                 self._run(state, model)
 
         def on_train_end(self, a, state, control, model=None, **kw):
@@ -302,10 +301,11 @@ class ReadingProbe:
         return teacher_forced_accuracy(model, self.samples, pad_id=self.tokenizer.pad_token_id)
 
     def em(self, model, objectives=(1, 2), tasks: int | None = None, split: str = "dev") -> dict:
+        from .domains import fit_objectives
         from .probe import greedy_em
 
         out = {}
-        for n in objectives:
+        for n in fit_objectives(objectives, self.domain):
             s = greedy_em(
                 model,
                 self.tokenizer,
@@ -351,6 +351,7 @@ def train_sft(args: SFTArgs) -> dict:
     work.mkdir(parents=True)
     clock = _Budget()
     domain = load_domain(args.env, args.data)
+    args = fit_to_domain(args, domain)
     if args.init:
         model, tokenizer = load_policy(args.init)
     else:
@@ -434,6 +435,7 @@ def train_sft(args: SFTArgs) -> dict:
                 else []
             )
             + ([f"--agent {args.agent}"] if args.agent != "mem1" else [])
+            + ([f"--env {args.env}"] if args.env != "qa" else [])
         ),
         "args": asdict(args),
         "minutes": round(clock.minutes(), 1),
@@ -450,6 +452,21 @@ def train_sft(args: SFTArgs) -> dict:
     work.rename(out)
     print(json.dumps(card["dev_metrics"], indent=1))
     return card
+
+
+def fit_to_domain(args: SFTArgs, domain) -> SFTArgs:
+    """Bring the QA-shaped default task sizes within the domain's (WebShop-lite tasks have N = 1).
+    Sizes a user chose are left alone: the domain then says what is wrong with them."""
+    from .domains import fit_objectives
+
+    objectives = args.objectives
+    if objectives == SFTArgs.objectives:
+        objectives = fit_objectives(objectives, domain)
+    return replace(
+        args,
+        objectives=objectives,
+        final_eval_objectives=fit_objectives(args.final_eval_objectives, domain),
+    )
 
 
 def with_overrides(args: SFTArgs, **kw) -> SFTArgs:

@@ -1,0 +1,145 @@
+"""SFT data and a miniature end-to-end run of the staged recipe (issue 6 mechanics)."""
+
+import hashlib
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from mem1lite.sft import PRESETS, SFTArgs, Stage, make_args, teacher_sft_data, to_dataset, train_sft
+
+
+@pytest.fixture(scope="module")
+def qa():
+    from mem1lite.domains import QADomain
+
+    return QADomain()
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from mem1lite.model import TINY_DIR, load_tokenizer
+
+    return load_tokenizer(TINY_DIR)
+
+
+def test_rows_are_the_mem1_view_with_loss_on_the_response_only(qa, tokenizer, tmp_path, monkeypatch):
+    import mem1lite.sft as sft
+    from mem1lite.probe import teacher_trajectories
+
+    monkeypatch.setattr(sft, "CACHE_DIR", tmp_path)
+    args = SFTArgs(tasks=4, objectives=(2,), seed=3)
+    data = teacher_sft_data(qa, tokenizer, args)
+    trajs = teacher_trajectories(qa, tokenizer, "sft", 2, 4, seed=3)
+    expected = [(t.context_ids(j), turn.output_ids) for t in trajs for j, turn in enumerate(t.turns)]
+    assert len(data) == len(expected)
+    for row, (context, output) in zip(data, expected):
+        assert row["input_ids"] == context + output
+        assert row["response_mask"] == [0] * len(context) + [1] * len(output)
+    # mem1 view: a context holds the prompt (whose instruction names the tags) and at most one
+    # earlier state
+    think = tokenizer.convert_tokens_to_ids("<think>")
+    in_prompt = trajs[0].prompt_ids.count(think)
+    assert all(
+        row["input_ids"][: row["response_mask"].index(1)].count(think) <= in_prompt + 1 for row in data
+    )
+    response = to_dataset(data, "response", seed=0)
+    everything = to_dataset(data, "all", seed=0)
+    for r in response:
+        n_loss = sum(label != -100 for label in r["labels"])
+        assert 0 < n_loss < len(r["input_ids"])
+    assert all(r["labels"] == r["input_ids"] for r in everything)
+    # the cache returns the same rows
+    again = teacher_sft_data(qa, tokenizer, args)
+    assert again["input_ids"] == data["input_ids"]
+    with pytest.raises(ValueError):
+        to_dataset(data, "prompt", seed=0)
+
+
+def test_presets_and_bad_names():
+    assert make_args("quick").stages and make_args("standard").stages
+    assert set(PRESETS) == {"quick", "standard"}
+    with pytest.raises(ValueError, match="unknown preset"):
+        make_args("huge")
+
+
+@pytest.fixture(scope="module")
+def small_init(tmp_path_factory, tokenizer):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    cfg = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("init")
+    Qwen2ForCausalLM(cfg).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def test_miniature_run_writes_a_complete_checkpoint_with_its_card(small_init, tmp_path, monkeypatch):
+    import mem1lite.sft as sft
+
+    monkeypatch.setattr(sft, "CACHE_DIR", tmp_path / "cache")
+    out = tmp_path / "run"
+    args = SFTArgs(
+        out=str(out),
+        preset="test",
+        init=small_init,
+        tasks=6,
+        objectives=(1, 2),
+        max_length=1024,
+        grad_accum=1,
+        stages=(
+            Stage("read", "all", minutes=1, max_steps=3, warmup_steps=1),
+            Stage("respond", "response", minutes=1, max_steps=2, warmup_steps=0, schedule="linear"),
+        ),
+        probe_minutes=100,
+        em_minutes=100,
+        probe_tasks=2,
+        em_tasks=2,
+        final_eval_tasks=2,
+        final_eval_objectives=(1,),
+        threads=1,
+    )
+    before = {
+        n: p.clone()
+        for n, p in __import__("mem1lite.model", fromlist=["x"]).load_policy(small_init)[0].named_parameters()
+    }
+    card = train_sft(args)
+    assert not (tmp_path / "run.partial").exists()
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "card.json",
+        "probe.jsonl",
+        "probe.png",
+    ):
+        assert (out / name).is_file(), name
+    assert (
+        card["sha256"]["model.safetensors"]
+        == hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest()
+    )
+    assert json.loads((out / "card.json").read_text())["command"].startswith("mem1 sft --preset test")
+    records = [json.loads(x) for x in (out / "probe.jsonl").read_text().splitlines()]
+    # a probe at the first step (the baseline), then one at each stage's end
+    assert [(r["stage"], r["step"]) for r in records] == [("read", 1), ("read", 3), ("respond", 2)]
+    assert "em_per_objective_n1" in card["dev_metrics"] and "response_token_acc" in card["dev_metrics"]
+    from mem1lite.model import load_policy
+
+    model, _ = load_policy(out)
+    changed = [n for n, p in model.named_parameters() if not torch.equal(p, before[n])]
+    assert changed  # full-parameter training moved the weights
+    with pytest.raises(FileExistsError):
+        train_sft(replace(args))
