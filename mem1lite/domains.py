@@ -10,7 +10,11 @@ An environment (protocol.QAEnvironment is the reference) has:
   return the observation text (None once the episode ended); it never raises;
 - `done: bool` and `result() -> EpisodeResult` (answer, em = the reward, f1, per-slot em, turns,
   format errors, searches);
-- `questions` and `golds`: what the trajectory records keep about the task.
+- `questions` and `golds`: what the trajectory records keep about the task;
+- optionally `env_name`, the domain's name, which the trajectory records keep (default "qa").
+
+A domain may cap its task size with `max_objectives` (WebShop-lite: 1); `fit_objectives` brings the
+QA-shaped defaults of sft.py / ppo.py (N = 1..4, N = 2) within it.
 """
 
 from __future__ import annotations
@@ -34,10 +38,20 @@ class Domain(Protocol):
         ...
 
 
+def fit_objectives(sizes, domain) -> tuple[int, ...]:
+    """The task sizes among `sizes` that `domain` has (all of them unless it sets `max_objectives`);
+    its largest size when none is left."""
+    limit = getattr(domain, "max_objectives", None)
+    if limit is None:
+        return tuple(sizes)
+    return tuple(n for n in sizes if n <= limit) or (limit,)
+
+
 class QADomain:
     """Multi-objective multi-hop QA over the generated world."""
 
     name = "qa"
+    max_objectives = None
 
     def __init__(self, world=None, world_dir=None):
         from .retrieval import PoolRetrievers

@@ -432,6 +432,10 @@ def train_ppo(args: PPOArgs) -> dict:
         raise PPOError(f"--resume: no checkpoint at {ckpt}")
     out.mkdir(parents=True, exist_ok=True)
     domain = load_domain(args.env, args.data)
+    if args.objectives == PPOArgs.objectives:  # the QA default, N = 2: within the domain's sizes
+        from .domains import fit_objectives
+
+        args = replace(args, objectives=fit_objectives(args.objectives, domain))
     model, head, tokenizer = build_policy(args.init, args)
     actor = torch.optim.AdamW(trainable_parameters(model), lr=args.actor_lr, weight_decay=0.0)
     critic = torch.optim.AdamW(head.parameters(), lr=args.critic_lr, weight_decay=0.0)
@@ -490,7 +494,8 @@ def train_ppo(args: PPOArgs) -> dict:
     card = {
         "kind": "ppo",
         "base": str(Path(args.init)),
-        "command": f"mem1 ppo --preset {args.preset} --init {args.init} --out {args.out} --seed {args.seed}",
+        "command": f"mem1 ppo --preset {args.preset} --init {args.init} --out {args.out} --seed {args.seed}"
+        + (f" --env {args.env}" if args.env != "qa" else ""),
         "args": asdict(args),
         "steps": len([h for h in history if "reward" in h]),
         "minutes": round((time.perf_counter() - t_start) / 60, 1),

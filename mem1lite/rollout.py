@@ -727,6 +727,7 @@ def run_episodes(
                 agent=agent.name,
                 policy=getattr(policy, "name", "model"),
                 prompt_ids=tokenizer.encode(prompt_text, add_special_tokens=False),
+                env=getattr(env, "env_name", "qa"),
                 seed=cfg.seed,
                 temperature=getattr(gen, "temperature", 0.0) if gen else 0.0,
                 top_p=getattr(gen, "top_p", 1.0) if gen else 1.0,
