@@ -9,11 +9,18 @@
 4. The pad token (`<|pad|>`) is not EOS (`<|endoftext|>`), so padding never looks like an ending.
 5. A Qwen-style chat template (`<|im_start|>user ... <|im_end|>`), so prompts are built the same way
    for the tiny model and for a real Qwen2.5 checkpoint.
+
+Both domains share the tokenizer: it is trained on the QA world as above, then extended with merges
+learned on the WebShop-lite store's text (`extend_bpe`, details 6-7), which leaves every QA encoding
+and every old id exactly as it was.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator
 
 from .protocol import INSTRUCTION, TAG_TOKENS, format_error_observation, observation
 from .world import RELATIONS, World
@@ -82,3 +89,133 @@ def train_tokenizer(world: World, vocab_size: int = DEFAULT_VOCAB_SIZE, name_par
 def check_name_parts(tokenizer, parts: list[str]) -> list[str]:
     """The name parts that are NOT one token after a space (should be empty)."""
     return [p for p in parts if len(tokenizer.encode(" " + p, add_special_tokens=False)) != 1]
+
+
+# ---------------------------------------------------------------------------------------------
+# A second domain: extend the vocabulary without changing how the QA text encodes
+
+
+def qa_texts(world: World, tasks: int = 20) -> Iterator[str]:
+    """The QA text whose encoding an extension must keep: documents, every question, the protocol,
+    and whole teacher episodes in the chat template (prompts at N = 1..4, 8, 16, responses, passages,
+    format errors), the way rollouts and SFT data put them together."""
+    from .protocol import QAEnvironment
+    from .retrieval import PoolRetrievers
+    from .teacher import teacher_response
+    from .world import make_tasks
+
+    for doc in world.documents:
+        yield f"Doc 1(Title: {doc.title}) {doc.text}"
+    for split in world.questions:
+        for q in world.questions[split]:
+            yield q.text
+    yield from _training_text(world, 1)
+    retrievers = PoolRetrievers(world)
+    for split in world.questions:
+        for n in (1, 2, 3, 4, 8, 16):
+            for task in make_tasks(world, split, n, tasks, seed=0):
+                env = QAEnvironment.from_task(task, retrievers[split])
+                head = f"{IM_START}user\n{env.prompt()}{IM_END}\n{IM_START}assistant\n"
+                yield head
+                last = ""
+                while not env.done:
+                    response = teacher_response(head + last)
+                    last = response + (env.step(response).observation or "")
+                    yield last
+    yield format_error_observation("no <search> or <answer>", 3) + "<|endoftext|><|pad|>"
+
+
+_SPECIAL = re.compile("|".join(re.escape(t) for t in SPECIAL_TOKENS))
+_AFTER_NEWLINES = re.compile(r"(?<=\n)(?=[^\n])")
+
+
+def _pieces(text: str) -> list[str]:
+    """The text between special tokens (which the tokenizer cuts out before pre-tokenising), cut
+    again after each run of newlines: no pre-token crosses such a point, so pre-tokenising the
+    pieces one by one gives exactly the pre-tokens of the whole text."""
+    return [p for seg in _SPECIAL.split(text) for p in _AFTER_NEWLINES.split(seg)]
+
+
+def extend_bpe(
+    tokenizer_json: dict,
+    runtime,
+    texts: Iterable[str],
+    protected: Iterable[str],
+    max_new_tokens: int = 1000,
+    min_count: int = 20,
+) -> tuple[dict, int]:
+    """Append BPE merges learned on `texts` to a tokenizer, keeping the encoding of `protected` texts.
+
+    6. Continued BPE: `texts` are cut into words by the tokenizer's *runtime* pre-tokenizer
+       (`runtime` is the loaded tokenizer: transformers' Qwen2 class splits digits and words its own
+       way), each word starts from its current segmentation, and the most frequent adjacent pair is
+       merged, again and again (ties broken by the pair's text, so the result is deterministic),
+       until `max_new_tokens` new tokens exist or the best pair occurs fewer than `min_count` times.
+    7. Old ids never move: new tokens get the next free ids and new merges rank after all old ones.
+       BPE applies merges in rank order, so a new merge can change a word's encoding only if its
+       pair is adjacent in that word's old (final) segmentation. Pairs adjacent in any `protected`
+       word are never merged: the protected texts encode to exactly the same ids as before.
+
+    Returns the new tokenizer JSON and the number of tokens added.
+    """
+    pre, model = runtime.backend_tokenizer.pre_tokenizer, runtime.backend_tokenizer.model
+
+    def words(stream: Iterable[str]) -> Counter:
+        pieces = Counter(piece for text in stream for piece in _pieces(text) if piece)
+        out: Counter = Counter()
+        for piece, n in pieces.items():  # each distinct piece once: pages and notes repeat a lot
+            for w, _ in pre.pre_tokenize_str(piece):
+                out[w] += n
+        return out
+
+    def segment(word: str) -> list[str]:
+        return [t.value for t in model.tokenize(word)]
+
+    blocked: set[tuple[str, str]] = set()
+    for word in words(protected):
+        seg = segment(word)
+        blocked.update(zip(seg, seg[1:]))
+    counts = words(texts)
+    segs = {w: segment(w) for w in counts}
+    pair_counts: Counter = Counter()
+    where: dict[tuple[str, str], set[str]] = {}
+    for w, seg in segs.items():
+        for pair in zip(seg, seg[1:]):
+            pair_counts[pair] += counts[w]
+            where.setdefault(pair, set()).add(w)
+    vocab = dict(tokenizer_json["model"]["vocab"])
+    merges = [list(m) for m in tokenizer_json["model"]["merges"]]
+    next_id = max(vocab.values()) + 1
+    added = 0
+    while added < max_new_tokens:
+        candidates = [(c, p) for p, c in pair_counts.items() if c >= min_count and p not in blocked]
+        if not candidates:
+            break
+        _, best = min(candidates, key=lambda cp: (-cp[0], cp[1]))
+        merged = best[0] + best[1]
+        merges.append([best[0], best[1]])
+        if merged not in vocab:
+            vocab[merged] = next_id
+            next_id += 1
+            added += 1
+        for w in sorted(where.pop(best, ())):
+            old = segs[w]
+            for pair in zip(old, old[1:]):
+                pair_counts[pair] -= counts[w]
+            new, i = [], 0
+            while i < len(old):
+                if i + 1 < len(old) and (old[i], old[i + 1]) == best:
+                    new.append(merged)
+                    i += 2
+                else:
+                    new.append(old[i])
+                    i += 1
+            segs[w] = new
+            for pair in zip(new, new[1:]):
+                pair_counts[pair] += counts[w]
+                where.setdefault(pair, set()).add(w)
+        pair_counts = Counter({p: c for p, c in pair_counts.items() if c > 0})
+    out = json.loads(json.dumps(tokenizer_json))
+    out["model"]["vocab"] = vocab
+    out["model"]["merges"] = merges
+    return out, added

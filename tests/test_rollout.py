@@ -190,6 +190,9 @@ class StopOften(torch.nn.Module):
         position = kw["position_ids"][:, -1]  # generation-true, so the same batched or alone
         push = ((position % 29 == 0) & generated).to(out.logits.dtype) * 50.0
         out.logits[:, -1, self.stop_id] += push
+        # Never generate a context end, or the test above takes a generated token for a context's
+        # last one (an untrained model may repeat one greedily: the seed-0 model repeats newlines).
+        out.logits[:, -1, self.context_ends] -= 50.0
         return out
 
 
