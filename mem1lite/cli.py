@@ -81,20 +81,23 @@ def check_world(path: Path, samples: int = 3) -> dict:
 
 def cmd_tokenizer(args: argparse.Namespace) -> None:
     from .model import TINY_DIR, build_tiny_assets
+    from .webshop import load_catalogue
     from .world import load_world
 
-    out = build_tiny_assets(load_world(args.world), args.out or TINY_DIR, force=args.force)
-    print(f"wrote the tokenizer and the untrained tiny Qwen2 config to {out}")
+    world, catalogue = load_world(args.world), load_catalogue(args.webshop)
+    out = build_tiny_assets(world, args.out or TINY_DIR, force=args.force, catalogue=catalogue)
+    print(f"wrote the tokenizer (QA world + WebShop-lite text) and the untrained tiny Qwen2 config to {out}")
 
 
-def load_named_policy(name: str, dtype=None, generation=None):
-    """'teacher', 'tiny' (untrained) or a checkpoint directory -> (policy, tokenizer)."""
+def load_named_policy(name: str, dtype=None, generation=None, respond_text=None):
+    """'teacher', 'tiny' (untrained) or a checkpoint directory -> (policy, tokenizer).
+    `respond_text`: the teacher's function (a domain's `teacher()`; default the QA teacher)."""
     from .model import TINY_DIR, load_policy, load_tokenizer
     from .rollout import ModelPolicy, TeacherPolicy
 
     if name == "teacher":
         tokenizer = load_tokenizer(TINY_DIR)
-        return TeacherPolicy(tokenizer), tokenizer
+        return TeacherPolicy(tokenizer, respond_text), tokenizer
     model, tokenizer = load_policy(name, dtype=dtype)
     return ModelPolicy(model, tokenizer, generation, name=Path(name).name or name), tokenizer
 
@@ -102,22 +105,22 @@ def load_named_policy(name: str, dtype=None, generation=None):
 def cmd_rollout(args: argparse.Namespace) -> None:
     import torch
 
+    from .domains import load_domain
     from .model import ModelLoadError
-    from .protocol import QAEnvironment
-    from .retrieval import PoolRetrievers
     from .rollout import GenerationConfig, RolloutConfig, run_episodes, summarize, write_jsonl
-    from .world import load_world, make_tasks
 
     torch.manual_seed(args.seed)
-    world = load_world(args.world)
-    tasks = make_tasks(world, args.split, args.objectives, args.episodes, seed=args.seed)
+    domain = load_domain(args.env, args.world)
+    objectives = args.objectives or min(2, getattr(domain, "max_objectives", None) or 2)
+    tasks = domain.tasks(args.split, objectives, args.episodes, seed=args.seed)
     generation = GenerationConfig(temperature=args.temperature, top_p=args.top_p, batch_size=args.batch_size)
     try:
-        policy, tokenizer = load_named_policy(args.policy, generation=generation)
+        policy, tokenizer = load_named_policy(
+            args.policy, generation=generation, respond_text=domain.teacher()
+        )
     except ModelLoadError as exc:
         raise UserError(str(exc)) from None
-    retriever = PoolRetrievers(world)[args.split]
-    envs = [QAEnvironment.from_task(t, retriever) for t in tasks]
+    envs = [domain.environment(t) for t in tasks]
     trajs = run_episodes(
         policy,
         tokenizer,
@@ -131,6 +134,67 @@ def cmd_rollout(args: argparse.Namespace) -> None:
         f"wrote {len(trajs)} episodes to {args.out}: "
         + "  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in s.items())
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# mem1 webshop
+
+
+def cmd_webshop(args: argparse.Namespace) -> None:
+    from .webshop import DEFAULT_WEBSHOP_DIR, CatalogueConfig, generate_catalogue, save_catalogue
+
+    if args.eval:
+        return webshop_eval(args)
+    if args.check:
+        check_webshop(Path(args.path or args.out or DEFAULT_WEBSHOP_DIR))
+        return
+    out = Path(args.out or DEFAULT_WEBSHOP_DIR)
+    if out.exists() and any(out.iterdir()) and not args.force:
+        raise UserError(f"{out} already holds a catalogue; pass --force to overwrite it")
+    t0 = time.perf_counter()
+    save_catalogue(generate_catalogue(CatalogueConfig(seed=args.seed)), out, force=True)
+    size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
+    print(f"wrote catalogue seed={args.seed} to {out} ({size:.1f} MB) in {time.perf_counter() - t0:.1f} s")
+
+
+def check_webshop(path: Path, samples: int = 3) -> dict:
+    """Load (and verify) the catalogue, print its statistics, search figures and a few goals."""
+    from .webshop import catalogue_statistics, load_catalogue
+    from .webshop_env import Shop, search_recall
+
+    t0 = time.perf_counter()
+    catalogue = load_catalogue(path)
+    seconds = time.perf_counter() - t0
+    print(f"catalogue {path} (seed {catalogue.config.seed}), loaded and verified in {seconds:.1f} s")
+    stats = catalogue_statistics(catalogue)
+    for key, value in stats.items():
+        print(f"  {key:32s} {value}")
+    recall = search_recall(Shop(catalogue), catalogue.goals["dev"][:300])
+    print("search on dev (the teacher's query): " + "  ".join(f"{k} {v:.3f}" for k, v in recall.items()))
+    for goal in catalogue.goals["dev"][:samples]:
+        print(f"sample goal {goal.id}: {goal.instruction}\n  -> {goal.summary()}")
+    return stats | {f"dev_{k}": v for k, v in recall.items()}
+
+
+def webshop_eval(args: argparse.Namespace) -> None:
+    from .evaluate import EvalError
+    from .webshop_eval import WebShopEvalConfig, evaluate_webshop, webshop_table
+
+    cfg = WebShopEvalConfig(
+        policies=tuple(p.strip() for p in args.eval.split(",") if p.strip()),
+        agents=tuple(a.strip() for a in args.agents.split(",") if a.strip()),
+        episodes=args.episodes,
+        split=args.split,
+        seed=args.seed,
+        data=args.path,
+        threads=args.threads,
+    )
+    try:
+        records = evaluate_webshop(cfg)
+    except EvalError as exc:
+        raise UserError(str(exc)) from None
+    print("\n" + webshop_table(records))
+    _write_json(args.json, records)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,6 +276,7 @@ def _eval_config(args: argparse.Namespace):
         truncate_tokens=args.truncate_tokens,
         threads=args.threads,
         world=args.world,
+        env=args.env,
         trajectories=args.trajectories,
     )
 
@@ -376,13 +441,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tokenizer", help="train the tokenizer and write the untrained tiny config")
     p.add_argument("--out", help="folder (default data/tiny)")
     p.add_argument("--world", help="world folder (default data/qa)")
+    p.add_argument("--webshop", help="WebShop-lite catalogue folder (default data/webshop)")
     p.add_argument("--force", action="store_true", help="overwrite")
     p.set_defaults(func=cmd_tokenizer)
 
     p = sub.add_parser("rollout", help="play episodes with a policy and an agent, write jsonl trajectories")
     p.add_argument("--policy", default="teacher", help="teacher, tiny (untrained) or a checkpoint directory")
     p.add_argument("--agent", default="mem1", choices=["mem1", "full", "truncate"])
-    p.add_argument("--objectives", type=_positive_int, default=2, help="questions per task (N)")
+    p.add_argument("--env", default="qa", choices=["qa", "webshop"], help="the domain")
+    p.add_argument(
+        "--objectives", type=_positive_int, default=None, help="questions per task (N; default 2, webshop 1)"
+    )
     p.add_argument("--episodes", type=_positive_int, default=8)
     p.add_argument("--split", default="dev", choices=list(SPLITS))
     p.add_argument("--seed", type=int, default=0, help="draws the tasks and the sampling")
@@ -390,9 +459,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--batch-size", type=_positive_int, default=64)
     p.add_argument("--truncate-tokens", type=_positive_int, default=512, help="history kept by truncate")
-    p.add_argument("--world", help="world folder (default data/qa)")
+    p.add_argument("--world", "--data", help="the domain's data folder (default data/qa or data/webshop)")
     p.add_argument("--out", required=True, help="jsonl file to write")
     p.set_defaults(func=cmd_rollout)
+
+    p = sub.add_parser("webshop", help="build (or --check) the WebShop-lite catalogue; --eval its table")
+    p.add_argument("--out", help="folder to write (default data/webshop)")
+    p.add_argument("--seed", type=int, default=0, help="catalogue seed (same bytes); --eval: tasks")
+    p.add_argument("--force", action="store_true", help="overwrite an existing catalogue")
+    p.add_argument("--check", action="store_true", help="verify a catalogue and print its figures")
+    p.add_argument("--path", help="catalogue folder for --check and --eval (default: the shipped one)")
+    p.add_argument("--eval", metavar="POLICIES", help="teacher, tiny or checkpoints, comma-separated")
+    p.add_argument("--agents", default="mem1,full", help="--eval: comma-separated memory policies")
+    p.add_argument("--episodes", type=_positive_int, default=100, help="--eval: tasks (the same for all)")
+    p.add_argument("--split", default="test", choices=list(SPLITS), help="--eval: goal split")
+    p.add_argument("--threads", type=_positive_int, default=None, help="--eval: torch CPU threads")
+    p.add_argument("--json", help="--eval: write the records here")
+    p.set_defaults(func=cmd_webshop)
 
     p = sub.add_parser("sft", help="supervised warm start on teacher trajectories (TRL SFTTrainer)")
     p.add_argument("--preset", default="quick", choices=["quick", "standard"])
@@ -440,7 +523,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, default=64, help="episodes generated together")
     p.add_argument("--truncate-tokens", type=_positive_int, default=512, help="history kept by truncate")
     p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
-    p.add_argument("--world", help="world folder (default data/qa)")
+    p.add_argument("--world", "--data", help="the domain's data folder (default data/qa or data/webshop)")
+    p.add_argument("--env", default="qa", choices=["qa", "webshop"], help="the domain (webshop: N = 1)")
     p.add_argument("--json", help="write the records (one per agent x policy x N) here")
     p.add_argument("--markdown", help="write the tables, target lines and text here")
     p.add_argument("--figures", help="write the figures (PNG) into this folder")

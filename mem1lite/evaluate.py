@@ -33,7 +33,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import paper
@@ -111,7 +111,9 @@ class EvalConfig:
     threads: int | None = None
     """torch CPU threads (None: leave torch's setting)"""
     world: str | None = None
-    """world folder (default data/qa)"""
+    """world folder (default data/qa); for webshop, the catalogue folder (default data/webshop)"""
+    env: str = "qa"
+    """the domain, qa or webshop (domains.py); the default N values are fitted to its task sizes"""
     trajectories: str | None = None
     """write each (policy, agent, N)'s trajectories as jsonl under this folder"""
     keep_trajectories: bool = False
@@ -217,14 +219,14 @@ def validate(cfg: EvalConfig) -> dict[str, str]:
 # The sweep
 
 
-def load_eval_policy(label: str, path: str, cfg: EvalConfig):
-    """(policy, tokenizer) for a resolved policy."""
+def load_eval_policy(label: str, path: str, cfg: EvalConfig, respond_text=None):
+    """(policy, tokenizer) for a resolved policy; `respond_text`: the domain's teacher (default QA)."""
     from .model import TINY_DIR, load_policy, load_tokenizer
     from .rollout import GenerationConfig, ModelPolicy, TeacherPolicy
 
     if path == "teacher":
         tokenizer = load_tokenizer(TINY_DIR)
-        return TeacherPolicy(tokenizer), tokenizer
+        return TeacherPolicy(tokenizer, respond_text), tokenizer
     model, tokenizer = load_policy("tiny" if path == "paced" else path)
     generation = GenerationConfig(
         max_new_tokens=cfg.max_new_tokens,
@@ -233,7 +235,9 @@ def load_eval_policy(label: str, path: str, cfg: EvalConfig):
         batch_size=cfg.batch_size,
     )
     if path == "paced":
-        return PacedTeacher(ModelPolicy(model, tokenizer, generation, name=label)), tokenizer
+        return PacedTeacher(
+            ModelPolicy(model, tokenizer, generation, name=label), respond_text=respond_text
+        ), tokenizer
     return ModelPolicy(model, tokenizer, generation, name=label), tokenizer
 
 
@@ -249,11 +253,11 @@ class PacedTeacher:
 
     accepts_prefix_lengths = True
 
-    def __init__(self, model_policy, bucket: int = 16):
+    def __init__(self, model_policy, bucket: int = 16, respond_text=None):
         from .rollout import TeacherPolicy
 
         self.model_policy, self.bucket = model_policy, bucket
-        self.teacher = TeacherPolicy(model_policy.tokenizer)
+        self.teacher = TeacherPolicy(model_policy.tokenizer, respond_text)
         self.name, self.config = "paced", model_policy.config
 
     def clear_prefix_cache(self) -> None:
@@ -281,24 +285,25 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None] | None = print) -> Eval
     import torch
     from tqdm.auto import tqdm
 
-    from .protocol import QAEnvironment
-    from .retrieval import PoolRetrievers
+    from .domains import fit_objectives, load_domain
     from .rollout import RolloutConfig, run_episodes, write_jsonl
-    from .world import load_world, make_tasks
 
     t_start = time.perf_counter()
     log = log or (lambda s: None)
     paths = validate(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    world = load_world(cfg.world)
-    tasks = {n: make_tasks(world, cfg.split, n, cfg.episodes, seed=cfg.seed) for n in cfg.objectives}  # [1]
-    retriever = PoolRetrievers(world)[cfg.split]
+    domain = load_domain(cfg.env, cfg.world)
+    if cfg.objectives == EvalConfig.objectives:  # the QA default: fitted to the domain (webshop: N = 1)
+        cfg = replace(cfg, objectives=fit_objectives(cfg.objectives, domain))
+    tasks = {n: domain.tasks(cfg.split, n, cfg.episodes, seed=cfg.seed) for n in cfg.objectives}  # [1]
     # Load every policy first: a broken checkpoint fails before anything runs or is written.
     from .model import ModelLoadError
 
     try:
-        loaded = {label: load_eval_policy(label, path, cfg) for label, path in paths.items()}
+        loaded = {
+            label: load_eval_policy(label, path, cfg, domain.teacher()) for label, path in paths.items()
+        }
     except ModelLoadError as exc:
         raise EvalError(str(exc)) from None
 
@@ -308,7 +313,7 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None] | None = print) -> Eval
     for label, n, agent in bar:
         bar.set_postfix_str(f"{label} {agent} N={n}")
         policy, tokenizer = loaded[label]
-        envs = [QAEnvironment.from_task(t, retriever) for t in tasks[n]]
+        envs = [domain.environment(t) for t in tasks[n]]
         t0 = time.perf_counter()
         trajs = run_episodes(  # [3]
             policy,
