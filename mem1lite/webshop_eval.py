@@ -115,7 +115,7 @@ def webshop_table(records: list[dict], paper: bool = True) -> str:
         lines.append("")
         lines.append(
             "peak tokens full / mem1: "
-            + ", ".join(f"{p} {r:.2f}x" for p, r in ratios.items())
+            + ", ".join(f"{Path(p).name or p} {r:.2f}x" for p, r in ratios.items())
             + f" (paper: AgentLM-7B / MEM1 {WEBSHOP[1][2] / WEBSHOP[0][2]:.2f}x)"
         )
     return "\n".join(lines)
