@@ -278,6 +278,8 @@ class Catalogue:
     config: CatalogueConfig
     products: list[Product]
     goals: dict[str, list[Goal]] = field(default_factory=dict)
+    digest: str = ""
+    """sha256 of the stored files (from the manifest; empty for a catalogue generated in memory)"""
 
     @functools.cached_property
     def by_id(self) -> dict[str, Product]:
@@ -539,7 +541,8 @@ def load_catalogue(path: str | Path | None = None, verify: bool = True) -> Catal
     goals: dict[str, list[Goal]] = {s: [] for s in SPLITS}
     for row in _read_parquet(path / "goals.parquet"):
         goals[row["split"]].append(Goal(**(row | {"options": json.loads(row["options"])})))
-    return Catalogue(cfg, products, goals)
+    digest = hashlib.sha256(json.dumps(expected, sort_keys=True).encode()).hexdigest()
+    return Catalogue(cfg, products, goals, digest)
 
 
 def catalogue_statistics(catalogue: Catalogue) -> dict:
@@ -604,4 +607,7 @@ class WebShopDomain:
         return teacher_response
 
     def fingerprint(self) -> str:
-        return f"webshop-seed{self.catalogue.config.seed}-products{len(self.catalogue.products)}"
+        """Changes with the stored files (their sha256), or with the config of an in-memory store."""
+        cat = self.catalogue
+        digest = cat.digest or hashlib.sha256(json.dumps(asdict(cat.config)).encode()).hexdigest()
+        return f"webshop-v{WEBSHOP_VERSION}-{digest[:16]}"

@@ -131,9 +131,12 @@ def test_tasks_are_deterministic_prefix_stable_and_fresh(domain):
         domain.tasks("train", 1, 5)
 
 
-def test_missing_and_corrupted_files_name_the_file_and_the_fix(tmp_path):
+def test_missing_and_corrupted_files_name_the_file_and_the_fix(tmp_path, domain):
     out = save_catalogue(generate_catalogue(SMALL), tmp_path / "c")
     assert len(load_catalogue(out).products) == 300
+    # the SFT data cache is keyed by the fingerprint: it follows the stored files
+    small = WebShopDomain(out).fingerprint()
+    assert small == WebShopDomain(catalogue=load_catalogue(out)).fingerprint() != domain.fingerprint()
     (out / "goals.parquet").write_bytes(b"garbage")
     with pytest.raises(DataError, match=r"goals\.parquet is corrupted .*mem1 webshop --out"):
         load_catalogue(out)
