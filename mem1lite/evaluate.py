@@ -242,21 +242,21 @@ def load_eval_policy(label: str, path: str, cfg: EvalConfig, respond_text=None):
 
 
 class PacedTeacher:
-    """The teacher's responses at a model's cost: a stand-in for a perfectly trained tiny model.
+    """The teacher's responses at a model's cost: a stand-in for a well-trained tiny model.
 
-    Each turn the model reads the same contexts and generates as many tokens as the teacher's
-    response has (rounded up to `bucket`; rows of one bucket are batched together, as finished rows
-    leave a real batch), then the teacher's response is what the episode gets. A sweep with it
-    takes the time a trained tiny model that plays like the teacher would take, before such a model
-    exists. (`mem1 eval --policy paced`; the untrained model never writes a stop tag in practice.)
+    Each turn the model reads the same contexts as one batch and generates as many tokens as the
+    longest of the teacher's responses in it (a real batch runs until its longest response ends;
+    here shorter rows keep generating too, a slight overestimate), then each episode gets the
+    teacher's response. A sweep with it takes about the time a trained tiny model that plays like
+    the teacher would take, before such a model exists (`mem1 eval --policy paced`).
     """
 
     accepts_prefix_lengths = True
 
-    def __init__(self, model_policy, bucket: int = 16, respond_text=None):
+    def __init__(self, model_policy, respond_text=None):
         from .rollout import TeacherPolicy
 
-        self.model_policy, self.bucket = model_policy, bucket
+        self.model_policy = model_policy
         self.teacher = TeacherPolicy(model_policy.tokenizer, respond_text)
         self.name, self.config = "paced", model_policy.config
 
@@ -264,19 +264,12 @@ class PacedTeacher:
         self.model_policy.clear_prefix_cache()
 
     def respond(self, contexts, generators, prefix_lengths=None):
-        from dataclasses import replace
-
         responses = self.teacher.respond(contexts, generators)
-        prefix_lengths = prefix_lengths or [0] * len(contexts)
-        groups: dict[int, list[int]] = {}
-        for i, r in enumerate(responses):
-            groups.setdefault(-(-len(r.ids) // self.bucket) * self.bucket, []).append(i)
-        for length, idx in sorted(groups.items()):
-            self.model_policy.config = replace(self.config, max_new_tokens=length)
-            self.model_policy.respond(
-                [contexts[i] for i in idx], [generators[i] for i in idx], [prefix_lengths[i] for i in idx]
-            )
-        self.model_policy.config = self.config
+        self.model_policy.config = replace(self.config, max_new_tokens=max(len(r.ids) for r in responses))
+        try:
+            self.model_policy.respond(contexts, generators, prefix_lengths)
+        finally:
+            self.model_policy.config = self.config
         return responses
 
 
@@ -570,10 +563,18 @@ def to_markdown(table: Table) -> str:
     return "\n".join(lines)
 
 
+_NUMERIC = re.compile(r"^[-+]?[\d.]+( \(\d+%\))?$|^–$")
+
+
 def to_html(table: Table) -> str:
     header, rows = table
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    body = "".join(
+        "<tr>"
+        + "".join(f"<td{_NUMERIC.match(c) and ' class=n' or ''}>{html.escape(c)}</td>" for c in row)
+        + "</tr>"
+        for row in rows
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -894,8 +895,8 @@ def html_report(records: Sequence[dict], figs: dict | None = None, title: str = 
     style = (
         "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
         "table{border-collapse:collapse;font-size:13px;margin:1em 0}"
-        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
-        "td:first-child,td:nth-child(2){text-align:left}th{background:#f3f3f3}"
+        "td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}td.n{text-align:right}"
+        "th{background:#f3f3f3}"
         "img{max-width:100%}figure{margin:1em 0}li{font-family:monospace;margin:.3em 0}"
     )
     return (
