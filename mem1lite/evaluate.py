@@ -1003,13 +1003,13 @@ def train_quick(out: Path, cfg: DemoConfig, log: Callable[[str], None] = print) 
         log(f"reusing the quick SFT checkpoint {sft_dir}")
     else:
         log(f"training a quick SFT checkpoint into {sft_dir} (about 2 minutes)")
-        sft.train_sft(sft.make_args("quick", out=str(sft_dir), threads=cfg.threads, world=cfg.world))
+        sft.train_sft(sft.make_args("quick", out=str(sft_dir), threads=cfg.threads, data=cfg.world))
     if (ppo_dir / "card.json").is_file():
         log(f"reusing the quick PPO adapter {ppo_dir}")
     else:
         log(f"training a quick PPO adapter into {ppo_dir} (about 1 minute)")
         ppo.train_ppo(
-            ppo.make_args("quick", out=str(ppo_dir), init=str(sft_dir), threads=cfg.threads, world=cfg.world)
+            ppo.make_args("quick", out=str(ppo_dir), init=str(sft_dir), threads=cfg.threads, data=cfg.world)
         )
     return [str(sft_dir), str(ppo_dir)]
 

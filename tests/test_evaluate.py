@@ -347,3 +347,17 @@ def test_paced_plays_like_the_teacher_at_a_model_cost():
     (rec,) = ev.evaluate(cfg, log=None).records
     assert rec["role"] == "paced" and rec["em_per_objective"] == 1.0 and rec["state_coverage"] == 1.0
     assert rec["wall_seconds"] > 0.05  # the tiny model really ran (the teacher alone takes ~1 ms)
+
+
+def test_demo_trains_quick_checkpoints_with_valid_args(tmp_path, monkeypatch):
+    """TRAIN=1: quick SFT then quick PPO from it, into out/sft and out/ppo (training itself stubbed)."""
+    from mem1lite import ppo, sft
+
+    calls = []
+    monkeypatch.setattr(sft, "train_sft", lambda args: calls.append(("sft", args)))
+    monkeypatch.setattr(ppo, "train_ppo", lambda args: calls.append(("ppo", args)))
+    cfg = ev.DemoConfig(out=str(tmp_path), train=True, threads=1, world="data/qa")
+    assert ev.demo_policies(cfg, lambda s: None) == ["teacher", str(tmp_path / "sft"), str(tmp_path / "ppo")]
+    (_, s), (_, p) = calls
+    assert s.preset == "quick" and s.out == str(tmp_path / "sft") and s.threads == 1
+    assert p.preset == "quick" and p.init == str(tmp_path / "sft") and p.out == str(tmp_path / "ppo")
