@@ -146,3 +146,37 @@ def greedy_em(
         policy, tokenizer, envs, RolloutConfig(agent=agent, seed=seed, progress=False), tasks
     )
     return summarize(trajs) | {"trajectories": trajs}
+
+
+def compare_with_teacher(
+    model,
+    tokenizer,
+    domain,
+    objectives: int = 2,
+    count: int = 2,
+    seed: int = 1,
+    split: str = "dev",
+    max_new_tokens: int = 192,
+) -> list[dict]:
+    """For each turn of teacher episodes, what the model writes (greedily) in the teacher's context.
+
+    Returns one row per turn: the task, the turn, the teacher's response and the model's, and
+    whether they match exactly. Shows where a model goes wrong before errors compound.
+    """
+    trajs = teacher_trajectories(domain, tokenizer, split, objectives, count, seed=seed)
+    contexts = [(t, j) for t in trajs for j in range(len(t.turns))]
+    config = GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0, batch_size=64)
+    policy = ModelPolicy(model, tokenizer, config)
+    import torch as _torch
+
+    responses = policy.respond(
+        [t.context_ids(j) for t, j in contexts], [_torch.Generator() for _ in contexts]
+    )
+    rows = []
+    for (t, j), r in zip(contexts, responses):
+        teacher = tokenizer.decode(t.turns[j].output_ids, skip_special_tokens=False)
+        mine = tokenizer.decode(r.ids, skip_special_tokens=False)
+        rows.append(
+            {"task": t.task_id, "turn": j, "teacher": teacher, "model": mine, "match": teacher == mine}
+        )
+    return rows
