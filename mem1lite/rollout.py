@@ -27,6 +27,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
@@ -315,6 +316,23 @@ class Response:
     ids: list[int]
     logprobs: list[float]
     hit_limit: bool
+
+
+class Engine(Protocol):
+    """What `run_episodes` needs from a policy: one response per context, for a batch of contexts.
+
+    `TeacherPolicy` and `ModelPolicy` implement it (structurally, no base class), and so can a faster
+    generation engine (a static-cache or compiled decoder, an inference server, ...): nothing else
+    in the rollout changes. Context i samples from `generators[i]` only, so an episode's tokens do not
+    depend on which other episodes share the batch (`run_episodes` seeds one generator per episode).
+    Optional: `accepts_prefix_lengths = True`, with `respond(..., prefix_lengths=)` and
+    `clear_prefix_cache()`, for an engine that reuses an episode's keys/values across turns; `config`
+    (a `GenerationConfig`), whose temperature and top-p the trajectories record.
+    """
+
+    name: str
+
+    def respond(self, contexts: list[list[int]], generators: list[torch.Generator]) -> list[Response]: ...
 
 
 class TeacherPolicy:
@@ -687,6 +705,9 @@ class RolloutConfig:
     """sampling seed: episode i samples from its own generator seeded (seed, i)"""
     progress: bool = True
     """show a tqdm bar"""
+    first_episode: int = 0
+    """episode i of this call is recorded and seeded as episode first_episode + i: a shard of a larger
+    batch (one process's share under `accelerate launch`) samples exactly what it would in the whole"""
 
 
 def episode_generator(seed: int, episode: int) -> torch.Generator:
@@ -720,7 +741,7 @@ def run_episodes(
         task = tasks[i] if tasks is not None else None
         trajs.append(
             Trajectory(
-                task_id=getattr(task, "id", f"episode-{i}"),
+                task_id=getattr(task, "id", f"episode-{cfg.first_episode + i}"),
                 split=getattr(task, "split", ""),
                 questions=list(getattr(env, "questions", [])),
                 golds=[list(g) if isinstance(g, tuple) else g for g in getattr(env, "golds", [])],
@@ -731,10 +752,10 @@ def run_episodes(
                 seed=cfg.seed,
                 temperature=getattr(gen, "temperature", 0.0) if gen else 0.0,
                 top_p=getattr(gen, "top_p", 1.0) if gen else 1.0,
-                episode=i,
+                episode=cfg.first_episode + i,
             )
         )
-    generators = [episode_generator(cfg.seed, i) for i in range(len(envs))]
+    generators = [episode_generator(cfg.seed, cfg.first_episode + i) for i in range(len(envs))]
     bar = tqdm(total=len(envs), desc=f"rollout {agent.name}", disable=not cfg.progress, leave=False)
     active = [i for i, e in enumerate(envs) if not e.done]
     reuse_prompt = getattr(policy, "accepts_prefix_lengths", False)
