@@ -92,3 +92,30 @@ def peak_tokens(context_lengths: Sequence[int]) -> int:
 def dependency(context_lengths: Sequence[int], output_lengths: Sequence[int]) -> float:
     """Sum over turns of (context + out/2) * out: the attention pairs an output attends over."""
     return float(sum((c + o / 2) * o for c, o in zip(context_lengths, output_lengths, strict=True)))
+
+
+def paired_bootstrap(a, b, samples: int = 10_000, seed: int = 0, level: float = 0.95) -> dict:
+    """Mean of b - a over paired items (the same tasks, the same seeds) and its bootstrap interval.
+
+    Resamples the items with replacement `samples` times; the interval is the central `level`
+    share of the resampled means. `excludes_zero` says whether b is reliably above (or below) a.
+    """
+    import numpy as np
+
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
+        raise ValueError("paired_bootstrap needs two non-empty 1-D sequences of the same length")
+    diff = b - a
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(diff), size=(samples, len(diff)))
+    means = diff[idx].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return {
+        "mean_a": float(a.mean()),
+        "mean_b": float(b.mean()),
+        "diff": float(diff.mean()),
+        "low": float(lo),
+        "high": float(hi),
+        "excludes_zero": bool(lo > 0 or hi < 0),
+        "n": int(len(diff)),
+    }

@@ -125,6 +125,8 @@ class PPOArgs:
     """dev tasks (N = 2) per evaluation"""
     checkpoint_every: int = 5
     """steps between checkpoints"""
+    final_eval: tuple[tuple[int, int], ...] = ((2, 200), (4, 50), (8, 30), (16, 20))
+    """(N, dev tasks) pairs of the final greedy comparison with the SFT start (adapter off)"""
     threads: int = 2
     """torch CPU threads"""
     env: str = "qa"
@@ -417,6 +419,39 @@ def evaluate_dev(model, tokenizer, domain, args: PPOArgs) -> dict:
     return {"dev_em_per_objective": s["em_per_objective"], "dev_format_errors": s["format_errors"]}
 
 
+def compare_to_start(model, tokenizer, domain, args: PPOArgs) -> dict:
+    """Greedy dev EM of the trained policy and of its SFT start (the same model with the adapter
+    off) on the same tasks, with a paired bootstrap interval of the difference per N."""
+    from .metrics import paired_bootstrap
+    from .probe import greedy_em
+
+    out = {}
+    for n, count in args.final_eval:
+        limit = getattr(domain, "max_objectives", None)
+        n = min(n, limit) if limit else n
+        kw = dict(seed=2, agent=args.agent, max_new_tokens=args.max_new_tokens)
+        trained = greedy_em(model, tokenizer, domain, "dev", n, count, **kw)
+        with model.disable_adapter():
+            start = greedy_em(model, tokenizer, domain, "dev", n, count, **kw)
+        a = [t.em / t.objectives for t in start["trajectories"]]
+        b = [t.em / t.objectives for t in trained["trajectories"]]
+        out[f"n{n}"] = paired_bootstrap(a, b) | {
+            "em_per_objective_sft": start["em_per_objective"],
+            "em_per_objective_ppo": trained["em_per_objective"],
+            "peak_tokens_sft": start["peak_tokens"],
+            "peak_tokens_ppo": trained["peak_tokens"],
+            "format_errors_sft": start["format_errors"],
+            "format_errors_ppo": trained["format_errors"],
+        }
+        r = out[f"n{n}"]
+        print(
+            f"dev N={n} ({count} tasks): EM/objective SFT {r['mean_a']:.3f} -> PPO {r['mean_b']:.3f}, "
+            f"diff {r['diff']:+.3f} [95% CI {r['low']:+.3f}, {r['high']:+.3f}]",
+            flush=True,
+        )
+    return out
+
+
 def train_ppo(args: PPOArgs) -> dict:
     from tqdm.auto import tqdm
 
@@ -489,6 +524,7 @@ def train_ppo(args: PPOArgs) -> dict:
             break
     bar.close()
     save_adapter(out, model, head, args.init)
+    comparison = compare_to_start(model, tokenizer, domain, args) if args.final_eval else {}
     fig = ppo_curves(history, title=f"PPO {args.preset} from {Path(args.init).name}")
     fig.savefig(out / "curves.png", dpi=110)
     card = {
@@ -500,6 +536,7 @@ def train_ppo(args: PPOArgs) -> dict:
         "steps": len([h for h in history if "reward" in h]),
         "minutes": round((time.perf_counter() - t_start) / 60, 1),
         "last": history[-1] if history else {},
+        "dev_comparison": comparison,
     }
     (out / "card.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
     return card

@@ -382,6 +382,31 @@ def stop_sequences(tokenizer) -> list[list[int]]:
     return seqs
 
 
+def stop_checker(tokenizer, stops: list[list[int]]) -> Callable[[list[int]], bool]:
+    """Whether a response (its ids so far) has just written a stop: `</search>`, `</answer>` or an
+    end-of-turn token (`stops`, from `stop_sequences`).
+
+    With our tokenizer every stop is one special token and the check compares the last id. A real
+    Qwen tokenizer has no tag tokens: `</answer>` is several ordinary tokens, and which ones depends
+    on the text around it (`2010.</answer>` ends in `.</`, `answer`, `>`; `</search>` then a newline
+    in `>\\n`), so comparing ids would miss stops. Then the last few tokens are decoded and searched
+    for the stop strings: they hold every stop that ends in the newest token, and a stop that ended
+    earlier would have ended the response then.
+    """
+    single = {s[0] for s in stops if len(s) == 1}
+    if all(len(s) == 1 for s in stops):
+        return lambda out: out[-1] in single
+    window = max(len(s) for s in STOP_STRINGS) + 1  # tokens: each decodes to at least one character
+
+    def stopped(out: list[int]) -> bool:
+        if out[-1] in single:
+            return True
+        text = tokenizer.decode(out[-window:], skip_special_tokens=False)
+        return any(s in text for s in STOP_STRINGS)
+
+    return stopped
+
+
 def _sample(logits: torch.Tensor, cfg: GenerationConfig, generators: Sequence[torch.Generator]):
     """One token per row and its log-prob under softmax(logits / T). logits: (B, V), float.
 
@@ -632,7 +657,7 @@ class ModelPolicy:
         outputs: list[list[int]] = [[] for _ in range(B)]
         logps: list[list[float]] = [[] for _ in range(B)]
         hit = [False] * B
-        stops = [(len(s), s) for s in self.stops]
+        stopped = stop_checker(self.tokenizer, self.stops)
         was_training = model.training
         model.eval()
         try:
@@ -646,7 +671,7 @@ class ModelPolicy:
                     out = outputs[b]
                     out.append(tok)
                     logps[b].append(logp)
-                    if any(out[-n:] == s for n, s in stops):
+                    if stopped(out):
                         continue
                     if len(out) >= cfg.max_new_tokens:
                         hit[b] = True

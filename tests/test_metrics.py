@@ -55,3 +55,18 @@ def test_peak_tokens_and_dependency_hand_computed():
     assert dependency([100, 150], [10, 20]) == 4250.0
     with pytest.raises(ValueError):
         dependency([1, 2], [3])
+
+
+def test_paired_bootstrap_interval():
+    from mem1lite.metrics import paired_bootstrap
+
+    a = [0.0] * 100 + [1.0] * 100
+    b = [1.0] * 50 + a[50:]  # the same items: 50 more solved, none lost
+    r = paired_bootstrap(a, b)
+    assert r["diff"] == pytest.approx(0.25) and r["excludes_zero"] and r["low"] > 0.15
+    same = paired_bootstrap(a, a)
+    assert same["diff"] == 0.0 and not same["excludes_zero"]
+    noisy = paired_bootstrap([0, 1] * 10, [1, 0] * 10)
+    assert not noisy["excludes_zero"] and noisy["low"] < 0 < noisy["high"]
+    with pytest.raises(ValueError):
+        paired_bootstrap([1, 2], [1])

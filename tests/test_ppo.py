@@ -110,6 +110,7 @@ def _args(init, out, **kw):
         threads=1,
         actor_lr=1e-2,
         critic_lr=1e-2,
+        final_eval=((1, 2),),
     )
     return replace(base, **kw)
 
@@ -163,6 +164,8 @@ def test_resume_equals_uninterrupted_run(tiny_init, tmp_path):
     assert [r["step"] for r in log] == [1, 2]
     card = json.loads((tmp_path / "full" / "card.json").read_text())
     assert card["kind"] == "ppo" and card["steps"] == 2
+    cmp = card["dev_comparison"]["n1"]
+    assert cmp["n"] == 2 and cmp["low"] <= cmp["diff"] <= cmp["high"]
     # the adapter loads back over its base through the one loading function
     from mem1lite.model import load_policy
 
