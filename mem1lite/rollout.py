@@ -370,8 +370,13 @@ class GenerationConfig:
     """episodes generated together"""
     reuse_prompt_cache: bool = True
     """within one rollout, compute each episode's prompt keys/values once and reuse them every turn"""
-    prompt_cache_mb: float = 512.0
-    """memory bound of those stored prompt keys/values (least recently used go first)"""
+    reuse_turn_cache: bool = True
+    """and more: keep the keys/values of each episode's last turn (context + response) and reuse the
+    longest prefix the next context shares with it (full: the whole last turn; truncate: until it
+    starts cutting; mem1: the prompt). Needs `reuse_prompt_cache`"""
+    cache_mb: float = 1024.0
+    """memory bound of the stored keys/values (least recently used episodes go first and are
+    recomputed from scratch at their next turn)"""
 
 
 def stop_sequences(tokenizer) -> list[list[int]]:
@@ -449,18 +454,27 @@ def _kv_layer_class():
             super().__init__()
             self.capacity, self.length = capacity, 0
 
-        def start(self, keys: torch.Tensor, values: torch.Tensor) -> None:
-            """Begin from already computed states (B, H, T, D), e.g. a cached prompt."""
-            self._alloc(keys, values, max(self.capacity, keys.shape[-2]))
-            self._k[:, :, : keys.shape[-2]] = keys
-            self._v[:, :, : values.shape[-2]] = values
-            self.length = keys.shape[-2]
+        def start_rows(self, rows: list, width: int) -> None:
+            """Begin with `width` columns of already computed states: row b's (keys, values) of shape
+            (H, T_b, D), T_b <= width, right-aligned, zeros before them (masked pads must be finite),
+            or all zeros for a row that is None. Written straight into the buffer: no (B, H, T, D) copy."""
+            k0, v0 = next(r for r in rows if r is not None)
+            self._alloc(k0[None], v0[None], max(self.capacity, width), batch=len(rows))
+            for b, row in enumerate(rows):
+                n = 0 if row is None else row[0].shape[-2]
+                self._k[b, :, : width - n] = 0
+                self._v[b, :, : width - n] = 0
+                if n:
+                    self._k[b, :, width - n : width] = row[0]
+                    self._v[b, :, width - n : width] = row[1]
+            self.length = width
             self._views()
 
-        def _alloc(self, keys, values, size):
+        def _alloc(self, keys, values, size, batch=None):
             self.device = keys.device
-            self._k = keys.new_empty((*keys.shape[:2], size, keys.shape[-1]))
-            self._v = values.new_empty((*values.shape[:2], size, values.shape[-1]))
+            batch = keys.shape[0] if batch is None else batch
+            self._k = keys.new_empty((batch, keys.shape[1], size, keys.shape[-1]))
+            self._v = values.new_empty((batch, values.shape[1], size, values.shape[-1]))
             self.is_initialized = True
 
         def _views(self):
@@ -497,10 +511,11 @@ def _has_layers(model) -> int:
     return getattr(config.get_text_config(decoder=True), "num_hidden_layers", 0) or 0
 
 
-def _preallocated_cache(model, capacity: int, start: list | None = None):
+def _preallocated_cache(model, capacity: int, rows: list | None = None, width: int = 0):
     """A DynamicCache of `PreallocatedLayer`s (None when the model has no usable config).
 
-    `start`: per layer, (keys, values) of shape (B, H, T, D) the cache begins with.
+    `rows`: per batch row, None or per layer (keys, values) of shape (H, T, D) the row begins with,
+    right-aligned in the first `width` columns (`PreallocatedLayer.start_rows`).
     """
     from transformers import DynamicCache
 
@@ -511,10 +526,35 @@ def _preallocated_cache(model, capacity: int, start: list | None = None):
     cache = DynamicCache()
     cache.layers = [layer_class(capacity) for _ in range(n_layers)]
     cache.layer_class_to_replicate = None
-    if start is not None:
-        for layer, (k, v) in zip(cache.layers, start):
-            layer.start(k, v)
+    if rows is not None and width > 0:
+        for i, layer in enumerate(cache.layers):
+            layer.start_rows([None if r is None else r[i] for r in rows], width)
     return cache
+
+
+@dataclass
+class _StoredSequence:
+    """[6] The keys/values of one episode's last sequence, kept for its next turn."""
+
+    ids: list[int]
+    layers: list[tuple[torch.Tensor, torch.Tensor]]
+    """per layer (keys, values) of shape (H, len(ids), D)"""
+    nbytes: int
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common prefix (slice comparisons run in C; a bisection when they differ)."""
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    lo, hi = 0, n  # a[:lo] == b[:lo] and a[:hi] != b[:hi]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
 class ModelPolicy:
@@ -529,12 +569,19 @@ class ModelPolicy:
        cache, mask and positions are dropped, so long batches do not keep paying for short answers.
     4. Per step, the Python work is one `tolist()` of the sampled tokens and their log-probs.
     5. The KV cache is preallocated and written in place (`_preallocated_cache`), not concatenated.
-    6. Prompt reuse: every agent's context starts with the task prompt, so within one rollout
-       (`run_episodes` passes `prefix_lengths` and clears the store at the end) the prompt's keys and
-       values are computed once per episode and reused at every later turn; only the rest of the
-       context is prefilled. Row layout: [pad | prompt | pad | rest of context | generated], with
-       position ids that skip the pads. The store lives for one rollout only, since the weights
-       may change between rollouts (PPO).
+    6. KV reuse across turns. Within one rollout (`run_episodes` passes `prefix_lengths`, the
+       episode's prompt, and clears the store at the start and the end: PPO changes the weights
+       between rollouts), when a row finishes, the keys/values of its whole sequence (context +
+       response, less the last token, which was never fed) are kept, keyed by the episode's prompt.
+       At the episode's next turn the longest prefix that the new context shares with that sequence
+       is taken from the store and only the rest is prefilled: for `full` the whole previous turn,
+       for `truncate` the previous turn until the cut starts moving, for `mem1` the prompt. Same
+       ids at the same positions after the same ids give the same keys/values, so reuse is exact
+       (to float rounding: decoding computed them one token at a time); it is decided by comparing
+       ids, so a stale or shared entry can only be used as far as it matches. Row layout:
+       [pad | reused prefix | pad | rest of context | generated], with position ids that skip the
+       pads. `reuse_turn_cache=False` keeps only the prompt. The store is bounded by `cache_mb`:
+       least recently used episodes are evicted and recomputed from scratch at their next turn.
     """
 
     accepts_prefix_lengths = True
@@ -545,11 +592,13 @@ class ModelPolicy:
         self.name = name
         self.stops = stop_sequences(tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        # [6] prompt ids -> per layer (keys, values) of shape (H, T, D); least recently used first
-        self._prefix_store: OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = (
-            OrderedDict()
-        )
+        # [6] episode (its prompt ids) -> its last sequence's keys/values; least recently used first
+        self._prefix_store: OrderedDict[tuple[int, ...], _StoredSequence] = OrderedDict()
         self._prefix_bytes = 0
+        self.reused_tokens = 0
+        """[6] context ids taken from the store instead of prefilled (a running count)"""
+        self.prefilled_tokens = 0
+        """context ids prefilled (a running count)"""
 
     def clear_prefix_cache(self) -> None:
         self._prefix_store.clear()
@@ -562,8 +611,8 @@ class ModelPolicy:
         generators: list[torch.Generator],
         prefix_lengths: list[int] | None = None,
     ) -> list[Response]:
-        """One response per context. `prefix_lengths[i]`: how many leading ids of context i are a
-        prompt worth caching for later calls (0: none)."""
+        """One response per context. `prefix_lengths[i]`: how many leading ids of context i are the
+        episode's prompt, which names the episode whose keys/values are kept for later calls (0: none)."""
         if prefix_lengths is None or not self.config.reuse_prompt_cache or not _has_layers(self.model):
             prefix_lengths = [0] * len(contexts)
         out: list[Response | None] = [None] * len(contexts)
@@ -578,60 +627,53 @@ class ModelPolicy:
                 out[i] = r
         return out
 
-    def _prefix_states(
-        self, prefixes: list[tuple[int, ...]]
-    ) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
-        """[6] Per prefix, per layer, (keys, values) of shape (H, T, D): from the store or computed."""
-        store = self._prefix_store
-        found = {p: store[p] for p in prefixes if p and p in store}
-        for p in found:
-            store.move_to_end(p)
-        missing = sorted({p for p in prefixes if p and p not in found}, key=len)
-        bs = self.config.batch_size
-        device = next(self.model.parameters()).device
-        for start in range(0, len(missing), bs):
-            chunk = missing[start : start + bs]
-            ids, mask, positions = _left_pad([list(p) for p in chunk], self.pad_id, 0)
-            result = self.model(
-                input_ids=ids.to(device),
-                attention_mask=mask.to(device),
-                position_ids=positions.to(device),
-                cache=_preallocated_cache(self.model, ids.shape[1]),
-                use_cache=True,
-                logits_to_keep=1,
-            )
-            width = ids.shape[1]
-            for r, p in enumerate(chunk):
-                found[p] = [
-                    (layer.keys[r, :, width - len(p) :].clone(), layer.values[r, :, width - len(p) :].clone())
-                    for layer in result.cache.layers
-                ]
-                store[p] = found[p]
-                self._prefix_bytes += sum(k.nbytes + v.nbytes for k, v in found[p])
-        while self._prefix_bytes > self.config.prompt_cache_mb * 2**20 and store:
-            _, evicted = store.popitem(last=False)  # correctness never depends on what is kept
-            self._prefix_bytes -= sum(k.nbytes + v.nbytes for k, v in evicted)
-        return [found[p] if p else None for p in prefixes]
+    def _take_stored(self, keys: list[tuple[int, ...] | None]) -> list[_StoredSequence | None]:
+        """[6] Take the rows' stored sequences out of the store (each row stores a fresher one when it
+        finishes); a key seen twice in one batch is served once."""
+        out = []
+        for k in keys:
+            entry = self._prefix_store.pop(k, None) if k else None
+            if entry is not None:
+                self._prefix_bytes -= entry.nbytes
+            out.append(entry)
+        return out
 
-    def _prefill(self, contexts, prefix_lengths):
+    def _keep(self, key: tuple[int, ...], ids: list[int], cache, row: int, mask_row: torch.Tensor) -> None:
+        """[6] Store row `row`'s keys/values for `ids` (its valid cache columns, in order; with
+        `reuse_turn_cache` off, the prompt's only), then evict down to `cache_mb`."""
+        cfg = self.config
+        length = len(ids) if cfg.reuse_turn_cache else len(key)
+        cols = mask_row[: cache.layers[0].length].nonzero()[:, 0]
+        if len(cols) != len(ids):  # the cache layout and the ids disagree: a bug, never store it
+            raise RuntimeError(f"KV cache holds {len(cols)} columns for a {len(ids)}-id sequence")
+        cols = cols[:length]
+        layers = [
+            (layer.keys[row].index_select(1, cols), layer.values[row].index_select(1, cols))
+            for layer in cache.layers
+        ]
+        entry = _StoredSequence(list(ids[:length]), layers, sum(k.nbytes + v.nbytes for k, v in layers))
+        old = self._prefix_store.pop(key, None)
+        if old is not None:
+            self._prefix_bytes -= old.nbytes
+        self._prefix_store[key] = entry
+        self._prefix_bytes += entry.nbytes
+        while self._prefix_bytes > cfg.cache_mb * 2**20 and self._prefix_store:
+            _, evicted = self._prefix_store.popitem(last=False)  # recomputed at its next turn
+            self._prefix_bytes -= evicted.nbytes
+
+    def _prefill(self, contexts, keys):
         """Run the contexts through the model. Returns (cache, last logits, mask, next positions, width)."""
         model, cfg = self.model, self.config
         device = next(model.parameters()).device
-        # Keep at least one id out of the cached prefix, so the prefill always yields the last logits.
-        cut = [min(p, len(c) - 1) if p > 1 else 0 for c, p in zip(contexts, prefix_lengths)]
-        states = self._prefix_states([tuple(c[:k]) for c, k in zip(contexts, cut)])
+        stored = self._take_stored(keys)
+        # Keep at least one id out of the reused prefix, so the prefill always yields the last logits.
+        cut = [
+            0 if s is None else min(_common_prefix(s.ids, c), len(c) - 1) for s, c in zip(stored, contexts)
+        ]
         B, P = len(contexts), max(cut)
-        start = None
-        if P > 0:  # the cached prompts, right-aligned at column P (pads before them are masked)
-            start = []
-            first = next(s for s in states if s is not None)
-            for layer, (k0, v0) in enumerate(first):
-                keys = k0.new_zeros((B, k0.shape[0], P, k0.shape[-1]))  # (B, H, P, D)
-                values = v0.new_zeros((B, v0.shape[0], P, v0.shape[-1]))
-                for b, s in enumerate(states):
-                    if s is not None:
-                        keys[b, :, P - cut[b] :], values[b, :, P - cut[b] :] = s[layer]
-                start.append((keys, values))
+        rows = [[(k[:, :n], v[:, :n]) for k, v in s.layers] if n > 0 else None for s, n in zip(stored, cut)]
+        self.reused_tokens += sum(cut)
+        self.prefilled_tokens += sum(len(c) for c in contexts) - sum(cut)
         rest, rest_mask, _ = _left_pad([c[k:] for c, k in zip(contexts, cut)], self.pad_id, 0)
         S = rest.shape[1]
         mask = torch.zeros((B, P + S + cfg.max_new_tokens), dtype=torch.long)
@@ -644,7 +686,7 @@ class ModelPolicy:
             input_ids=rest.to(device),
             attention_mask=mask[:, : P + S],
             position_ids=positions.to(device),
-            cache=_preallocated_cache(model, P + S + cfg.max_new_tokens, start),  # [5]
+            cache=_preallocated_cache(model, P + S + cfg.max_new_tokens, rows, P),  # [5]
             use_cache=True,
             logits_to_keep=1,  # [2]
         )
@@ -654,6 +696,7 @@ class ModelPolicy:
         model, cfg = self.model, self.config
         device = next(model.parameters()).device
         B = len(contexts)
+        keys = [tuple(c[:p]) if p > 0 else None for c, p in zip(contexts, prefix_lengths or [0] * B)]
         outputs: list[list[int]] = [[] for _ in range(B)]
         logps: list[list[float]] = [[] for _ in range(B)]
         hit = [False] * B
@@ -661,7 +704,7 @@ class ModelPolicy:
         was_training = model.training
         model.eval()
         try:
-            cache, logits, mask, next_pos, width = self._prefill(contexts, prefix_lengths or [0] * B)
+            cache, logits, mask, next_pos, width = self._prefill(contexts, keys)
             rows = list(range(B))  # batch row r generates for context rows[r]
             gens = list(generators)
             for step in range(cfg.max_new_tokens):
@@ -671,12 +714,13 @@ class ModelPolicy:
                     out = outputs[b]
                     out.append(tok)
                     logps[b].append(logp)
-                    if stopped(out):
-                        continue
-                    if len(out) >= cfg.max_new_tokens:
-                        hit[b] = True
-                        continue
-                    keep.append(r)
+                    done = stopped(out)
+                    if not done and len(out) >= cfg.max_new_tokens:
+                        hit[b] = done = True
+                    if not done:
+                        keep.append(r)
+                    elif keys[b] is not None and cache is not None:  # [6] keep its sequence's states
+                        self._keep(keys[b], contexts[b] + out[:-1], cache, r, mask[r])
                 if not keep:
                     break
                 if len(keep) < len(rows):  # [3] drop finished rows from the batch and the cache
@@ -784,6 +828,8 @@ def run_episodes(
     bar = tqdm(total=len(envs), desc=f"rollout {agent.name}", disable=not cfg.progress, leave=False)
     active = [i for i, e in enumerate(envs) if not e.done]
     reuse_prompt = getattr(policy, "accepts_prefix_lengths", False)
+    if reuse_prompt:
+        policy.clear_prefix_cache()  # keys/values from before are stale if the weights changed since
     try:
         while active:
             active = _play_turn(policy, tokenizer, envs, trajs, agent, generators, active, reuse_prompt, bar)

@@ -4,6 +4,9 @@
 - token-in/token-out: what a rollout fed the policy equals `context_ids` rebuilt from the spans;
 - batched generation equals one-at-a-time generation (left padding, position ids, finished rows
   leaving the batch, the reused prompt cache), greedy and sampled;
+- keys/values reused across turns (full: the whole previous turn; truncate: until it cuts) give
+  what recomputing every context from scratch gives, under a memory budget, and the store is
+  empty after a rollout;
 - an untrained model rolls out without a crash, its garbage becoming format errors;
 - jsonl write -> read is lossless, and a bad line is reported with file:line while the rest loads.
 """
@@ -14,6 +17,7 @@ from dataclasses import asdict
 import pytest
 import torch
 
+from mem1lite.masks import without_float32_islands
 from mem1lite.metrics import dependency
 from mem1lite.model import TINY_DIR, build_tiny_model, load_tokenizer
 from mem1lite.protocol import QAEnvironment
@@ -61,9 +65,12 @@ def mixed_envs(world, retriever, sizes=(1, 3, 2, 1, 2)):
     return tasks, [QAEnvironment.from_task(t, retriever) for t in tasks]
 
 
-def rollout(policy, tokenizer, world, retriever, agent="mem1", sizes=(1, 3, 2, 1, 2), seed=0):
+def rollout(
+    policy, tokenizer, world, retriever, agent="mem1", sizes=(1, 3, 2, 1, 2), seed=0, keep=512, on_turn=None
+):
     tasks, envs = mixed_envs(world, retriever, sizes)
-    return run_episodes(policy, tokenizer, envs, RolloutConfig(agent=agent, seed=seed, progress=False), tasks)
+    cfg = RolloutConfig(agent=agent, truncate_tokens=keep, seed=seed, progress=False)
+    return run_episodes(policy, tokenizer, envs, cfg, tasks, on_turn=on_turn)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,11 +160,12 @@ def test_teacher_context_fed_equals_context_rebuilt_from_spans(world, dev, token
         assert t.context_lengths() == [len(t.context_ids(j)) for j in range(len(t.turns))]
 
 
-@pytest.mark.parametrize("agent", ["mem1", "truncate"])
+@pytest.mark.parametrize("agent", ["mem1", "full", "truncate"])
 def test_model_context_fed_equals_context_rebuilt_from_spans(world, dev, tokenizer, model64, agent):
     policy = Recording(ModelPolicy(model64, tokenizer, GenerationConfig(max_new_tokens=12)))
-    trajs = rollout(policy, tokenizer, world, dev, agent)
+    trajs = rollout(policy, tokenizer, world, dev, agent, keep=60)  # with turn reuse (the default)
     _check_fed_equals_rebuilt(policy.calls, trajs)
+    assert policy.reused_tokens > 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,11 +229,73 @@ def test_batched_generation_equals_one_at_a_time(world, dev, tokenizer, model64,
 
 def test_greedy_full_agent_batched_equals_single_and_evicted_prompt_cache(world, dev, tokenizer, model64):
     one = ModelPolicy(model64, tokenizer, GenerationConfig(max_new_tokens=10, temperature=0, batch_size=1))
-    many = ModelPolicy(
-        model64, tokenizer, GenerationConfig(max_new_tokens=10, temperature=0, prompt_cache_mb=1e-4)
-    )
+    many = ModelPolicy(model64, tokenizer, GenerationConfig(max_new_tokens=10, temperature=0, cache_mb=1e-4))
     _same(rollout(one, tokenizer, world, dev, "full"), rollout(many, tokenizer, world, dev, "full"))
     assert not many._prefix_store  # cleared after the rollout
+
+
+def _stop_often(model64, tokenizer):
+    ends = {tokenizer.encode("assistant\n")[-1], tokenizer.convert_tokens_to_ids("</information>")}
+    return StopOften(model64, tokenizer.convert_tokens_to_ids("</search>"), ends)
+
+
+@pytest.mark.parametrize("agent,temperature", [("full", 0.0), ("truncate", 0.0), ("full", 1.0)])
+def test_turn_cache_reuse_equals_recompute_from_scratch(world, dev, tokenizer, model64, agent, temperature):
+    """Keys/values reused from the previous turn (batched, rows finishing at different steps) give the
+    tokens and log-probs of recomputing every context from scratch one episode at a time."""
+    model = _stop_often(model64, tokenizer)
+    runs, policies = [], []
+    settings = ((1, False, False), (5, True, True), (2, True, True), (5, True, False))
+    with without_float32_islands():  # float64 throughout: reused and recomputed states agree to ~1e-15
+        for batch_size, prompt, turn in settings:
+            cfg = GenerationConfig(
+                max_new_tokens=20,
+                temperature=temperature,
+                batch_size=batch_size,
+                reuse_prompt_cache=prompt,
+                reuse_turn_cache=turn,
+            )
+            policies.append(ModelPolicy(model, tokenizer, cfg))
+            runs.append(rollout(policies[-1], tokenizer, world, dev, agent, keep=60))
+    scratch = runs[0]
+    for other in runs[1:]:
+        _same(scratch, other)
+    assert policies[0].reused_tokens == 0
+    assert all(not p._prefix_store and p._prefix_bytes == 0 for p in policies)  # cleared after the rollout
+    contexts = sum(len(t.context_ids(j)) for t in scratch for j in range(len(t.turns)))
+    assert all(p.reused_tokens + p.prefilled_tokens == contexts for p in policies)
+    if agent == "full":  # all of the previous turn was reused: prefilled only its last id + the observation
+        new = sum(len(t.prompt_ids) for t in scratch) + sum(
+            len(t.turns[j - 1].observation_ids) + 1 for t in scratch for j in range(1, len(t.turns))
+        )
+        assert policies[1].prefilled_tokens == policies[2].prefilled_tokens == new
+    else:  # the cut did move (the history fills the budget), and reuse still went past the prompt
+        assert any(sum(b - a for _, a, b in t.turns[-1].spans[1:]) == 60 for t in scratch)
+        assert policies[1].reused_tokens > policies[3].reused_tokens > 0
+
+
+def test_turn_cache_stays_within_its_memory_budget(world, dev, tokenizer, model64):
+    """Over the budget, least recently used episodes are evicted and recomputed: same results."""
+    model = _stop_often(model64, tokenizer)
+
+    def run(cache_mb):
+        cfg = GenerationConfig(max_new_tokens=20, temperature=0.0, cache_mb=cache_mb)
+        policy, sizes = ModelPolicy(model, tokenizer, cfg), []
+
+        def on_turn(_active):
+            stored = sum(e.nbytes for e in policy._prefix_store.values())
+            assert stored == policy._prefix_bytes <= cache_mb * 2**20
+            sizes.append(stored)
+
+        with without_float32_islands():
+            return rollout(policy, tokenizer, world, dev, "full", on_turn=on_turn), policy, max(sizes)
+
+    unbounded, free, peak = run(1024.0)
+    bounded, tight, tight_peak = run(0.4 * peak / 2**20)
+    _same(unbounded, bounded)
+    assert 0 < tight_peak < peak
+    assert 0 < tight.reused_tokens < free.reused_tokens
+    assert not tight._prefix_store
 
 
 def test_tiny_top_p_is_greedy(world, dev, tokenizer, model64):
