@@ -9,11 +9,24 @@ The tiny config (about 1.6 M parameters, 0.64 M of them the tied 5k-token embedd
 the prototypes measured on 2 CPU cores (docs/DESIGN.md): width 128, 4 layers, 4 query heads sharing
 2 key/value heads, MLP 512, tied embeddings. A 6.7 M model was 4.4x slower per token and worse at
 equal wall-clock time.
+
+Model presets (`--model` of `mem1 sft` / `mem1 ppo`, `resolve_model`):
+
+- `tiny`: the from-scratch model above, float32 everywhere, no activation checkpointing.
+- `qwen2.5-0.5b`: `Qwen/Qwen2.5-0.5B-Instruct` from a local directory, never downloaded: `$MEM1_QWEN_DIR`,
+  else `data/models/Qwen2.5-0.5B-Instruct`, else the Hugging Face cache of a user who fetched it with
+  `huggingface-cli download Qwen/Qwen2.5-0.5B-Instruct`. bfloat16 on a GPU (float32 on CPU),
+  activation checkpointing where the trajectory layout allows it, LoRA on every linear map of a
+  Qwen2 block. Its tokenizer has no tag tokens: the tags are plain text (rollout.stop_checker and
+  rollout.token_kinds read text, not ids).
+- any local directory (a checkpoint `mem1 sft` wrote, or another Qwen2 model): the real-model
+  settings when its width is `REAL_MODEL_WIDTH` or more, else the tiny ones.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -97,6 +110,9 @@ def load_policy(path: str | Path, dtype: torch.dtype | None = None, attn_impleme
         from peft import PeftModel
 
         base = json.loads(adapter_cfg.read_text()).get("base_model_name_or_path")
+        if base == "tiny":  # an adapter trained over the untrained tiny model (seed 0)
+            model, tokenizer = load_policy("tiny", dtype=dtype)
+            return PeftModel.from_pretrained(model, path, is_trainable=False), tokenizer
         base_path = Path(base) if base else None
         if base_path is not None and not base_path.is_absolute():
             base_path = (path / base_path).resolve()
@@ -127,6 +143,92 @@ def load_tokenizer(path: str | Path):
     tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
     tok.padding_side = "left"  # batched generation pads on the left; masks never read pad ids
     return tok
+
+
+# ---------------------------------------------------------------------------------------------
+# Model presets
+
+
+QWEN_HUB_ID = "Qwen/Qwen2.5-0.5B-Instruct"
+QWEN_ENV = "MEM1_QWEN_DIR"
+"""environment variable naming a local Qwen2.5-0.5B-Instruct directory"""
+QWEN_LOCAL_DIR = DATA_DIR / "models" / "Qwen2.5-0.5B-Instruct"
+"""where the qwen2.5-0.5b preset looks when MEM1_QWEN_DIR is not set (git-ignored)"""
+REAL_MODEL_WIDTH = 512
+"""a checkpoint directory this wide or wider is trained with the real-model settings"""
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+"""every linear map of a Qwen2 block: the attention projections and the SwiGLU MLP"""
+MODEL_PRESETS = ("tiny", "qwen2.5-0.5b")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A base model and how to train it (`resolve_model`)."""
+
+    name: str
+    """the preset name, or the directory as given"""
+    path: str
+    """what `load_policy` loads: `tiny` or a local directory"""
+    real: bool = False
+    """real-model settings: bfloat16 on GPU and activation checkpointing"""
+    lora_targets: tuple[str, ...] = LORA_TARGETS
+    """module names LoRA adapts (PPO)"""
+
+    @property
+    def gradient_checkpointing(self) -> bool:
+        """recompute activations in the backward pass (the `packed` layout refuses it: masks.py)"""
+        return self.real
+
+    def dtype(self, device) -> torch.dtype:
+        """Weights' dtype on `device`: bfloat16 for a real model on a GPU, float32 otherwise."""
+        cuda = torch.device(device).type == "cuda" if device is not None else False
+        return torch.bfloat16 if self.real and cuda else torch.float32
+
+
+def qwen_dir() -> Path:
+    """The local Qwen2.5-0.5B-Instruct directory, or ModelLoadError saying where to put it."""
+    candidates = []
+    if os.environ.get(QWEN_ENV):
+        candidates.append(Path(os.environ[QWEN_ENV]).expanduser())
+    else:
+        candidates.append(QWEN_LOCAL_DIR)
+        try:
+            from huggingface_hub.constants import HF_HUB_CACHE
+
+            snapshots = Path(HF_HUB_CACHE) / "models--Qwen--Qwen2.5-0.5B-Instruct" / "snapshots"
+            candidates += sorted(snapshots.glob("*"), reverse=True) if snapshots.is_dir() else []
+        except ImportError:
+            pass
+    for path in candidates:
+        if (path / "config.json").is_file() and (any(path.glob("*.safetensors")) or any(path.glob("*.bin"))):
+            return path
+    where = f"${QWEN_ENV} ({candidates[0]})" if os.environ.get(QWEN_ENV) else str(QWEN_LOCAL_DIR)
+    raise ModelLoadError(
+        f"no local weights for qwen2.5-0.5b: put {QWEN_HUB_ID} (config.json, model.safetensors, tokenizer "
+        f"files) in {where} or point ${QWEN_ENV} at a directory holding them (nothing is downloaded)"
+    )
+
+
+def resolve_model(name: str | Path) -> ModelSpec:
+    """`tiny`, `qwen2.5-0.5b` or a local model directory -> ModelSpec (ModelLoadError: one line)."""
+    name = str(name)
+    if name == "tiny":
+        return ModelSpec("tiny", "tiny")
+    if name == "qwen2.5-0.5b":
+        return ModelSpec(name, str(qwen_dir()), real=True)
+    path = Path(name)
+    config = path / "config.json"
+    if not config.is_file() and (path / "adapter_config.json").is_file():  # an adapter: its base decides
+        base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path") or ""
+        base_path = Path(base) if Path(base).is_absolute() else (path / base).resolve()
+        config = base_path / "config.json"
+    if not path.is_dir():
+        raise ModelLoadError(
+            f"--model {name}: expected {', '.join(MODEL_PRESETS)} or a local model directory "
+            "(nothing is downloaded)"
+        )
+    width = json.loads(config.read_text()).get("hidden_size", 0) if config.is_file() else 0
+    return ModelSpec(name, str(path), real=width >= REAL_MODEL_WIDTH)
 
 
 def count_parameters(model) -> int:

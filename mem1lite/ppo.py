@@ -3,6 +3,8 @@
     mem1 ppo --preset quick --init data/checkpoints/sft-mem1 --out runs/ppo-quick
     mem1 ppo --preset standard --init data/checkpoints/sft-mem1 --out runs/ppo
     mem1 ppo --preset standard --init ... --out runs/ppo --resume      # continue from runs/ppo/checkpoint
+    mem1 ppo --model qwen2.5-0.5b --out runs/ppo-qwen                 # LoRA PPO straight from Qwen2.5-0.5B
+    accelerate launch --multi_gpu --num_processes 4 -m mem1lite.cli ppo --init runs/sft --out runs/ppo-4
 
 One step = roll out a batch of episodes with the current policy, score them, then a few epochs of
 clipped PPO updates over minibatches of episodes. The MEM1-specific details, numbered in the code:
@@ -26,10 +28,21 @@ clipped PPO updates over minibatches of episodes. The MEM1-specific details, num
 8. Checkpoints hold the adapter, the value head, both optimisers, the step and the RNG states;
    the task draw and sampling of step k depend only on (seed, k), so a resumed run equals an
    uninterrupted one.
+9. Data parallelism (`accelerate launch`, `Processes`): each process plays a contiguous share of
+   the step's episodes, seeded and recorded as in the whole batch (RolloutConfig.first_episode),
+   and scores them; the scored episodes are then gathered, so that every process holds the whole
+   batch and computes GAE and whitening exactly as one process would. Each minibatch of the
+   one-process run is split across the processes; a process's loss is the sum over its share of
+   the minibatch's policy tokens divided by the minibatch's token count (times the number of
+   processes, which DDP's gradient averaging divides out again), so the all-reduced gradient is the
+   one-process gradient, and the run matches a one-process run to float rounding. One process
+   logs, evaluates and writes checkpoints; all of them check at the end that they hold the very
+   same parameters.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -41,6 +54,7 @@ from pathlib import Path
 import torch
 
 from .masks import DEFAULT_LAYOUT, ValueHead, layout_forward
+from .model import LORA_TARGETS  # noqa: F401  (re-exported: every linear map of a Qwen2 block)
 from .ppo_math import (
     explained_variance,
     gae,
@@ -50,9 +64,6 @@ from .ppo_math import (
     token_rewards,
     value_loss,
 )
-
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-"""every linear layer of a Qwen2 block: the attention projections and the SwiGLU MLP"""
 
 
 class PPOError(RuntimeError):
@@ -66,7 +77,8 @@ class PPOArgs:
     out: str = "runs/ppo"
     """output directory: adapter, value head, card.json, log.jsonl, curves.png, checkpoint/"""
     init: str = "data/checkpoints/sft-mem1"
-    """the SFT checkpoint to start from (the frozen base under the adapter)"""
+    """the base under the adapter (frozen): an SFT checkpoint directory, or a model preset, `tiny` or
+    `qwen2.5-0.5b` (model.py; `--model` on the command line)"""
     preset: str = "quick"
     """'quick' or 'standard'"""
     seed: int = 0
@@ -170,13 +182,19 @@ def make_args(preset: str, **overrides) -> PPOArgs:
 # Model: base + LoRA + value head
 
 
-def build_policy(init: str, args: PPOArgs):
-    """(peft model, value head, tokenizer) from an SFT checkpoint directory [3]."""
+def build_policy(init: str, args: PPOArgs, device=None):
+    """(peft model, value head, tokenizer) from an SFT checkpoint directory or a model preset [3].
+
+    A real model (model.ModelSpec) is loaded in bfloat16 on a GPU, with float32 LoRA weights and
+    value head (peft keeps adapters in float32), and recomputes activations in the backward pass
+    unless the layout is `packed`, which reuses the prompt's KV cache and cannot.
+    """
     from peft import LoraConfig, get_peft_model
 
-    from .model import load_policy
+    from .model import load_policy, resolve_model
 
-    base, tokenizer = load_policy(init)
+    spec = resolve_model(init)
+    base, tokenizer = load_policy(spec.path, dtype=spec.dtype(device))
     base.config.use_cache = True
     for p in base.parameters():
         p.requires_grad_(False)
@@ -184,12 +202,16 @@ def build_policy(init: str, args: PPOArgs):
         r=args.lora_r,
         lora_alpha=args.lora_alpha,
         lora_dropout=0.0,
-        target_modules=list(LORA_TARGETS),
+        target_modules=list(spec.lora_targets),
         task_type="CAUSAL_LM",
     )
     torch.manual_seed(args.seed)
     model = get_peft_model(base, config)
-    head = ValueHead(base.config.hidden_size, dtype=next(base.parameters()).dtype)
+    if spec.gradient_checkpointing and args.layout != "packed":
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.train()  # checkpointing acts in training mode only; dropout is 0 in Qwen2 configs
+    dtype = next(base.parameters()).dtype
+    head = ValueHead(base.config.hidden_size, dtype=torch.float32 if dtype.itemsize < 4 else dtype)
     torch.nn.init.zeros_(head.summary.weight)  # [3] values start at exactly 0
     torch.nn.init.zeros_(head.summary.bias)
     return model, head, tokenizer
@@ -197,6 +219,120 @@ def build_policy(init: str, args: PPOArgs):
 
 def trainable_parameters(model) -> list[torch.nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes: data parallelism under `accelerate launch` [9]
+
+
+class Episodes:
+    """Trajectories handed to the DDP-wrapped module untouched (DDP would rebuild lists and
+    dataclasses in its arguments while looking for tensors to move)."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items):
+        self.items = items
+
+
+class PolicyWithValue(torch.nn.Module):
+    """The LoRA policy and the value head as one module, so that one DDP wrapper all-reduces the
+    gradients of both; forward(Episodes) = layout_forward over them."""
+
+    def __init__(self, policy, head, layout: str, temperature: float):
+        super().__init__()
+        self.policy, self.head = policy, head
+        self.layout, self.temperature = layout, temperature
+
+    def forward(self, episodes: Episodes):
+        return layout_forward(
+            self.policy, episodes.items, self.layout, value_head=self.head, temperature=self.temperature
+        )
+
+
+class Processes:
+    """This process's place in a data-parallel run [9] (`accelerate.Accelerator` underneath).
+
+    Without an accelerator, or with one process, it is rank 0 of 1 and nothing below communicates:
+    the one-process arithmetic is the plain code path.
+    """
+
+    def __init__(self, accelerator=None, module=None):
+        self.accelerator = accelerator
+        self.module = module
+        """the DDP-wrapped PolicyWithValue (several processes only)"""
+        self.rank = accelerator.process_index if accelerator is not None else 0
+        self.world = accelerator.num_processes if accelerator is not None else 1
+
+    @property
+    def main(self) -> bool:
+        """the process that logs, evaluates and writes"""
+        return self.rank == 0
+
+    def shard(self, n: int) -> tuple[int, int]:
+        """[9] This process's contiguous share [lo, hi) of n episodes."""
+        return n * self.rank // self.world, n * (self.rank + 1) // self.world
+
+    def gather(self, items: list) -> list:
+        """Every process's `items` (picklable), concatenated in rank order."""
+        if self.world == 1:
+            return items
+        from accelerate.utils import gather_object
+
+        return gather_object(items)
+
+    def sum(self, values: list[float]) -> list[float]:
+        """Element-wise sums over the processes."""
+        if self.world == 1:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self.accelerator.device)
+        return self.accelerator.reduce(t, reduction="sum").tolist()
+
+    def decide(self, flag: bool) -> bool:
+        """The main process's `flag`, on every process (a time budget is read on one clock)."""
+        if self.world == 1:
+            return flag
+        from accelerate.utils import broadcast_object_list
+
+        return bool(broadcast_object_list([flag], from_process=0)[0])
+
+    def wait(self) -> None:
+        if self.world > 1:
+            self.accelerator.wait_for_everyone()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        if self.accelerator is not None:
+            self.accelerator.backward(loss)
+        else:
+            loss.backward()
+
+    def gather_scored(self, trajs, logprobs, ref_logprobs, values, mask, seconds: float):
+        """[9] The whole batch on every process: trajectories and their (B, T) scores, re-padded."""
+        from torch.nn.utils.rnn import pad_sequence
+
+        counts = mask.sum(-1).tolist()
+        rows = self.gather(
+            [
+                (t, logprobs[b, :c].cpu(), ref_logprobs[b, :c].cpu(), values[b, :c].cpu(), seconds)
+                for b, (t, c) in enumerate(zip(trajs, counts))
+            ]
+        )
+        device = logprobs.device
+
+        def pad(k):
+            return pad_sequence([r[k] for r in rows], batch_first=True).to(device)
+
+        full_mask = pad_sequence([torch.ones(len(r[1]), dtype=torch.bool) for r in rows], batch_first=True)
+        return [r[0] for r in rows], pad(1), pad(2), pad(3), full_mask.to(device), max(r[4] for r in rows)
+
+    def digests(self, *modules) -> list[str]:
+        """Every process's sha256 of its trainable parameters' bytes, in rank order."""
+        h = hashlib.sha256()
+        for m in modules:
+            for p in m.parameters():
+                if p.requires_grad:
+                    h.update(p.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        return self.gather([h.hexdigest()])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,13 +354,19 @@ def step_seed(seed: int, step: int) -> int:
     return (seed * 1_000_003 + step * 7919) % (2**31 - 1)
 
 
-def collect(model, head, tokenizer, domain, args: PPOArgs, step: int) -> Batch:
-    """[1] roll out a batch, [2] score it under the layout, [4] rewards, GAE, [5] whitening."""
+def collect(
+    model, head, tokenizer, domain, args: PPOArgs, step: int, procs: Processes | None = None
+) -> Batch:
+    """[1] roll out a batch, [2] score it under the layout, [4] rewards, GAE, [5] whitening.
+    [9] Several processes: each plays and scores its share, then all hold the whole batch."""
     from .rollout import GenerationConfig, ModelPolicy, RolloutConfig, run_episodes
 
+    procs = procs or Processes()
     n = args.objectives[step % len(args.objectives)]
     seed = step_seed(args.seed, step)
     tasks = domain.tasks(args.split, n, args.episodes_per_step, seed=seed)
+    first, last = procs.shard(len(tasks))  # [9] (0, all) for one process
+    tasks = tasks[first:last]
     envs = [domain.environment(t) for t in tasks]
     policy = ModelPolicy(
         model,
@@ -237,25 +379,28 @@ def collect(model, head, tokenizer, domain, args: PPOArgs, step: int) -> Batch:
         name="ppo",
     )
     t0 = time.perf_counter()
-    trajs = run_episodes(
-        policy, tokenizer, envs, RolloutConfig(agent=args.agent, seed=seed, progress=False), tasks
-    )
+    rollout = RolloutConfig(agent=args.agent, seed=seed, progress=False, first_episode=first)
+    trajs = run_episodes(policy, tokenizer, envs, rollout, tasks)
     rollout_s = time.perf_counter() - t0
     with torch.no_grad():
         out = layout_forward(model, trajs, args.layout, value_head=head, temperature=args.temperature)  # [2]
         with model.disable_adapter():  # [3] the reference policy
             ref = layout_forward(model, trajs, args.layout, temperature=args.temperature)
-    mask = out.mask
-    rewards = torch.zeros_like(out.logprobs)
-    advantages = torch.zeros_like(out.logprobs)
-    returns = torch.zeros_like(out.logprobs)
-    kls = torch.zeros_like(out.logprobs)
+    logprobs, ref_logprobs, values, mask = out.logprobs, ref.logprobs, out.values, out.mask
+    if procs.world > 1:  # [9]
+        trajs, logprobs, ref_logprobs, values, mask, rollout_s = procs.gather_scored(
+            trajs, logprobs, ref_logprobs, values, mask, rollout_s
+        )
+    rewards = torch.zeros_like(logprobs)
+    advantages = torch.zeros_like(logprobs)
+    returns = torch.zeros_like(logprobs)
+    kls = torch.zeros_like(logprobs)
     for b, t in enumerate(trajs):
         T = int(mask[b].sum())
-        r, kl = token_rewards(out.logprobs[b, :T], ref.logprobs[b, :T], float(t.em), args.kl_coef)  # [4]
-        adv, ret = gae(r, out.values[b, :T], args.gamma, args.lam)
+        r, kl = token_rewards(logprobs[b, :T], ref_logprobs[b, :T], float(t.em), args.kl_coef)  # [4]
+        adv, ret = gae(r, values[b, :T], args.gamma, args.lam)
         rewards[b, :T], advantages[b, :T], returns[b, :T], kls[b, :T] = r, adv, ret, kl
-    fmask = mask.to(out.logprobs.dtype)
+    fmask = mask.to(logprobs.dtype)
     advantages = masked_whiten(advantages, fmask)  # [5]
     generated = sum(len(turn.output_ids) for t in trajs for turn in t.turns)
     stats = {
@@ -271,11 +416,16 @@ def collect(model, head, tokenizer, domain, args: PPOArgs, step: int) -> Batch:
         "rollout_seconds": rollout_s,
         "rollout_tokens_per_s": generated / max(rollout_s, 1e-9),
     }
-    return Batch(trajs, advantages, returns, out.logprobs, out.values, mask, stats)
+    return Batch(trajs, advantages, returns, logprobs, values, mask, stats)
 
 
-def update(model, head, batch: Batch, optimizers, args: PPOArgs, step: int) -> dict:
-    """[6] ppo_epochs passes of clipped updates over minibatches of episodes."""
+def update(
+    model, head, batch: Batch, optimizers, args: PPOArgs, step: int, procs: Processes | None = None
+) -> dict:
+    """[6] ppo_epochs passes of clipped updates over minibatches of episodes. [9] Several processes:
+    each takes its share of every minibatch, weighted so that the all-reduced gradient is the
+    one-process gradient."""
+    procs = procs or Processes()
     g = torch.Generator().manual_seed(step_seed(args.seed, step) + 1)
     n = len(batch.trajs)
     logs: dict[str, list[float]] = {}
@@ -287,8 +437,14 @@ def update(model, head, batch: Batch, optimizers, args: PPOArgs, step: int) -> d
         order = torch.randperm(n, generator=g).tolist()
         for s in range(0, n, args.minibatch_episodes):
             idx = order[s : s + args.minibatch_episodes]
+            if procs.world > 1:  # [9] this process's share of the minibatch, and the minibatch's tokens
+                minibatch_tokens = int(batch.mask[torch.tensor(idx)].sum())
+                idx = idx[procs.rank :: procs.world]
             trajs = [batch.trajs[i] for i in idx]
-            out = layout_forward(model, trajs, args.layout, value_head=head, temperature=args.temperature)
+            if procs.world > 1:
+                out = procs.module(Episodes(trajs))  # through DDP, which all-reduces the gradients
+            else:
+                out = layout_forward(model, trajs, args.layout, value_head=head, temperature=args.temperature)
             T = out.logprobs.shape[1]
             sel = torch.tensor(idx)
             mask = batch.mask[sel][:, :T].to(out.logprobs.dtype)
@@ -298,6 +454,17 @@ def update(model, head, batch: Batch, optimizers, args: PPOArgs, step: int) -> d
             v_loss = value_loss(out.values, old_v, ret, mask, args.clip_value)
             entropy = masked_mean(out.entropy, mask)
             loss = pg_loss + args.vf_coef * v_loss - args.entropy_coef * entropy
+            if procs.world > 1:  # [9] sum over this share / minibatch tokens, times the processes
+                share = float(mask.sum()) / max(minibatch_tokens, 1)
+                loss = loss * (share * procs.world)
+                ratio = masked_mean(torch.exp(out.logprobs - old_lp).detach(), mask)
+                local = [pg_loss, v_loss, entropy, clipfrac, approx_kl, ratio]
+                agreed = procs.sum(
+                    [0.0 if torch.isfinite(loss) else 1.0] + [float(x.detach()) * share for x in local]
+                )
+                pg_loss, v_loss, entropy, clipfrac, approx_kl, ratio = agreed[1:]  # logged: global means
+                if agreed[0] > 0:  # every process raises together rather than leave the others waiting
+                    loss = loss * float("nan")
             if not torch.isfinite(loss):  # [7]
                 raise PPOError(
                     f"non-finite loss at step {step} (policy {float(pg_loss)}, value {float(v_loss)}, "
@@ -308,13 +475,17 @@ def update(model, head, batch: Batch, optimizers, args: PPOArgs, step: int) -> d
                 logs["max_abs_log_ratio_first"] = [
                     float(((out.logprobs - old_lp).abs() * mask).max().detach())
                 ]
+                if procs.world > 1:
+                    first_ratio = float(ratio)
+                    worst = procs.gather(logs["max_abs_log_ratio_first"])
+                    logs["max_abs_log_ratio_first"] = [max(worst)]
             for opt in optimizers:
                 opt.zero_grad(set_to_none=True)
-            loss.backward()
+            procs.backward(loss)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
             for opt in optimizers:
                 opt.step()
-            trained_tokens += int(mask.sum())
+            trained_tokens += minibatch_tokens if procs.world > 1 else int(mask.sum())
             for k, v in (
                 ("policy_loss", pg_loss),
                 ("value_loss", v_loss),
@@ -366,10 +537,13 @@ def save_adapter(path: Path, model, head, base: str) -> None:
     cfg_path = path / "adapter_config.json"
     cfg = json.loads(cfg_path.read_text())
     base_abs = Path(base).resolve()
-    try:
-        cfg["base_model_name_or_path"] = str(Path(_relpath(base_abs, path.resolve())))
-    except ValueError:
-        cfg["base_model_name_or_path"] = str(base_abs)
+    if str(base) == "tiny":  # the untrained tiny model (model.load_policy rebuilds it)
+        cfg["base_model_name_or_path"] = "tiny"
+    else:
+        try:
+            cfg["base_model_name_or_path"] = str(Path(_relpath(base_abs, path.resolve())))
+        except ValueError:
+            cfg["base_model_name_or_path"] = str(base_abs)
     cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
     torch.save(head.state_dict(), path / "value_head.pt")
 
@@ -453,11 +627,24 @@ def compare_to_start(model, tokenizer, domain, args: PPOArgs) -> dict:
 
 
 def train_ppo(args: PPOArgs) -> dict:
+    """The run. Under `accelerate launch` every process runs this; the main one writes [9]."""
+    from datetime import timedelta
+
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
     from tqdm.auto import tqdm
 
     from .domains import load_domain
+    from .model import resolve_model
     from .plots import ppo_curves
 
+    # [9] one process unless `accelerate launch` started several (gloo on CPU, NCCL on GPUs); the
+    # main process may evaluate for a while as the others wait at the next gather
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(hours=2))],
+    )
+    procs = Processes(accelerator)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     ckpt = out / "checkpoint"
@@ -465,71 +652,92 @@ def train_ppo(args: PPOArgs) -> dict:
         raise FileExistsError(f"{out} is not empty; choose another --out, delete it, or pass --resume")
     if args.resume and not (ckpt / "state.json").is_file():
         raise PPOError(f"--resume: no checkpoint at {ckpt}")
-    out.mkdir(parents=True, exist_ok=True)
+    if args.episodes_per_step % procs.world or args.minibatch_episodes % procs.world:
+        raise PPOError(
+            f"{procs.world} processes: episodes per step ({args.episodes_per_step}) and per minibatch "
+            f"({args.minibatch_episodes}) must both be multiples of the number of processes"
+        )
+    spec = resolve_model(args.init)
+    procs.wait()  # every process has looked at `out` before the main one writes into it
+    if procs.main:
+        out.mkdir(parents=True, exist_ok=True)
     domain = load_domain(args.env, args.data)
     if args.objectives == PPOArgs.objectives:  # the QA default, N = 2: within the domain's sizes
         from .domains import fit_objectives
 
         args = replace(args, objectives=fit_objectives(args.objectives, domain))
-    model, head, tokenizer = build_policy(args.init, args)
+    model, head, tokenizer = build_policy(args.init, args, device=accelerator.device)
     actor = torch.optim.AdamW(trainable_parameters(model), lr=args.actor_lr, weight_decay=0.0)
     critic = torch.optim.AdamW(head.parameters(), lr=args.critic_lr, weight_decay=0.0)
+    # [9] one process: moved to the device, nothing wrapped; several: DDP around policy + value head
+    procs.module, actor, critic = accelerator.prepare(
+        PolicyWithValue(model, head, args.layout, args.temperature), actor, critic
+    )
     optimizers = [actor, critic]
     start, history = 0, []
     if args.resume:
         start, history = load_checkpoint(ckpt, model, head, optimizers)
-        print(f"resumed from {ckpt} at step {start}", flush=True)
+        if procs.main:
+            print(f"resumed from {ckpt} at step {start}", flush=True)
     log_path = out / "log.jsonl"
-    log_path.write_text("".join(json.dumps(h) + "\n" for h in history))
+    if procs.main:
+        log_path.write_text("".join(json.dumps(h) + "\n" for h in history))
     t_start = time.perf_counter()
-    if start == 0 and args.eval_every:
+    if start == 0 and args.eval_every and procs.main:
         history.append({"step": 0, "minutes": 0.0} | evaluate_dev(model, tokenizer, domain, args))
         with open(log_path, "a") as f:
             f.write(json.dumps(history[-1]) + "\n")
-    bar = tqdm(range(start, args.steps), desc="ppo", initial=start, total=args.steps)
+    bar = tqdm(range(start, args.steps), desc="ppo", initial=start, total=args.steps, disable=not procs.main)
     step = start
     for step in bar:
-        batch = collect(model, head, tokenizer, domain, args, step)
-        upd = update(model, head, batch, optimizers, args, step)
+        batch = collect(model, head, tokenizer, domain, args, step, procs)
+        upd = update(model, head, batch, optimizers, args, step, procs)
         record = (
             {"step": step + 1, "minutes": round((time.perf_counter() - t_start) / 60, 2)} | batch.stats | upd
         )
-        if args.eval_every and (step + 1) % args.eval_every == 0:
+        if args.eval_every and (step + 1) % args.eval_every == 0 and procs.main:
             record |= evaluate_dev(model, tokenizer, domain, args)
         history.append(record)
-        with open(log_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        bar.set_postfix(
-            reward=f"{record['reward']:.2f}", kl=f"{record['kl']:.3f}", clip=f"{record['clipfrac']:.2f}"
-        )
-        print(
-            f"step {step + 1:3d}  reward {record['reward']:.3f}  kl {record['kl']:.4f}  clipfrac "
-            f"{record['clipfrac']:.3f}  approx_kl {record['approx_kl']:.4f}  "
-            f"entropy {record['entropy']:.3f}  "
-            f"value_loss {record['value_loss']:.4f}  ev {record['explained_variance']:.3f}  peak "
-            f"{record['peak_tokens']:.0f}  tok/s {record['rollout_tokens_per_s']:.0f}/"
-            f"{record['train_tokens_per_s']:.0f}"
-            + (
-                f"  dev_em/obj {record['dev_em_per_objective']:.3f}"
-                if "dev_em_per_objective" in record
-                else ""
-            ),
-            flush=True,
-        )
-        if (step + 1) % args.checkpoint_every == 0 or step + 1 == args.steps:
-            save_checkpoint(ckpt, model, head, optimizers, step + 1, args.init, history)
-        if (time.perf_counter() - t_start) / 60 >= args.minutes:
-            print(f"time budget of {args.minutes} min reached after step {step + 1}", flush=True)
-            save_checkpoint(ckpt, model, head, optimizers, step + 1, args.init, history)
+        if procs.main:
+            with open(log_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            bar.set_postfix(
+                reward=f"{record['reward']:.2f}", kl=f"{record['kl']:.3f}", clip=f"{record['clipfrac']:.2f}"
+            )
+            print(
+                f"step {step + 1:3d}  reward {record['reward']:.3f}  kl {record['kl']:.4f}  clipfrac "
+                f"{record['clipfrac']:.3f}  approx_kl {record['approx_kl']:.4f}  "
+                f"entropy {record['entropy']:.3f}  "
+                f"value_loss {record['value_loss']:.4f}  ev {record['explained_variance']:.3f}  peak "
+                f"{record['peak_tokens']:.0f}  tok/s {record['rollout_tokens_per_s']:.0f}/"
+                f"{record['train_tokens_per_s']:.0f}"
+                + (
+                    f"  dev_em/obj {record['dev_em_per_objective']:.3f}"
+                    if "dev_em_per_objective" in record
+                    else ""
+                ),
+                flush=True,
+            )
+            if (step + 1) % args.checkpoint_every == 0 or step + 1 == args.steps:
+                save_checkpoint(ckpt, model, head, optimizers, step + 1, spec.path, history)
+        if procs.decide((time.perf_counter() - t_start) / 60 >= args.minutes):
+            if procs.main:
+                print(f"time budget of {args.minutes} min reached after step {step + 1}", flush=True)
+                save_checkpoint(ckpt, model, head, optimizers, step + 1, spec.path, history)
             break
     bar.close()
-    save_adapter(out, model, head, args.init)
+    digests = procs.digests(model, head)  # [9] every process must hold the very same parameters
+    if len(set(digests)) > 1:
+        raise PPOError(f"the {procs.world} processes ended with different parameters: {digests}")
+    if not procs.main:
+        return {}
+    save_adapter(out, model, head, spec.path)
     comparison = compare_to_start(model, tokenizer, domain, args) if args.final_eval else {}
     fig = ppo_curves(history, title=f"PPO {args.preset} from {Path(args.init).name}")
     fig.savefig(out / "curves.png", dpi=110)
     card = {
         "kind": "ppo",
-        "base": str(Path(args.init)),
+        "base": spec.path if spec.path == "tiny" else str(Path(spec.path)),
         "command": f"mem1 ppo --preset {args.preset} --init {args.init} --out {args.out} --seed {args.seed}"
         + (f" --env {args.env}" if args.env != "qa" else ""),
         "args": asdict(args),
@@ -537,6 +745,8 @@ def train_ppo(args: PPOArgs) -> dict:
         "minutes": round((time.perf_counter() - t_start) / 60, 1),
         "last": history[-1] if history else {},
         "dev_comparison": comparison,
+        "processes": procs.world,
+        "parameter_sha256_per_process": digests,
     }
     (out / "card.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
     return card
