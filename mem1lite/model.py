@@ -185,6 +185,36 @@ class ModelSpec:
         return torch.bfloat16 if self.real and cuda else torch.float32
 
 
+QWEN2_5_0_5B = dict(
+    hidden_size=896,
+    intermediate_size=4864,
+    num_hidden_layers=24,
+    num_attention_heads=14,
+    num_key_value_heads=2,
+    vocab_size=151936,
+    tie_word_embeddings=True,
+    max_position_embeddings=32768,
+    rope_theta=1_000_000.0,
+    rms_norm_eps=1e-6,
+    hidden_act="silu",
+    attention_dropout=0.0,
+    use_sliding_window=False,
+    bos_token_id=151643,
+    eos_token_id=151645,
+)
+"""The architecture of Qwen/Qwen2.5-0.5B-Instruct (its config.json, written out by hand: nothing is
+downloaded), for tests and timings of a randomly initialised model of the real size (494 M
+parameters, 136 M of them the tied embedding)"""
+
+
+def qwen2_5_0_5b_config(**overrides):
+    """A Qwen2Config of the real Qwen2.5-0.5B size; `overrides` (e.g. a smaller `vocab_size` for a
+    test tokenizer, or its `pad_token_id`) replace fields."""
+    from transformers import Qwen2Config
+
+    return Qwen2Config(**(QWEN2_5_0_5B | overrides))
+
+
 def qwen_dir() -> Path:
     """The local Qwen2.5-0.5B-Instruct directory, or ModelLoadError saying where to put it."""
     candidates = []

@@ -3,6 +3,8 @@
     mem1 sft --preset quick --out runs/sft-quick          # minutes: mechanics, not skill
     mem1 sft --preset standard --out runs/sft             # the shipped recipe (<= 2 h on 2 cores)
     mem1 sft --preset standard --objectives 2 --out runs/sft-n2   # the paper's N = 2-only data
+    mem1 sft --preset quick --model qwen2.5-0.5b --out runs/sft-qwen   # a real Qwen checkpoint (local)
+    accelerate launch --multi_gpu --num_processes 4 -m mem1lite.cli sft --model qwen2.5-0.5b --out runs/sft-q4
 
 The data are the scripted teacher's turns on the `sft` pool, in exactly the view the mem1 agent
 feeds the model (prompt + previous response + previous observation -> next response). Training is
@@ -23,6 +25,12 @@ The recipe, and why (docs/DESIGN.md has the measurements behind it):
    entries (the paper uses N = 2 only; `--objectives 2` gives that variant).
 5. A reading probe runs every few minutes (probe.py): teacher-forced accuracy of name tokens on
    `dev` (first / second part, copied / extracted), and greedy dev EM at N = 1, 2 now and then.
+6. Under `accelerate launch` the Trainer runs data-parallel (DDP: each process takes its share of
+   every step's packs, gradients all-reduced). Gradient accumulation is divided by the number of
+   processes, so a step sees the same tokens as with one process. The data are built by the main
+   process first (the others read its cache); the probe, the snapshots, the final evaluation and
+   the card are the main process's; the stage clock is read on the main process and its decision
+   broadcast, so that every process stops at the same step.
 """
 
 from __future__ import annotations
@@ -70,7 +78,10 @@ class SFTArgs:
     seed: int = 0
     """seeds the model init, the data draw and the trainer"""
     init: str | None = None
-    """start from this checkpoint directory instead of a fresh tiny model"""
+    """start from this checkpoint directory instead of a fresh tiny model (the same as `model`)"""
+    model: str = "tiny"
+    """base model: `tiny` (fresh, from scratch), `qwen2.5-0.5b` or a local directory (model.py presets;
+    a real model trains in float32 weights with bfloat16 autocast on a GPU and checkpointing)"""
     objectives: tuple[int, ...] = (1, 2, 3, 4)
     """task sizes in the data, drawn in equal shares"""
     tasks: int = 24_000
@@ -230,7 +241,9 @@ class _Budget:
         return (time.perf_counter() - self.start) / 60
 
 
-def _callbacks(args: SFTArgs, stage: Stage, clock: _Budget, probe, log_path: Path):
+def _callbacks(args: SFTArgs, stage: Stage, clock: _Budget, probe, log_path: Path, processes=None):
+    """The stage clock on every process; the probe on the main process only (`probe` is None on the
+    others). [6] `processes` (an accelerate PartialState) makes the clock's decision the main one's."""
     from transformers import TrainerCallback
 
     class StageClock(TrainerCallback):
@@ -238,7 +251,12 @@ def _callbacks(args: SFTArgs, stage: Stage, clock: _Budget, probe, log_path: Pat
             self.t0 = time.perf_counter()
 
         def on_step_end(self, a, state, control, **kw):
-            if (time.perf_counter() - self.t0) / 60 >= stage.minutes:
+            stop = (time.perf_counter() - self.t0) / 60 >= stage.minutes
+            if processes is not None and processes.num_processes > 1:
+                from accelerate.utils import broadcast_object_list
+
+                stop = bool(broadcast_object_list([stop], from_process=0)[0])
+            if stop:
                 control.should_training_stop = True
 
     class Probe(TrainerCallback):
@@ -282,7 +300,7 @@ def _callbacks(args: SFTArgs, stage: Stage, clock: _Budget, probe, log_path: Pat
         def on_train_end(self, a, state, control, model=None, **kw):
             self._run(state, model, force_em=True)
 
-    return [StageClock(), Probe()]
+    return [StageClock()] + ([Probe()] if probe is not None else [])
 
 
 class ReadingProbe:
@@ -342,12 +360,18 @@ def _fast_sft_trainer():
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             labels = inputs["labels"][:, 1:]
             keep = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}
-            hidden = model.model(**keep, use_cache=False).last_hidden_state[:, :-1]
-            scored = labels != -100
-            logits = model.lm_head(hidden[scored])
-            targets = labels[scored]
+            # The LM head runs only where some row is scored (`logits_to_keep`), and the call goes
+            # through `model` itself, so that under DDP the wrapper sees the forward and all-reduces.
+            positions = (labels != -100).any(0).nonzero()[:, 0]  # (K,) positions over all rows
+            logits = model(**keep, use_cache=False, logits_to_keep=positions).logits  # (B, K, V)
+            targets = labels[:, positions]  # (B, K)
+            scored = targets != -100
+            logits, targets = logits[scored], targets[scored]
             n = num_items_in_batch if num_items_in_batch is not None else scored.sum()
             loss = F.cross_entropy(logits.float(), targets, reduction="sum") / torch.as_tensor(n).clamp(min=1)
+            if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+                if self.accelerator.num_processes > 1:  # n counts every process's tokens; DDP averages
+                    loss = loss * self.accelerator.num_processes
             mode = "train" if model.training else "eval"
             with torch.no_grad():
                 accuracy = (
@@ -366,51 +390,75 @@ def _sha256(path: Path) -> str:
 def train_sft(args: SFTArgs) -> dict:
     """Run every stage, save the model with its card, and return the card."""
     import datasets
+    from accelerate import PartialState
     from transformers import set_seed
     from trl import SFTConfig
 
     from .domains import load_domain
-    from .model import TINY_DIR, build_tiny_model, count_parameters, load_policy, load_tokenizer
+    from .model import (
+        TINY_DIR,
+        build_tiny_model,
+        count_parameters,
+        load_policy,
+        load_tokenizer,
+        resolve_model,
+    )
     from .plots import probe_curves
 
     datasets.disable_progress_bars()
+    cuda = torch.cuda.is_available()
+    processes = PartialState(cpu=not cuda)  # [6] one process unless `accelerate launch` started several
+    main = processes.is_main_process
+    say = print if main else (lambda *a, **k: None)
     torch.set_num_threads(args.threads)
     set_seed(args.seed)
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty; choose another --out or delete it")
+    spec = resolve_model(args.init or args.model)
     work = out.with_name(out.name + ".partial")
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
+    processes.wait_for_everyone()  # every process has looked at `out` before the main one writes
+    if main:
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir(parents=True)
     clock = _Budget()
     domain = load_domain(args.env, args.data)
     args = fit_to_domain(args, domain)
-    if args.init:
-        model, tokenizer = load_policy(args.init)
+    if spec.path != "tiny":  # float32 weights; a real model gets bfloat16 autocast on a GPU below
+        model, tokenizer = load_policy(spec.path)
     else:
         tokenizer = load_tokenizer(TINY_DIR)
         model = build_tiny_model(seed=args.seed)
-    print(
-        f"model: {count_parameters(model) / 1e6:.2f} M parameters; "
+    say(
+        f"model: {spec.name}, {count_parameters(model) / 1e6:.2f} M parameters; "
         f"building teacher data ({args.tasks} tasks, "
         f"N in {list(args.objectives)}, agent {args.agent})",
         flush=True,
     )
     t0 = time.perf_counter()
-    rows = teacher_sft_data(domain, tokenizer, args)
+    with processes.main_process_first():  # [6] the others read the main process's cache
+        rows = teacher_sft_data(domain, tokenizer, args)
     n_tokens = sum(len(r) for r in rows["input_ids"])
-    print(
+    say(
         f"{len(rows)} samples, {n_tokens / 1e6:.1f} M tokens, in {time.perf_counter() - t0:.0f} s", flush=True
     )
-    probe = ReadingProbe(domain, tokenizer, args)
+    probe = ReadingProbe(domain, tokenizer, args) if main else None
     log_path = work / "probe.jsonl"
+    # [6] the same tokens per optimizer step as one process: accumulation split over the processes
+    grad_accum = max(1, round(args.grad_accum / processes.num_processes))
+    if grad_accum * processes.num_processes != args.grad_accum:
+        say(
+            f"{processes.num_processes} processes x {grad_accum} accumulated packs per step "
+            f"(one process: {args.grad_accum})",
+            flush=True,
+        )
     for i, stage in enumerate(args.stages):
         dataset = to_dataset(rows, stage.loss_on, seed=args.seed + i)
         config = SFTConfig(
             output_dir=str(work / f"trainer-{stage.name}"),
             per_device_train_batch_size=args.batch_packs,
-            gradient_accumulation_steps=args.grad_accum,
+            gradient_accumulation_steps=grad_accum,
             learning_rate=stage.lr,
             lr_scheduler_type=stage.schedule,
             warmup_steps=stage.warmup_steps,
@@ -423,11 +471,12 @@ def train_sft(args: SFTArgs) -> dict:
             logging_steps=10,
             save_strategy="no",
             report_to="none",
-            bf16=False,
-            use_cpu=True,
+            bf16=spec.real and cuda,
+            use_cpu=not cuda,
             # TRL turns activation checkpointing on by default; a 1.7 M model needs no memory saving,
-            # and recomputing every forward cost ~30% of the step time here.
-            gradient_checkpointing=False,
+            # and recomputing every forward cost ~30% of the step time here. A real model needs it.
+            gradient_checkpointing=spec.gradient_checkpointing,
+            ddp_find_unused_parameters=False,
             seed=args.seed,
             dataloader_num_workers=0,
             disable_tqdm=not os.environ.get("MEM1_TQDM", "1") == "1",
@@ -437,17 +486,23 @@ def train_sft(args: SFTArgs) -> dict:
             args=config,
             train_dataset=dataset,
             processing_class=tokenizer,
-            callbacks=_callbacks(args, stage, clock, probe, log_path),
+            callbacks=_callbacks(args, stage, clock, probe, log_path, processes),
         )
-        print(
+        say(
             f"stage {stage.name}: loss on {stage.loss_on} tokens, lr {stage.lr}, {stage.schedule}, "
             f"<= {stage.minutes} min",
             flush=True,
         )
         trainer.train()
         model = trainer.model
-        shutil.rmtree(work / f"trainer-{stage.name}", ignore_errors=True)
+        if main:
+            shutil.rmtree(work / f"trainer-{stage.name}", ignore_errors=True)
 
+    digests = _parameter_digests(model, processes)  # [6] DDP keeps the processes equal: checked
+    if len(set(digests)) > 1:
+        raise RuntimeError(f"the {processes.num_processes} processes ended with different weights: {digests}")
+    if not main:
+        return {}
     print("final evaluation (greedy, mem1 agent)", flush=True)
     final = {}
     for n in args.final_eval_objectives:
@@ -473,7 +528,11 @@ def train_sft(args: SFTArgs) -> dict:
             )
             + ([f"--agent {args.agent}"] if args.agent != "mem1" else [])
             + ([f"--env {args.env}"] if args.env != "qa" else [])
+            + ([f"--model {args.init or args.model}"] if spec.path != "tiny" else [])
         ),
+        "model": spec.name,
+        "processes": processes.num_processes,
+        "parameter_sha256_per_process": digests,
         "args": asdict(args),
         "minutes": round(clock.minutes(), 1),
         "parameters": count_parameters(model),
@@ -489,6 +548,18 @@ def train_sft(args: SFTArgs) -> dict:
     work.rename(out)
     print(json.dumps(card["dev_metrics"], indent=1))
     return card
+
+
+def _parameter_digests(model, processes) -> list[str]:
+    """Every process's sha256 of its weights' bytes, in rank order."""
+    h = hashlib.sha256()
+    for p in model.parameters():
+        h.update(p.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    if processes.num_processes == 1:
+        return [h.hexdigest()]
+    from accelerate.utils import gather_object
+
+    return gather_object([h.hexdigest()])
 
 
 def fit_to_domain(args: SFTArgs, domain) -> SFTArgs:
