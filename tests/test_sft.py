@@ -110,6 +110,8 @@ def test_miniature_run_writes_a_complete_checkpoint_with_its_card(small_init, tm
         em_tasks=2,
         final_eval_tasks=2,
         final_eval_objectives=(1,),
+        sft_pool_eval_tasks=2,
+        probe_max_new_tokens=24,
         threads=1,
     )
     before = {
@@ -135,7 +137,8 @@ def test_miniature_run_writes_a_complete_checkpoint_with_its_card(small_init, tm
     records = [json.loads(x) for x in (out / "probe.jsonl").read_text().splitlines()]
     # a probe at the first step (the baseline), then one at each stage's end
     assert [(r["stage"], r["step"]) for r in records] == [("read", 1), ("read", 3), ("respond", 2)]
-    assert "em_per_objective_n1" in card["dev_metrics"] and "response_token_acc" in card["dev_metrics"]
+    metrics = card["dev_metrics"]
+    assert {"em_per_objective_n1", "sft_pool_em_per_objective_n2", "response_token_acc"} <= set(metrics)
     from mem1lite.model import load_policy
 
     model, _ = load_policy(out)
