@@ -201,7 +201,15 @@ def webshop_eval(args: argparse.Namespace) -> None:
 # mem1 sft
 
 
+def _base_model(args: argparse.Namespace, default: str | None) -> str | None:
+    """--model and --init name the same thing (the base model); both given must agree."""
+    if args.model and args.init and args.model != args.init:
+        raise UserError(f"--model {args.model} and --init {args.init} disagree: give one of them")
+    return args.model or args.init or default
+
+
 def cmd_sft(args: argparse.Namespace) -> None:
+    from .model import ModelLoadError
     from .sft import make_args, train_sft
 
     objectives = tuple(int(x) for x in args.objectives.split(",")) if args.objectives else None
@@ -209,7 +217,7 @@ def cmd_sft(args: argparse.Namespace) -> None:
         args.preset,
         out=args.out,
         seed=args.seed,
-        init=args.init,
+        model=_base_model(args, "tiny"),
         objectives=objectives,
         agent=args.agent,
         env=args.env,
@@ -223,7 +231,10 @@ def cmd_sft(args: argparse.Namespace) -> None:
             sft_args,
             stages=tuple(replace(s, minutes=s.minutes * args.minutes_scale) for s in sft_args.stages),
         )
-    train_sft(sft_args)
+    try:
+        train_sft(sft_args)
+    except ModelLoadError as exc:
+        raise UserError(str(exc)) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,10 +246,13 @@ def cmd_ppo(args: argparse.Namespace) -> None:
     from .ppo import PPOError, make_args, train_ppo
 
     objectives = tuple(int(x) for x in args.objectives.split(",")) if args.objectives else None
+    init = _base_model(args, None)
+    if init is None:
+        raise UserError("name the base under the adapter: --init DIR (an SFT checkpoint) or --model PRESET")
     ppo_args = make_args(
         args.preset,
         out=args.out,
-        init=args.init,
+        init=init,
         seed=args.seed,
         resume=args.resume,
         steps=args.steps,
@@ -481,7 +495,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="quick", choices=["quick", "standard"])
     p.add_argument("--out", required=True, help="output directory (must not exist or be empty)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--init", help="start from this checkpoint directory")
+    p.add_argument("--init", help="start from this checkpoint directory (the same as --model DIR)")
+    p.add_argument(
+        "--model", help="base model: tiny (default, from scratch), qwen2.5-0.5b (a local copy) or a directory"
+    )
     p.add_argument("--objectives", help="comma-separated task sizes of the data, e.g. 2 or 1,2,3,4")
     p.add_argument("--agent", default=None, choices=["mem1", "full"], help="whose view the samples take")
     p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
@@ -492,7 +509,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ppo", help="LoRA PPO on masked trajectories, from an SFT checkpoint")
     p.add_argument("--preset", default="quick", choices=["quick", "standard"])
-    p.add_argument("--init", required=True, help="SFT checkpoint directory")
+    p.add_argument("--init", help="SFT checkpoint directory: the frozen base under the adapter")
+    p.add_argument("--model", help="or a model preset as the base: qwen2.5-0.5b (a local copy), tiny")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")

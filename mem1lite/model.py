@@ -93,13 +93,16 @@ def load_policy(path: str | Path, dtype: torch.dtype | None = None, attn_impleme
     """Load (model, tokenizer) from a local directory: a full model, or a peft adapter dir whose
     `adapter_config.json` names its base model directory.
 
-    `path` may be `tiny` (a fresh untrained tiny model) or any local directory in the Hugging Face
-    layout, including a real Qwen2.5 checkpoint.
+    `path` may be `tiny` (a fresh untrained tiny model), `qwen2.5-0.5b` (its local directory, see
+    `resolve_model`) or any local directory in the Hugging Face layout, including a real Qwen2.5
+    checkpoint.
     """
     from transformers import AutoModelForCausalLM
 
     if str(path) == "tiny":
         return build_tiny_model(dtype=dtype or torch.float32), load_tokenizer(TINY_DIR)
+    if str(path) in MODEL_PRESETS:  # qwen2.5-0.5b: its local directory (resolve_model)
+        path = resolve_model(path).path
     path = Path(path)
     if not path.is_dir():
         raise ModelLoadError(

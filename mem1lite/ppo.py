@@ -208,7 +208,7 @@ def build_policy(init: str, args: PPOArgs, device=None):
     torch.manual_seed(args.seed)
     model = get_peft_model(base, config)
     if spec.gradient_checkpointing and args.layout != "packed":
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.train()  # checkpointing acts in training mode only; dropout is 0 in Qwen2 configs
     dtype = next(base.parameters()).dtype
     head = ValueHead(base.config.hidden_size, dtype=torch.float32 if dtype.itemsize < 4 else dtype)
