@@ -433,7 +433,8 @@ def _sample(logits: torch.Tensor, cfg: GenerationConfig, generators: Sequence[to
         keep = (probs.cumsum(-1) - probs) < cfg.top_p  # always keeps the first
         probs = probs * keep
     cdf = probs.cumsum(-1)  # (B, V)
-    u = torch.stack([torch.rand((), generator=g, dtype=cdf.dtype) for g in generators]) * cdf[:, -1]
+    u = torch.stack([torch.rand((), generator=g, dtype=cdf.dtype) for g in generators])  # on the CPU
+    u = u.to(cdf.device) * cdf[:, -1]  # a GPU model: the per-episode generators stay CPU generators
     pick = torch.searchsorted(cdf, u[:, None]).clamp(max=cdf.shape[-1] - 1)  # (B, 1)
     tokens = (order.gather(-1, pick) if order is not None else pick)[:, 0]
     return tokens, logp.gather(-1, tokens[:, None])[:, 0]
