@@ -370,12 +370,36 @@ def cmd_bench(args: argparse.Namespace) -> None:
             raise UserError(str(exc)) from None
         _write_json(args.json, records)
         return
+    if args.what == "generate":
+        from .engines import ENGINES, GenerateBenchConfig, bench_generate
+        from .model import ModelLoadError
+
+        engines = tuple(e.strip() for e in (args.engines or ",".join(ENGINES)).split(",") if e.strip())
+        cfg = GenerateBenchConfig(
+            engines=engines,
+            episodes=args.episodes or 16,
+            max_new_tokens=args.max_new_tokens,
+            repeats=args.repeats,
+            policy=args.policy,
+            threads=args.threads,
+            world=args.path,
+        )
+        try:
+            records = bench_generate(cfg)
+        except ModelLoadError as exc:
+            raise UserError(str(exc)) from None
+        _write_json(args.json, records)
+        return
     if args.what == "masks":
         from .masks import bench_masks
 
         objectives = _int_list(args.objectives)
         records = bench_masks(
-            objectives, episodes=args.episodes, repeats=args.repeats, agent=args.agent, threads=args.threads
+            objectives,
+            episodes=args.episodes or 4,
+            repeats=args.repeats,
+            agent=args.agent,
+            threads=args.threads,
         )
         _write_json(args.json, records)
         return
@@ -562,13 +586,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("bench", help="benchmarks that print ratios measured in one run")
-    p.add_argument("what", choices=["retrieval", "masks", "rollout"], help="what to measure")
+    p.add_argument("what", choices=["retrieval", "masks", "rollout", "generate"], help="what to measure")
     p.add_argument("--path", help="world folder (retrieval, rollout)")
     p.add_argument("--limit", type=_positive_int, default=None, help="questions per split (retrieval)")
     p.add_argument("--objectives", default="2,8", help="N values, comma-separated (masks)")
-    p.add_argument("--episodes", type=_positive_int, default=4, help="teacher trajectories per batch (masks)")
     p.add_argument(
-        "--repeats", type=_positive_int, default=3, help="timed rounds, median reported (masks, rollout)"
+        "--episodes",
+        type=_positive_int,
+        default=None,
+        help="teacher trajectories per batch (masks, default 4); episodes batched (generate, default 16)",
+    )
+    p.add_argument(
+        "--engines",
+        help="comma-separated generation engines, the first the reference (generate; default all)",
+    )
+    p.add_argument("--max-new-tokens", type=_positive_int, default=64, help="response limit (generate)")
+    p.add_argument(
+        "--repeats",
+        type=_positive_int,
+        default=3,
+        help="timed rounds, median reported (masks, rollout, generate)",
     )
     p.add_argument(
         "--agent", default="mem1", choices=["mem1", "full", "truncate"], help="memory policy (masks)"
@@ -578,7 +615,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--teacher-episodes", type=_positive_int, default=100, help="tasks per agent and N (rollout)"
     )
     p.add_argument(
-        "--policy", default="tiny", help="tiny (untrained) or a checkpoint, for tokens/s (rollout)"
+        "--policy", default="tiny", help="tiny (untrained) or a checkpoint, for tokens/s (rollout, generate)"
     )
     p.add_argument(
         "--batch-episodes", type=_positive_int, default=64, help="episodes batched together (rollout)"

@@ -359,6 +359,13 @@ def collect(
 ) -> Batch:
     """[1] roll out a batch, [2] score it under the layout, [4] rewards, GAE, [5] whitening.
     [9] Several processes: each plays and scores its share, then all hold the whole batch."""
+    procs = procs or Processes()
+    trajs, n, seconds = play(model, tokenizer, domain, args, step, procs)
+    return score(model, head, trajs, n, seconds, args, procs)
+
+
+def play(model, tokenizer, domain, args: PPOArgs, step: int, procs: Processes | None = None):
+    """[1] This process's share of step `step`'s episodes, rolled out: (trajectories, N, seconds)."""
     from .rollout import GenerationConfig, ModelPolicy, RolloutConfig, run_episodes
 
     procs = procs or Processes()
@@ -381,7 +388,14 @@ def collect(
     t0 = time.perf_counter()
     rollout = RolloutConfig(agent=args.agent, seed=seed, progress=False, first_episode=first)
     trajs = run_episodes(policy, tokenizer, envs, rollout, tasks)
-    rollout_s = time.perf_counter() - t0
+    return trajs, n, time.perf_counter() - t0
+
+
+def score(
+    model, head, trajs, n: int, rollout_s: float, args: PPOArgs, procs: Processes | None = None
+) -> Batch:
+    """[2] Score rolled-out trajectories under the layout, [4] rewards and GAE, [5] whitening."""
+    procs = procs or Processes()
     with torch.no_grad():
         out = layout_forward(model, trajs, args.layout, value_head=head, temperature=args.temperature)  # [2]
         with model.disable_adapter():  # [3] the reference policy
