@@ -143,15 +143,17 @@ PRESETS = {
         probe_max_new_tokens=48,
     ),
     # Step budgets make the recipe reproducible whatever else the machine does; the minute caps
-    # only guard a run on a much slower machine. ~6.4k tokens per step: 4,700 steps ~ 30 M tokens,
-    # about 100 minutes at the ~5k tokens/s one thread gives here (two threads were slower).
+    # only guard a run on a much slower machine. ~6.4k tokens per step: 2,750 steps ~ 18 M tokens,
+    # about 60 minutes at the ~5k tokens/s one thread gives here (two threads were slower).
+    # exp1 (docs/DESIGN.md) saw copying appear after ~4 M tokens and reach 0.93 (first name part)
+    # by ~8.4 M, so the read stage's 1,800 steps (~11.5 M tokens) leave room past that.
     "standard": dict(
         tasks=36_000,
         stages=(
-            Stage("read", "all", minutes=150, max_steps=3000, warmup_steps=100),
-            Stage("respond", "response", minutes=60, max_steps=1300, lr=5e-4, warmup_steps=0),
+            Stage("read", "all", minutes=75, max_steps=1800, warmup_steps=100),
+            Stage("respond", "response", minutes=30, max_steps=700, lr=5e-4, warmup_steps=0),
             Stage(
-                "anneal", "response", minutes=20, max_steps=400, lr=5e-4, warmup_steps=0, schedule="linear"
+                "anneal", "response", minutes=12, max_steps=250, lr=5e-4, warmup_steps=0, schedule="linear"
             ),
         ),
         em_minutes=20.0,
