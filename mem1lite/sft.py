@@ -448,10 +448,19 @@ def train_sft(args: SFTArgs) -> dict:
     t0 = time.perf_counter()
     with processes.main_process_first():  # [6] the others read the main process's cache
         rows = teacher_sft_data(domain, tokenizer, args)
-    n_tokens = sum(len(r) for r in rows["input_ids"])
+    lengths = [len(r) for r in rows["input_ids"]]
+    n_tokens = sum(lengths)
     say(
         f"{len(rows)} samples, {n_tokens / 1e6:.1f} M tokens, in {time.perf_counter() - t0:.0f} s", flush=True
     )
+    fitted = fit_pack_length(args, max(lengths))
+    if fitted != args:
+        say(
+            f"longest sample {max(lengths)} tokens > max_length {args.max_length}: packing "
+            f"{fitted.max_length} tokens x {fitted.grad_accum} per step (the same tokens per step)",
+            flush=True,
+        )
+        args = fitted
     probe = ReadingProbe(domain, tokenizer, args) if main else None
     log_path = work / "probe.jsonl"
     # [6] the same tokens per optimizer step as one process: accumulation split over the processes
@@ -512,7 +521,7 @@ def train_sft(args: SFTArgs) -> dict:
         raise RuntimeError(f"the {processes.num_processes} processes ended with different weights: {digests}")
     if not main:
         return {}
-    print("final evaluation (greedy, mem1 agent)", flush=True)
+    print(f"final evaluation (greedy, {args.agent} agent)", flush=True)
     final = {}
     for n in args.final_eval_objectives:
         final |= probe.em(model, objectives=(n,), tasks=args.final_eval_tasks)
@@ -585,6 +594,18 @@ def fit_to_domain(args: SFTArgs, domain) -> SFTArgs:
         objectives=objectives,
         final_eval_objectives=fit_objectives(args.final_eval_objectives, domain),
     )
+
+
+def fit_pack_length(args: SFTArgs, longest: int) -> SFTArgs:
+    """Packs long enough that no sample is cut (TRL truncates a sample longer than a pack, and a
+    cut full-context sample loses the very response it teaches): the pack length doubles until the
+    longest sample fits and accumulation halves with it, so an optimizer step sees the same tokens
+    and the full-context baseline trains on the same budget as mem1."""
+    max_length, grad_accum = args.max_length, args.grad_accum
+    while max_length < longest:
+        max_length *= 2
+        grad_accum = max(1, grad_accum // 2)
+    return replace(args, max_length=max_length, grad_accum=grad_accum)
 
 
 def with_overrides(args: SFTArgs, **kw) -> SFTArgs:

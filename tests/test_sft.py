@@ -7,7 +7,16 @@ from dataclasses import replace
 import pytest
 import torch
 
-from mem1lite.sft import PRESETS, SFTArgs, Stage, make_args, teacher_sft_data, to_dataset, train_sft
+from mem1lite.sft import (
+    PRESETS,
+    SFTArgs,
+    Stage,
+    fit_pack_length,
+    make_args,
+    teacher_sft_data,
+    to_dataset,
+    train_sft,
+)
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +64,15 @@ def test_rows_are_the_mem1_view_with_loss_on_the_response_only(qa, tokenizer, tm
     assert again["input_ids"] == data["input_ids"]
     with pytest.raises(ValueError):
         to_dataset(data, "prompt", seed=0)
+
+
+def test_packs_grow_so_no_sample_is_cut_and_tokens_per_step_stay():
+    args = make_args("standard")
+    assert fit_pack_length(args, args.max_length) == args  # fits already: unchanged
+    full = fit_pack_length(args, 1631)  # the full-context teacher's longest sample at N = 4
+    assert (full.max_length, full.grad_accum) == (2048, 4)
+    assert full.max_length * full.grad_accum == args.max_length * args.grad_accum
+    assert full.max_length >= 1631 > full.max_length // 2
 
 
 def test_presets_and_bad_names():
