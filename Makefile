@@ -36,12 +36,12 @@ lab: setup
 	$(BIN)/jupyter lab notebooks/
 
 lint: setup
-	$(BIN)/ruff check mem1lite tests scripts
-	$(BIN)/ruff format --check mem1lite tests scripts
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 format: setup
-	$(BIN)/ruff check --fix mem1lite tests scripts
-	$(BIN)/ruff format mem1lite tests scripts
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 # The notebooks' source is the jupytext .py file; this rebuilds the cleared .ipynb from it.
 notebooks: setup

@@ -77,8 +77,9 @@ def probe_curves(records: list[dict], title: str = "reading probe"):
             stages.append((r.get("stage"), m))
     for ax in axes:
         ax.set_xlabel("minutes")
-        for name, m in stages[1:]:
+        for name, m in stages[1:]:  # where each later stage begins, labelled
             ax.axvline(m, color="grey", lw=0.6, ls=":")
+            ax.text(m, 1.0, f" {name}", transform=ax.get_xaxis_transform(), fontsize=6, va="top")
     fig.suptitle(title)
     fig.tight_layout()
     return fig

@@ -43,12 +43,20 @@ from mem1lite.probe import compare_with_teacher, greedy_em, teacher_trajectories
 
 QUICK = os.environ.get("MEM1_QUICK", "1") != "0"
 torch.set_num_threads(2)
-CHECKPOINTS = Path("../data/checkpoints") if Path("../data/checkpoints").exists() else Path("data/checkpoints")
+CHECKPOINTS = (
+    Path("../data/checkpoints") if Path("../data/checkpoints").exists() else Path("data/checkpoints")
+)
 SFT_SHIPPED = CHECKPOINTS / "sft-mem1"
 PPO_SHIPPED = CHECKPOINTS / "ppo-mem1"
 qa = QADomain()
 tokenizer = load_tokenizer(TINY_DIR)
-print("quick mode" if QUICK else "full mode", "| shipped SFT:", SFT_SHIPPED.exists(), "| shipped PPO:", PPO_SHIPPED.exists())
+print(
+    "quick mode" if QUICK else "full mode",
+    "| shipped SFT:",
+    SFT_SHIPPED.exists(),
+    "| shipped PPO:",
+    PPO_SHIPPED.exists(),
+)
 
 # %% [markdown]
 # ## The SFT data: the mem1 view, one sample per turn
@@ -61,7 +69,9 @@ traj = teacher_trajectories(qa, tokenizer, "sft", 2, 1, seed=0)[0]
 j = 2
 context = tokenizer.decode(traj.context_ids(j), skip_special_tokens=False)
 response = tokenizer.decode(traj.turns[j].output_ids, skip_special_tokens=False)
-print(f"turn {j}: {len(traj.context_ids(j))} context tokens, {len(traj.turns[j].output_ids)} response tokens\n")
+print(
+    f"turn {j}: {len(traj.context_ids(j))} context tokens, {len(traj.turns[j].output_ids)} response tokens\n"
+)
 print("...", context[-700:])
 print("\n[", response, "]")
 
@@ -170,11 +180,14 @@ print("whitened  ", masked_whiten(advantages, torch.ones(4)).tolist())
 # unclipped errors.
 
 # %%
-loss, clipfrac, approx_kl = policy_loss(torch.tensor([[-0.5]]), torch.tensor([[-1.0]]), torch.tensor([[1.0]]),
-                                        torch.ones(1, 1))
+loss, clipfrac, approx_kl = policy_loss(
+    torch.tensor([[-0.5]]), torch.tensor([[-1.0]]), torch.tensor([[1.0]]), torch.ones(1, 1)
+)
 print(f"policy loss {loss:.3f} (clipped at -1.2), clipfrac {clipfrac:.0f}, approx KL {approx_kl:.3f}")
-print("value loss", float(value_loss(torch.tensor([[1.0]]), torch.tensor([[0.0]]), torch.tensor([[1.0]]),
-                                     torch.ones(1, 1))))
+print(
+    "value loss",
+    float(value_loss(torch.tensor([[1.0]]), torch.tensor([[0.0]]), torch.tensor([[1.0]]), torch.ones(1, 1))),
+)
 
 # %% [markdown]
 # ### A quick PPO run, live

@@ -98,7 +98,9 @@ inspector
 trajs = examples.trajectories
 mem1 = next(t for t in trajs if t.agent == "mem1" and t.policy == "teacher" and t.objectives == 4)
 full = find_partner(mem1, trajs)
-print(f"task {mem1.task_id}, reward {mem1.reward:g} of {mem1.objectives}; partner: {full.agent}, {full.policy}")
+print(
+    f"task {mem1.task_id}, reward {mem1.reward:g} of {mem1.objectives}; partner: {full.agent}, {full.policy}"
+)
 for i, q in enumerate(mem1.questions, 1):
     print(f"  {i}. {q}  ->  {mem1.golds[i - 1]}")
 

@@ -5,7 +5,6 @@ compilation takes ~40 s on the dev machine); its static cache is tested without 
 import json
 
 import pytest
-import torch
 
 from mem1lite.engines import DEFAULT_ENGINE, ENGINES, HFGeneratePolicy, make_engine
 from mem1lite.model import TINY_DIR, build_tiny_model, load_tokenizer
