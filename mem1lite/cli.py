@@ -305,18 +305,24 @@ def cmd_eval(args: argparse.Namespace) -> None:
         write_outputs,
     )
 
-    cfg = _eval_config(args)
-    run = evaluate(cfg)
-    print("\n" + to_markdown(results_table(run.records)))
-    print("\nEM per objective:\n" + to_markdown(per_objective_table(run.records)))
-    print("\n" + "\n".join(c.line for c in check_targets(run.records)))
-    written = write_outputs(run.records, args.json, args.markdown, args.figures, args.html)
+    if args.records:  # rebuild the outputs from saved records: nothing is played
+        from .evaluate import load_records
+
+        records, seconds = load_records([p.strip() for p in args.records.split(",") if p.strip()]), None
+    else:
+        run = evaluate(_eval_config(args))
+        records, seconds = run.records, run.seconds
+    print("\n" + to_markdown(results_table(records)))
+    print("\nEM per objective:\n" + to_markdown(per_objective_table(records)))
+    print("\n" + "\n".join(c.line for c in check_targets(records)))
+    written = write_outputs(records, args.json, args.markdown, args.figures, args.html)
     for path in written:
         if path.suffix != ".png":
             print(f"wrote {path}")
     if args.figures:
         print(f"wrote figures to {args.figures}")
-    print(f"total wall time {run.seconds:.1f} s")
+    if seconds is not None:
+        print(f"total wall time {seconds:.1f} s")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -568,6 +574,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--world", "--data", help="the domain's data folder (default data/qa or data/webshop)")
     p.add_argument("--env", default="qa", choices=["qa", "webshop"], help="the domain (webshop: N = 1)")
     p.add_argument("--json", help="write the records (one per agent x policy x N) here")
+    p.add_argument(
+        "--records",
+        help="comma-separated --json files of earlier runs: join them, rebuild the outputs (plays nothing)",
+    )
     p.add_argument("--markdown", help="write the tables, target lines and text here")
     p.add_argument("--figures", help="write the figures (PNG) into this folder")
     p.add_argument("--html", help="write a self-contained HTML report here")

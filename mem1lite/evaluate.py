@@ -951,6 +951,36 @@ def write_outputs(
     return written
 
 
+def load_records(paths: Sequence[str | Path]) -> list[dict]:
+    """Records saved by `--json` runs, joined (e.g. a baseline evaluated later than the others),
+    so the tables, figures and report can be rebuilt without playing an episode again. A missing
+    or malformed file, a record without the contract's fields, or the same (policy, agent, N,
+    split) twice is an EvalError."""
+    records, seen = [], {}
+    for path in paths:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise EvalError(f"no records file {path}") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise EvalError(f"{path} is not a records file written by mem1 eval --json: {exc}") from None
+        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+            raise EvalError(f"{path} is not a records file written by mem1 eval --json: expected a list")
+        for i, r in enumerate(data):
+            missing = [f for f in RECORD_FIELDS if f not in r]
+            if missing:
+                raise EvalError(f"{path}: record {i} lacks {', '.join(missing)}")
+            key = (r["policy"], r["agent"], r["objectives"], r.get("split"))
+            if key in seen:
+                raise EvalError(f"{path}: {key[:3]} is also in {seen[key]}")
+            seen[key] = path
+            records.append(r)
+    if not records:
+        raise EvalError("no records in " + ", ".join(map(str, paths)))
+    return records
+
+
 def _jsonable(records):
     return [
         {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}

@@ -21,4 +21,15 @@ for n in 2 4; do
 done
 "$MEM1" rollout --policy tiny --agent mem1 --objectives 2 --episodes 2 --seed 0 --split dev \
   --out "$OUT/tiny-untrained-mem1-n2.jsonl"
+# Trained models, where their checkpoints are here: the same dev tasks (N = 2, 4) as the teacher's,
+# greedy as in mem1 eval, so the inspector lines each up with the teacher's episode of the same task.
+CK=data/checkpoints
+for spec in "sft-mem1 mem1" "ppo-mem1 mem1" "sft-full full" "ppo-full full"; do
+  set -- $spec
+  [ -d "$CK/$1" ] || continue
+  for n in 2 4; do
+    "$MEM1" rollout --policy "$CK/$1" --agent "$2" --objectives "$n" --episodes 3 --seed 0 --split dev --temperature 0 \
+      --out "$OUT/$1-$2-n$n.jsonl"
+  done
+done
 du -ch "$OUT"/*.jsonl | tail -1

@@ -361,3 +361,44 @@ def test_demo_trains_quick_checkpoints_with_valid_args(tmp_path, monkeypatch):
     (_, s), (_, p) = calls
     assert s.preset == "quick" and s.out == str(tmp_path / "sft") and s.threads == 1
     assert p.preset == "quick" and p.init == str(tmp_path / "sft") and p.out == str(tmp_path / "ppo")
+
+
+def test_saved_records_are_joined_and_rebuild_the_same_tables(cli_sweep, tmp_path, capsys):
+    out, records = cli_sweep
+    # split one run's records in two files (as a baseline evaluated later would be) and join them
+    (tmp_path / "a.json").write_text(json.dumps(records[:7]))
+    (tmp_path / "b.json").write_text(json.dumps(records[7:]))
+    joined = ev.load_records([tmp_path / "a.json", tmp_path / "b.json"])
+    assert len(joined) == len(records)
+    assert ev.to_markdown(ev.results_table(joined)) == ev.to_markdown(ev.results_table(records))
+    argv = ["eval", "--records", f"{tmp_path / 'a.json'},{tmp_path / 'b.json'}"]
+    argv += ["--markdown", str(tmp_path / "joined.md")]
+    assert main(argv) == 0
+    assert (tmp_path / "joined.md").read_text() == (out / "e.md").read_text()
+    assert "total wall time" not in capsys.readouterr().out  # nothing was played
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "no records file"),
+        ("{not json", "is not a records file"),
+        ('{"a": 1}', "expected a list"),
+        ('[{"policy": "x"}]', "record 0 lacks agent"),
+    ],
+)
+def test_bad_records_files_are_one_line_errors(tmp_path, capsys, content, message):
+    path = tmp_path / "r.json"
+    if content is not None:
+        path.write_text(content)
+    assert main(["eval", "--records", str(path), "--markdown", str(tmp_path / "m.md")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+    assert not (tmp_path / "m.md").exists()
+
+
+def test_the_same_row_twice_is_refused(cli_sweep, tmp_path):
+    _, records = cli_sweep
+    (tmp_path / "a.json").write_text(json.dumps(records[:2]))
+    with pytest.raises(ev.EvalError, match="is also in"):
+        ev.load_records([tmp_path / "a.json", tmp_path / "a.json"])
