@@ -607,6 +607,18 @@ def evaluate_dev(model, tokenizer, domain, args: PPOArgs) -> dict:
     return {"dev_em_per_objective": s["em_per_objective"], "dev_format_errors": s["format_errors"]}
 
 
+def card_command(args: PPOArgs) -> str:
+    """The command that reruns this training: the preset plus whatever the run changed."""
+    preset = make_args(args.preset)
+    parts = [f"mem1 ppo --preset {args.preset} --init {args.init} --out {args.out} --seed {args.seed}"]
+    for field in ("agent", "steps", "minutes", "env"):
+        if getattr(args, field) != getattr(preset, field):
+            parts.append(f"--{field} {getattr(args, field)}")
+    if args.objectives != preset.objectives:
+        parts.append("--objectives " + ",".join(map(str, args.objectives)))
+    return " ".join(parts)
+
+
 def compare_to_start(model, tokenizer, domain, args: PPOArgs) -> dict:
     """Greedy dev EM of the trained policy and of its SFT start (the same model with the adapter
     off) on the same tasks, with a paired bootstrap interval of the difference per N."""
@@ -752,8 +764,7 @@ def train_ppo(args: PPOArgs) -> dict:
     card = {
         "kind": "ppo",
         "base": spec.path if spec.path == "tiny" else str(Path(spec.path)),
-        "command": f"mem1 ppo --preset {args.preset} --init {args.init} --out {args.out} --seed {args.seed}"
-        + (f" --env {args.env}" if args.env != "qa" else ""),
+        "command": card_command(args),
         "args": asdict(args),
         "steps": len([h for h in history if "reward" in h]),
         "minutes": round((time.perf_counter() - t_start) / 60, 1),

@@ -203,3 +203,13 @@ def test_existing_output_is_refused(tiny_init, tmp_path):
         train_ppo(_args(tiny_init, out))
     with pytest.raises(PPOError, match="no checkpoint"):
         train_ppo(_args(tiny_init, tmp_path / "empty", resume=True))
+
+
+def test_card_command_names_what_the_run_changed():
+    from mem1lite.ppo import card_command, make_args
+
+    base = make_args("standard", init="data/checkpoints/sft-mem1", out="o")
+    expected = "mem1 ppo --preset standard --init data/checkpoints/sft-mem1 --out o --seed 0"
+    assert card_command(base) == expected
+    changed = make_args("standard", init="i", out="o", agent="full", minutes=30.0, objectives=(2, 4))
+    assert card_command(changed).endswith("--agent full --minutes 30.0 --objectives 2,4")
