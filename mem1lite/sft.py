@@ -533,6 +533,7 @@ def train_sft(args: SFTArgs) -> dict:
     final |= probe.teacher_forced(model)
     model.save_pretrained(work)
     tokenizer.save_pretrained(work)
+    shutil.rmtree(work / "snapshot", ignore_errors=True)  # the last probe's copy: the model is here now
     records = [json.loads(line) for line in log_path.read_text().splitlines()]
     fig = probe_curves(records, title=f"SFT {args.preset} (N in {list(args.objectives)})")
     fig.savefig(work / "probe.png", dpi=110)
