@@ -238,9 +238,8 @@ if PPO_SHIPPED.exists():
         s = greedy_em(model, sft_tokenizer, qa, "dev", 2, n_tasks, seed=1)
         print(f"{name}: dev EM per objective at N = 2 over {n_tasks} tasks: {s['em_per_objective']:.3f}")
     for n, r in card["dev_comparison"].items():
-        print(
-            f"card, {n}: SFT {r['mean_a']:.3f} -> PPO {r['mean_b']:.3f}, 95% CI [{r['low']:+.3f}, {r['high']:+.3f}]"
-        )
+        ci = f"[{r['low']:+.3f}, {r['high']:+.3f}]"
+        print(f"card, {n}: SFT {r['mean_a']:.3f} -> PPO {r['mean_b']:.3f}, 95% CI of the difference {ci}")
 
 # %% [markdown]
 # What the shipped run shows: on N = 2, the size it trained on, PPO lifts greedy dev EM per
