@@ -74,8 +74,9 @@ for warning in examples.warnings:
 # %% [markdown]
 # The shipped examples (`scripts/make_example_trajectories.sh`) are teacher episodes under the
 # `mem1` and `full` agents at N = 2 and N = 4, on the same tasks (same split and seed), and a few
-# episodes of the *untrained* tiny model. Trained checkpoints' rollouts are dropped in the same
-# folder and appear here without any change to this notebook.
+# episodes of the *untrained* tiny model, and the shipped SFT and PPO checkpoints' greedy episodes
+# on the same tasks. Any other rollout file dropped in the folder appears here without a change to
+# this notebook.
 #
 # ## The inspector
 #
@@ -201,7 +202,7 @@ for layout in ("packed", "stitched"):
 # its turns. The controls drive the same view; here we set them from code.
 
 # %%
-tiny = [i for i, t in enumerate(trajs) if t.policy != "teacher"]
+tiny = [i for i, t in enumerate(trajs) if t.policy == "tiny"]
 if tiny:
     inspector.agent_filter.value = ""  # any agent
     inspector.episode.value = tiny[0]
@@ -209,6 +210,27 @@ if tiny:
     t = trajs[tiny[0]]
     print(f"{t.policy}: {t.format_errors} format errors in {len(t.turns)} turns, reward {t.reward:g}")
     display(HTML(inspector.panes["turn"].value))
+
+# %% [markdown]
+# ## A trained model beside the teacher
+#
+# The shipped SFT and PPO checkpoints played the same dev tasks (greedy), so each of their episodes
+# has a teacher episode of the same task. Reading the two states turn by turn shows where a small
+# model slips: a name part copied from the wrong place (in the first shipped N = 4 episode, the third
+# question's "Fabux Tranem" becomes "Fabux Jazern", the second part of an answer already in its
+# state), after which the query searches for an entity that does not exist.
+
+# %%
+trained = [t for t in trajs if t.policy not in ("teacher", "tiny") and t.objectives == 4]
+if trained:
+    t = trained[0]
+    ref = next(x for x in trajs if x.policy == "teacher" and x.agent == t.agent and x.task_id == t.task_id)
+    print(f"{t.policy} on {t.task_id}: EM {t.em:g} of {t.objectives} (teacher {ref.em:g})")
+    for j in range(max(len(t.turns), len(ref.turns))):
+        for who, x in (("model", t), ("teacher", ref)):
+            if j < len(x.turns):
+                text = tokenizer.decode(x.turns[j].output_ids, skip_special_tokens=False)
+                print(f"turn {j} {who:>7}: {text}")
 
 # %% [markdown]
 # ## Outside Jupyter
@@ -225,5 +247,5 @@ if tiny:
 #
 # > Things to try: switch the layout to `per_turn` and move the token slider (its row is always
 # > "everything before me in this turn"); pick a `full` episode at N = 4 and watch the context pane
-# > grow; roll out a trained checkpoint (`mem1 rollout --policy runs/ppo ... --out
-# > data/examples/ppo-mem1-n4.jsonl`) and compare its state with the teacher's on the same task.
+# > grow; roll out your own checkpoint (`mem1 rollout --policy runs/ppo --temperature 0 --out
+# > data/examples/my-ppo-n4.jsonl`) and compare its state with the teacher's on the same task.
