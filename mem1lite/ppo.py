@@ -609,7 +609,7 @@ def evaluate_dev(model, tokenizer, domain, args: PPOArgs) -> dict:
 
 def card_command(args: PPOArgs) -> str:
     """The command that reruns this training: the preset plus whatever the run changed."""
-    preset = make_args(args.preset)
+    preset = PPOArgs(**PRESETS.get(args.preset, {}))  # a caller's own preset name: the defaults
     parts = [f"mem1 ppo --preset {args.preset} --init {args.init} --out {args.out} --seed {args.seed}"]
     for field in ("agent", "steps", "minutes", "env"):
         if getattr(args, field) != getattr(preset, field):

@@ -149,7 +149,7 @@ def test_sft_on_two_processes_matches_one(tiny_init, tmp_path, monkeypatch):
 
     monkeypatch.setattr(sft, "CACHE_DIR", tmp_path / "cache")
     fields = dict(
-        preset="test", init=tiny_init, tasks=4, objectives=[1], max_length=256, grad_accum=2,
+        preset="test", init=tiny_init, tasks=4, objectives=[1], max_length=512, grad_accum=2,
         stages=[dict(name="read", loss_on="all", minutes=5, max_steps=2, lr=1e-3, warmup_steps=0)],
         probe_minutes=100, em_minutes=100, probe_tasks=1, em_tasks=1, final_eval_tasks=1,
         final_eval_objectives=[1], threads=1,
