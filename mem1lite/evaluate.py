@@ -1021,7 +1021,10 @@ def demo_policies(cfg: DemoConfig, log: Callable[[str], None] = print) -> list[s
             f"no shipped checkpoint at {_shown(sft)}: evaluating the teacher only (TRAIN=1 trains quick ones)"
         )
         return ["teacher"]
-    return ["teacher"] + [n for n in ("sft", "ppo", "ppo-full") if (CHECKPOINT_DIR / SHIPPED[n][0]).is_dir()]
+    shipped = [n for n in ("sft", "ppo") if (CHECKPOINT_DIR / SHIPPED[n][0]).is_dir()]
+    # the full-context baseline: after PPO if shipped, else its SFT
+    baseline = next((n for n in ("ppo-full", "sft-full") if (CHECKPOINT_DIR / SHIPPED[n][0]).is_dir()), None)
+    return ["teacher", *shipped] + ([baseline] if baseline else [])
 
 
 def train_quick(out: Path, cfg: DemoConfig, log: Callable[[str], None] = print) -> list[str]:

@@ -321,7 +321,9 @@ def test_demo_falls_back_to_the_teacher(tmp_path, monkeypatch):
     assert ev.demo_policies(ev.DemoConfig(out=str(tmp_path / "demo")), said.append) == ["teacher"]
     assert len(said) == 1 and "no shipped checkpoint at" in said[0] and "TRAIN=1" in said[0]
     (tmp_path / "sft-mem1").mkdir()
-    (tmp_path / "ppo-full").mkdir()
+    (tmp_path / "sft-full").mkdir()
+    assert ev.demo_policies(ev.DemoConfig(), said.append) == ["teacher", "sft", "sft-full"]
+    (tmp_path / "ppo-full").mkdir()  # the baseline after PPO replaces its SFT
     assert ev.demo_policies(ev.DemoConfig(), said.append) == ["teacher", "sft", "ppo-full"]
 
 
