@@ -67,31 +67,9 @@ def test_masked_whiten_and_losses():
 
 
 @pytest.fixture(scope="module")
-def tiny_init(tmp_path_factory):
+def tiny_init(tmp_path_factory, small_qwen):
     """A small random Qwen2 with the shipped tokenizer, saved as an SFT-style checkpoint."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    from mem1lite.model import TINY_DIR, load_tokenizer
-
-    tok = load_tokenizer(TINY_DIR)
-    cfg = Qwen2Config(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=4096,
-        tie_word_embeddings=True,
-        pad_token_id=tok.pad_token_id,
-        eos_token_id=tok.eos_token_id,
-    )
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(cfg)
-    path = tmp_path_factory.mktemp("init")
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
+    return small_qwen(tmp_path_factory.mktemp("init"))
 
 
 def _args(init, out, **kw):

@@ -83,26 +83,8 @@ def test_presets_and_bad_names():
 
 
 @pytest.fixture(scope="module")
-def small_init(tmp_path_factory, tokenizer):
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    cfg = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=4096,
-        tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("init")
-    Qwen2ForCausalLM(cfg).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
+def small_init(tmp_path_factory, small_qwen):
+    return small_qwen(tmp_path_factory.mktemp("init"))
 
 
 def test_miniature_run_writes_a_complete_checkpoint_with_its_card(small_init, tmp_path, monkeypatch):
