@@ -106,7 +106,6 @@ def cmd_rollout(args: argparse.Namespace) -> None:
     import torch
 
     from .domains import load_domain
-    from .model import ModelLoadError
     from .rollout import GenerationConfig, RolloutConfig, run_episodes, summarize, write_jsonl
 
     torch.manual_seed(args.seed)
@@ -114,12 +113,7 @@ def cmd_rollout(args: argparse.Namespace) -> None:
     objectives = args.objectives or min(2, getattr(domain, "max_objectives", None) or 2)
     tasks = domain.tasks(args.split, objectives, args.episodes, seed=args.seed)
     generation = GenerationConfig(temperature=args.temperature, top_p=args.top_p, batch_size=args.batch_size)
-    try:
-        policy, tokenizer = load_named_policy(
-            args.policy, generation=generation, respond_text=domain.teacher()
-        )
-    except ModelLoadError as exc:
-        raise UserError(str(exc)) from None
+    policy, tokenizer = load_named_policy(args.policy, generation=generation, respond_text=domain.teacher())
     envs = [domain.environment(t) for t in tasks]
     trajs = run_episodes(
         policy,
@@ -209,7 +203,6 @@ def _base_model(args: argparse.Namespace, default: str | None) -> str | None:
 
 
 def cmd_sft(args: argparse.Namespace) -> None:
-    from .model import ModelLoadError
     from .sft import make_args, train_sft
 
     objectives = tuple(int(x) for x in args.objectives.split(",")) if args.objectives else None
@@ -231,10 +224,7 @@ def cmd_sft(args: argparse.Namespace) -> None:
             sft_args,
             stages=tuple(replace(s, minutes=s.minutes * args.minutes_scale) for s in sft_args.stages),
         )
-    try:
-        train_sft(sft_args)
-    except ModelLoadError as exc:
-        raise UserError(str(exc)) from None
+    train_sft(sft_args)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,7 +232,6 @@ def cmd_sft(args: argparse.Namespace) -> None:
 
 
 def cmd_ppo(args: argparse.Namespace) -> None:
-    from .model import ModelLoadError
     from .ppo import PPOError, make_args, train_ppo
 
     objectives = tuple(int(x) for x in args.objectives.split(",")) if args.objectives else None
@@ -265,7 +254,7 @@ def cmd_ppo(args: argparse.Namespace) -> None:
     )
     try:
         train_ppo(ppo_args)
-    except (PPOError, ModelLoadError) as exc:
+    except PPOError as exc:
         raise UserError(str(exc)) from None
 
 
@@ -358,7 +347,6 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> None:
     if args.what == "rollout":
-        from .model import ModelLoadError
         from .rollout_bench import RolloutBenchConfig, bench_rollout
 
         cfg = RolloutBenchConfig(
@@ -370,15 +358,10 @@ def cmd_bench(args: argparse.Namespace) -> None:
             threads=args.threads,
             world=args.path,
         )
-        try:
-            records = bench_rollout(cfg)
-        except ModelLoadError as exc:
-            raise UserError(str(exc)) from None
-        _write_json(args.json, records)
+        _write_json(args.json, bench_rollout(cfg))
         return
     if args.what == "generate":
         from .engines import ENGINES, GenerateBenchConfig, bench_generate
-        from .model import ModelLoadError
 
         engines = tuple(e.strip() for e in (args.engines or ",".join(ENGINES)).split(",") if e.strip())
         cfg = GenerateBenchConfig(
@@ -390,11 +373,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
             threads=args.threads,
             world=args.path,
         )
-        try:
-            records = bench_generate(cfg)
-        except ModelLoadError as exc:
-            raise UserError(str(exc)) from None
-        _write_json(args.json, records)
+        _write_json(args.json, bench_generate(cfg))
         return
     if args.what == "masks":
         from .masks import bench_masks
@@ -451,7 +430,6 @@ def _write_json(path: str | None, payload) -> None:
 
 def cmd_inspect(args: argparse.Namespace) -> None:
     from .inspector import InspectorError, export_html
-    from .model import ModelLoadError
 
     warn = lambda msg: print(f"mem1: warning: {msg} (line skipped)", file=sys.stderr)  # noqa: E731
     try:
@@ -459,7 +437,7 @@ def cmd_inspect(args: argparse.Namespace) -> None:
             args.path, args.episode, args.html, turn=args.turn, layout=args.layout, token=args.token,
             tokenizer=args.tokenizer, compare=args.compare or (), warn=warn,
         )  # fmt: skip
-    except (InspectorError, ModelLoadError) as exc:
+    except InspectorError as exc:
         raise UserError(str(exc)) from None
     print(
         f"wrote {args.html}: {traj.task_id} ({traj.agent}, {traj.policy}, N={traj.objectives}, "
@@ -656,6 +634,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except (UserError, DataError, FileExistsError, ValueError) as exc:
+        print(f"mem1: error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        # A missing or incomplete model directory, from any command that loads one. model.py (and
+        # torch with it) is imported only by such commands, so it is looked up, not imported here.
+        model = sys.modules.get("mem1lite.model")
+        if model is None or not isinstance(exc, model.ModelLoadError):
+            raise
         print(f"mem1: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
