@@ -53,6 +53,10 @@ SHIPPED = {
         "--out data/checkpoints/ppo-full",
     ),
     "sft-n2": ("sft-mem1-n2", "mem1 sft --preset standard --objectives 2 --out data/checkpoints/sft-mem1-n2"),
+    "sft-n8": (
+        "sft-mem1-n8",
+        "mem1 sft --preset standard --objectives 1,2,3,4,5,6,7,8 --out data/checkpoints/sft-mem1-n8",
+    ),
 }
 """policy names that stand for shipped checkpoints: name -> (folder under data/checkpoints, command)"""
 
@@ -181,15 +185,17 @@ def _shown(path: Path) -> str:
 
 
 def policy_role(label: str) -> str:
-    """What a policy is, from its name: teacher, untrained, rl, sft (+ '-full' / '-n2'), or model."""
+    """What a policy is, from its name: teacher, untrained, rl, sft (+ '-full' or a data-size
+    suffix such as '-n2' / '-n8', so that a study run never stands in for the main model), or model."""
     if label in ("teacher", "tiny", "paced"):
         return {"teacher": "teacher", "tiny": "untrained", "paced": "paced"}[label]
     base = Path(label.rstrip("/")).name.lower()
     kind = "rl" if base.startswith("ppo") else "sft" if base.startswith("sft") else "model"
+    size = re.search(r"-(n\d+)$", base)
     if kind != "model" and "full" in base:
         kind += "-full"
-    elif kind != "model" and "n2" in base:
-        kind += "-n2"
+    elif kind != "model" and size:
+        kind += f"-{size.group(1)}"
     return kind
 
 

@@ -311,6 +311,7 @@ def test_validate_and_roles(tmp_path):
     assert ev.policy_role("ppo") == "rl" and ev.policy_role("sft-full") == "sft-full"
     assert ev.policy_role("data/checkpoints/ppo-mem1") == "rl" and ev.policy_role("runs/demo/sft/") == "sft"
     assert ev.policy_role("sft-n2") == "sft-n2" and ev.policy_role("runs/x") == "model"
+    assert ev.policy_role("data/checkpoints/sft-mem1-n8") == "sft-n8" and ev.policy_role("sft-n8") == "sft-n8"
     with pytest.raises(EvalError, match="episodes"):
         ev.validate(EvalConfig(episodes=0))
 
