@@ -42,35 +42,37 @@ def world_overview(world: World, recall_by_rank: dict[str, list[float]] | None =
     return fig
 
 
-def probe_curves(records: list[dict], title: str = "reading probe"):
-    """Reading-probe curves against wall-clock minutes: name-token accuracy and greedy EM."""
-    fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
+def probe_curves(
+    records: list[dict], title: str = "reading probe", score: str = "greedy dev EM per objective"
+):
+    """Reading-probe curves against wall-clock minutes: name-token accuracy (where the domain has
+    names to read: QA), greedy score (`score` names it: EM, or WebShop's reward) and the losses."""
+    name_keys = ("name_acc_copy_part1", "name_acc_copy_part2", "name_acc_fact_part1", "name_acc_fact_part2")
+    has_names = any(k in r for r in records for k in name_keys)
+    fig, axes = plt.subplots(1, 3 if has_names else 2, figsize=(15 if has_names else 10, 3.6))
     minutes = [r["minutes"] for r in records]
-    for key, style in (
-        ("name_acc_copy_part1", "-"),
-        ("name_acc_copy_part2", "--"),
-        ("name_acc_fact_part1", "-"),
-        ("name_acc_fact_part2", "--"),
-    ):
-        xs = [m for m, r in zip(minutes, records) if key in r]
-        axes[0].plot(xs, [r[key] for r in records if key in r], style, marker=".", label=key[9:])
-    axes[0].set_ylim(-0.02, 1.02)
-    axes[0].set_title("teacher-forced name-token accuracy (dev)")
-    axes[0].legend(fontsize=7)
+    if has_names:
+        for key, style in zip(name_keys, ("-", "--", "-", "--")):
+            xs = [m for m, r in zip(minutes, records) if key in r]
+            axes[0].plot(xs, [r[key] for r in records if key in r], style, marker=".", label=key[9:])
+        axes[0].set_ylim(-0.02, 1.02)
+        axes[0].set_title("teacher-forced name-token accuracy (dev)")
+        axes[0].legend(fontsize=7)
+    em_ax, loss_ax = axes[-2], axes[-1]
     for key in sorted({k for r in records for k in r if k.startswith("em_per_objective_n")}):
         xs = [m for m, r in zip(minutes, records) if key in r]
-        axes[1].plot(
+        em_ax.plot(
             xs, [r[key] for r in records if key in r], marker="o", label=f"N = {key.rsplit('n', 1)[1]}"
         )
-    axes[1].set_ylim(-0.02, 1.02)
-    axes[1].set_title("greedy dev EM per objective")
-    axes[1].legend(fontsize=7)
+    em_ax.set_ylim(-0.02, 1.02)
+    em_ax.set_title(score)
+    em_ax.legend(fontsize=7)
     for key in ("train_loss", "response_nll"):
         xs = [m for m, r in zip(minutes, records) if key in r]
-        axes[2].plot(xs, [r[key] for r in records if key in r], marker=".", label=key)
-    axes[2].set_yscale("log")
-    axes[2].set_title("loss")
-    axes[2].legend(fontsize=7)
+        loss_ax.plot(xs, [r[key] for r in records if key in r], marker=".", label=key)
+    loss_ax.set_yscale("log")
+    loss_ax.set_title("loss")
+    loss_ax.legend(fontsize=7)
     stages = []
     for m, r in zip(minutes, records):
         if not stages or stages[-1][0] != r.get("stage"):

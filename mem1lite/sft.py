@@ -535,7 +535,8 @@ def train_sft(args: SFTArgs) -> dict:
     tokenizer.save_pretrained(work)
     shutil.rmtree(work / "snapshot", ignore_errors=True)  # the last probe's copy: the model is here now
     records = [json.loads(line) for line in log_path.read_text().splitlines()]
-    fig = probe_curves(records, title=f"SFT {args.preset} (N in {list(args.objectives)})")
+    score = "greedy dev reward (WebShop)" if args.env == "webshop" else "greedy dev EM per objective"
+    fig = probe_curves(records, title=f"SFT {args.preset} (N in {list(args.objectives)})", score=score)
     fig.savefig(work / "probe.png", dpi=110)
     card = {
         "kind": "sft",
