@@ -627,9 +627,11 @@ def compare_to_start(model, tokenizer, domain, args: PPOArgs) -> dict:
     from .probe import greedy_em
 
     out = {}
+    limit = getattr(domain, "max_objectives", None)
     for n, count in args.final_eval:
-        limit = getattr(domain, "max_objectives", None)
         n = min(n, limit) if limit else n
+        if f"n{n}" in out:  # a size the domain caps (webshop: N = 1) is compared once, on the first count
+            continue
         kw = dict(seed=2, agent=args.agent, max_new_tokens=args.max_new_tokens)
         trained = greedy_em(model, tokenizer, domain, "dev", n, count, **kw)
         with model.disable_adapter():

@@ -191,3 +191,28 @@ def test_card_command_names_what_the_run_changed():
     assert card_command(base) == expected
     changed = make_args("standard", init="i", out="o", agent="full", minutes=30.0, objectives=(2, 4))
     assert card_command(changed).endswith("--agent full --minutes 30.0 --objectives 2,4")
+
+
+def test_final_comparison_runs_each_size_once_where_the_domain_caps_sizes(monkeypatch):
+    """WebShop has N = 1 only: the preset's sizes 2 / 4 / 8 / 16 all cap to 1, and the card must
+    hold the first (largest) comparison, not the last one written over it."""
+    import contextlib
+    from types import SimpleNamespace
+
+    import mem1lite.probe as probe
+    from mem1lite.ppo import compare_to_start
+
+    calls = []
+
+    def fake_greedy_em(model, tokenizer, domain, split, n, count, **kw):
+        calls.append((n, count))
+        trajs = [SimpleNamespace(em=1.0, objectives=n)] * count
+        return {"trajectories": trajs, "em_per_objective": 1.0, "peak_tokens": 1, "format_errors": 0}
+
+    monkeypatch.setattr(probe, "greedy_em", fake_greedy_em)
+    model = SimpleNamespace(disable_adapter=contextlib.nullcontext)
+    args = PPOArgs(final_eval=((2, 200), (4, 50), (8, 30)))
+    out = compare_to_start(model, None, SimpleNamespace(max_objectives=1), args)
+    assert calls == [(1, 200), (1, 200)] and set(out) == {"n1"} and out["n1"]["n"] == 200
+    out = compare_to_start(model, None, SimpleNamespace(), args)  # QA: no cap, every size
+    assert set(out) == {"n2", "n4", "n8"}
