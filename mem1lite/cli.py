@@ -137,7 +137,7 @@ def cmd_rollout(args: argparse.Namespace) -> None:
 def cmd_webshop(args: argparse.Namespace) -> None:
     from .webshop import DEFAULT_WEBSHOP_DIR, CatalogueConfig, generate_catalogue, save_catalogue
 
-    if args.eval:
+    if args.eval or args.records:
         return webshop_eval(args)
     if args.check:
         check_webshop(Path(args.path or args.out or DEFAULT_WEBSHOP_DIR))
@@ -171,9 +171,22 @@ def check_webshop(path: Path, samples: int = 3) -> dict:
 
 
 def webshop_eval(args: argparse.Namespace) -> None:
-    from .evaluate import EvalError
+    """--eval plays the policies; --records joins saved --json runs (a baseline trained later)
+    and plays nothing. Either way: the table on stdout, --json and --markdown files if asked."""
+    from .evaluate import EvalError, load_records
     from .webshop_eval import WebShopEvalConfig, evaluate_webshop, webshop_table
 
+    if args.eval and args.records:
+        raise UserError("give --eval (play) or --records (join saved runs), not both")
+    if args.records:
+        try:
+            records = load_records([p.strip() for p in args.records.split(",") if p.strip()])
+        except EvalError as exc:
+            raise UserError(str(exc)) from None
+        if any(r.get("env") != "webshop" for r in records):
+            raise UserError("--records: not webshop records (write them with mem1 webshop --eval --json)")
+        _write_webshop_outputs(args, records, webshop_table(records))
+        return
     cfg = WebShopEvalConfig(
         policies=tuple(p.strip() for p in args.eval.split(",") if p.strip()),
         agents=tuple(a.strip() for a in args.agents.split(",") if a.strip()),
@@ -187,8 +200,15 @@ def webshop_eval(args: argparse.Namespace) -> None:
         records = evaluate_webshop(cfg)
     except EvalError as exc:
         raise UserError(str(exc)) from None
-    print("\n" + webshop_table(records))
+    _write_webshop_outputs(args, records, webshop_table(records))
+
+
+def _write_webshop_outputs(args: argparse.Namespace, records: list[dict], table: str) -> None:
+    print("\n" + table)
     _write_json(args.json, records)
+    if args.markdown:
+        _write_text(args.markdown, table + "\n")
+        print(f"wrote {args.markdown}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -414,13 +434,16 @@ def _int_list(text: str) -> list[int]:
 
 
 def _write_json(path: str | None, payload) -> None:
-    """Write JSON atomically (temporary file, then rename), so a crash leaves no partial file."""
-    if not path:
-        return
+    if path:
+        _write_text(path, json.dumps(payload, indent=2) + "\n")
+
+
+def _write_text(path: str, text: str) -> None:
+    """Write atomically (temporary file, then rename), so a crash leaves no partial file."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    tmp.write_text(text)
     tmp.replace(out)
 
 
@@ -496,7 +519,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=_positive_int, default=100, help="--eval: tasks (the same for all)")
     p.add_argument("--split", default="test", choices=list(SPLITS), help="--eval: goal split")
     p.add_argument("--threads", type=_positive_int, default=None, help="--eval: torch CPU threads")
-    p.add_argument("--json", help="--eval: write the records here")
+    p.add_argument("--json", help="--eval / --records: write the records here")
+    p.add_argument("--records", help="join saved --eval --json files (comma-separated); plays nothing")
+    p.add_argument("--markdown", help="--eval / --records: write the table here")
     p.set_defaults(func=cmd_webshop)
 
     p = sub.add_parser("sft", help="supervised warm start on teacher trajectories (TRL SFTTrainer)")
