@@ -87,8 +87,9 @@ print("\n[", response, "]")
 # - **A constant learning rate** after warm-up: the switch from guessing to copying comes late.
 # - **Stage `respond`**: loss on the response only, then a short linear decay (`anneal`).
 # - **Data mixes N = 1..4**, so the state's answer list is seen with 0..3 entries. The paper trains on
-#   N = 2 only; `mem1 sft --preset standard --objectives 2` trains that variant (not shipped yet:
-#   the generalisation study beside it is still to do).
+#   N = 2 only; `mem1 sft --preset standard --objectives 2` trains that variant (not shipped). The
+#   study run shipped instead, `sft-mem1-n8` (N = 1..8), shows why more sizes matter at this scale:
+#   a trained policy tracks about as many questions as its data had (notebook 04, README).
 #
 # The **reading probe** runs every few minutes: teacher-forced accuracy of name tokens on `dev`
 # (entities never trained on), split into the first / second name part, and into *copies* (the

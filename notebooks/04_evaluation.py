@@ -193,6 +193,13 @@ display(Markdown(to_markdown(behaviour_table(records))))
 display(figs["state_behaviour"])
 
 # %% [markdown]
+# > **What the shipped models' states say** (README, 32 test tasks per N): questions tracked stop
+# > near the largest N of the SFT data, whatever N the task has: ~4 for the N <= 4 runs (the
+# > full-context baseline then answers and ends the episode after ~7 turns), ~5 for the study run
+# > trained on N = 1..8. A 1.7 M-parameter policy learns a count, not a loop; that, more than the
+# > memory, is why nothing here generalises to N = 16.
+
+# %% [markdown]
 # ## Targets, computed from the numbers
 #
 # The targets of issue 8, each with the measured values and the paper's own value of the same
