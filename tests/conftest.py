@@ -34,27 +34,20 @@ def small_world():
 
 def write_small_qwen(path) -> str:
     """A small random Qwen2 (2 layers, width 32, seed 0) with the shipped tokenizer, saved in `path`
-    as an SFT-style checkpoint: the base the training tests start from."""
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    from mem1lite.model import TINY_DIR, load_tokenizer
+    as an SFT-style checkpoint: the base the training tests start from. Built like the tiny model
+    (model.py), only smaller."""
+    from mem1lite.model import TINY_DIR, TinyConfig, build_tiny_model, load_tokenizer, tiny_qwen2_config
 
     tok = load_tokenizer(TINY_DIR)
-    cfg = Qwen2Config(
-        vocab_size=len(tok),
+    size = TinyConfig(
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=2,
         num_attention_heads=2,
         num_key_value_heads=1,
         max_position_embeddings=4096,
-        tie_word_embeddings=True,
-        pad_token_id=tok.pad_token_id,
-        eos_token_id=tok.eos_token_id,
     )
-    torch.manual_seed(0)
-    Qwen2ForCausalLM(cfg).save_pretrained(path)
+    build_tiny_model(tiny_qwen2_config(tok, size), seed=0).save_pretrained(path)
     tok.save_pretrained(path)
     return str(path)
 
