@@ -62,22 +62,18 @@ def _sync(device) -> None:
 
 def _small_lora_model(tokenizer, dtype, device, seed=0):
     from peft import LoraConfig, get_peft_model
-    from transformers import Qwen2Config
 
-    from .model import build_tiny_model
+    from .model import TinyConfig, build_tiny_model, tiny_qwen2_config
 
-    config = Qwen2Config(
-        vocab_size=(len(tokenizer) + 63) // 64 * 64,
+    size = TinyConfig(
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=4096,
-        tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
     )
+    config = tiny_qwen2_config(tokenizer, size)
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "o_proj", "up_proj"])
     lora.init_lora_weights = False  # B random: the adapter changes every log-prob
     return get_peft_model(build_tiny_model(config, seed=seed, dtype=dtype), lora).to(device)
