@@ -180,7 +180,7 @@ def webshop_eval(args: argparse.Namespace) -> None:
         raise UserError("give --eval (play) or --records (join saved runs), not both")
     if args.records:
         try:
-            records = load_records([p.strip() for p in args.records.split(",") if p.strip()])
+            records = load_records(_names(args.records))
         except EvalError as exc:
             raise UserError(str(exc)) from None
         if any(r.get("env") != "webshop" for r in records):
@@ -188,8 +188,8 @@ def webshop_eval(args: argparse.Namespace) -> None:
         _write_webshop_outputs(args, records, webshop_table(records))
         return
     cfg = WebShopEvalConfig(
-        policies=tuple(p.strip() for p in args.eval.split(",") if p.strip()),
-        agents=tuple(a.strip() for a in args.agents.split(",") if a.strip()),
+        policies=_names(args.eval),
+        agents=_names(args.agents),
         episodes=args.episodes,
         split=args.split,
         seed=args.seed,
@@ -286,7 +286,7 @@ def _eval_config(args: argparse.Namespace):
     from .evaluate import EvalConfig, parse_agents, parse_int_list
 
     return EvalConfig(
-        policies=tuple(p.strip() for p in args.policy.split(",") if p.strip()),
+        policies=_names(args.policy),
         agents=parse_agents(args.agents),
         objectives=parse_int_list(args.objectives),
         episodes=args.episodes,
@@ -317,7 +317,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if args.records:  # rebuild the outputs from saved records: nothing is played
         from .evaluate import load_records
 
-        records, seconds = load_records([p.strip() for p in args.records.split(",") if p.strip()]), None
+        records, seconds = load_records(_names(args.records)), None
     else:
         run = evaluate(_eval_config(args))
         records, seconds = run.records, run.seconds
@@ -383,7 +383,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if args.what == "generate":
         from .engines import ENGINES, GenerateBenchConfig, bench_generate
 
-        engines = tuple(e.strip() for e in (args.engines or ",".join(ENGINES)).split(",") if e.strip())
+        engines = _names(args.engines) if args.engines else tuple(ENGINES)
         cfg = GenerateBenchConfig(
             engines=engines,
             episodes=args.episodes or 16,
@@ -421,6 +421,11 @@ def cmd_bench(args: argparse.Namespace) -> None:
             f"recall@1 {r['recall@1']:.3f}  recall@3 {r['recall@3']:.3f}"
         )
     _write_json(args.json, records)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """'a, b,,c' -> ('a', 'b', 'c'): a comma-separated option, blanks dropped."""
+    return tuple(x.strip() for x in text.split(",") if x.strip())
 
 
 def _int_list(text: str) -> list[int]:
