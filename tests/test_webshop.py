@@ -458,41 +458,17 @@ def test_webshop_table_has_the_papers_columns_and_rows(capsys):
 def test_webshop_records_join_saved_runs_and_refuse_bad_input(tmp_path, capsys):
     """`mem1 webshop --records` rebuilds the table from saved --json runs without playing; a QA
     records file, a missing file or --eval together with --records is a one-line error."""
-    a, b = tmp_path / "a.json", tmp_path / "b.json"
-    assert (
-        main(["webshop", "--eval", "teacher", "--agents", "mem1", "--episodes", "3", "--json", str(a)]) == 0
-    )
-    assert (
-        main(["webshop", "--eval", "teacher", "--agents", "full", "--episodes", "3", "--json", str(b)]) == 0
-    )
+    a, b, joined, md = (tmp_path / name for name in ("a.json", "b.json", "j.json", "t.md"))
+    play = "webshop --eval teacher --episodes 3 --agents".split()
+    assert main([*play, "mem1", "--json", str(a)]) == 0 and main([*play, "full", "--json", str(b)]) == 0
     capsys.readouterr()
-    md = tmp_path / "t.md"
-    assert (
-        main(["webshop", "--records", f"{a},{b}", "--markdown", str(md), "--json", str(tmp_path / "j.json")])
-        == 0
-    )
+    assert main(["webshop", "--records", f"{a},{b}", "--markdown", str(md), "--json", str(joined)]) == 0
     table = md.read_text()
     assert "| teacher | mem1 |" in table and "| teacher | full |" in table and "full / mem1: teacher" in table
-    assert len(json.loads((tmp_path / "j.json").read_text())) == 2
+    assert len(json.loads(joined.read_text())) == 2
     qa = tmp_path / "qa.json"
-    assert (
-        main(
-            [
-                "eval",
-                "--policy",
-                "teacher",
-                "--agents",
-                "mem1",
-                "--objectives",
-                "1",
-                "--episodes",
-                "2",
-                "--json",
-                str(qa),
-            ]
-        )
-        == 0
-    )
+    qa_eval = "eval --policy teacher --agents mem1 --objectives 1 --episodes 2 --json".split()
+    assert main([*qa_eval, str(qa)]) == 0
     capsys.readouterr()
     for argv, message in (
         (["webshop", "--records", str(qa)], "not webshop records"),
