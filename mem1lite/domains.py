@@ -26,6 +26,8 @@ from typing import Protocol
 class Domain(Protocol):
     name: str
     splits: tuple[str, ...]
+    score_name: str
+    """what an episode's `em` means here, for labels ("EM per objective", "reward")"""
 
     def tasks(self, split: str, objectives: int, count: int, seed: int = 0) -> list: ...
 
@@ -51,6 +53,7 @@ class QADomain:
     """Multi-objective multi-hop QA over the generated world."""
 
     name = "qa"
+    score_name = "EM per objective"
     max_objectives = None
 
     def __init__(self, world=None, world_dir=None):

@@ -535,8 +535,11 @@ def train_sft(args: SFTArgs) -> dict:
     tokenizer.save_pretrained(work)
     shutil.rmtree(work / "snapshot", ignore_errors=True)  # the last probe's copy: the model is here now
     records = [json.loads(line) for line in log_path.read_text().splitlines()]
-    score = "greedy dev reward (WebShop)" if args.env == "webshop" else "greedy dev EM per objective"
-    fig = probe_curves(records, title=f"SFT {args.preset} (N in {list(args.objectives)})", score=score)
+    fig = probe_curves(
+        records,
+        title=f"SFT {args.preset} (N in {list(args.objectives)})",
+        score=f"greedy dev {domain.score_name}",
+    )
     fig.savefig(work / "probe.png", dpi=110)
     card = {
         "kind": "sft",

@@ -584,6 +584,7 @@ class WebShopDomain:
 
     name = "webshop"
     splits = SPLITS
+    score_name = "reward"
     max_objectives = 1
     """a task is one goal: N = 1 (sft.py / ppo.py fit their default task sizes to this)"""
 
