@@ -236,7 +236,13 @@ def cmd_sft(args: argparse.Namespace) -> None:
         env=args.env,
         data=args.world,
         threads=args.threads,
+        tasks=args.tasks,
+        pointer=args.pointer,
     )
+    if args.preset == "long" and not (args.init or args.model):
+        raise UserError(
+            "--preset long continues a trained model: give --init DIR (e.g. data/checkpoints/sft-mem1-n8)"
+        )
     if args.minutes_scale != 1.0:
         from dataclasses import replace
 
@@ -332,6 +338,41 @@ def cmd_eval(args: argparse.Namespace) -> None:
         print(f"wrote figures to {args.figures}")
     if seconds is not None:
         print(f"total wall time {seconds:.1f} s")
+
+
+# ---------------------------------------------------------------------------------------------
+# mem1 diagnose
+
+
+def cmd_diagnose(args: argparse.Namespace) -> None:
+    from .evaluate import parse_int_list, resolve_policy
+
+    objectives = parse_int_list(args.objectives)
+    path = resolve_policy(args.policy)
+    if path in ("teacher", "tiny", "paced"):
+        raise UserError(f"diagnose compares a trained checkpoint with the teacher, not {path!r}")
+    for out in (args.json, args.markdown, args.figure):
+        if out and Path(out).is_dir():
+            raise UserError(f"{out} is a directory; give a file path")
+    import torch
+
+    from .anatomy import anatomy_figure, diagnose
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    anatomy = diagnose(path, args.policy, objectives, args.episodes, args.split, args.seed, args.world)
+    text = anatomy.markdown()
+    print(text)
+    if args.markdown:
+        _write_text(args.markdown, text)
+    if args.json:
+        _write_text(args.json, anatomy.to_json() + "\n")
+    if args.figure:
+        out = Path(args.figure)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        anatomy_figure(anatomy).savefig(out, dpi=110)
+    print(f"diagnosed {args.policy} in {time.perf_counter() - t0:.1f} s")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -530,7 +571,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_webshop)
 
     p = sub.add_parser("sft", help="supervised warm start on teacher trajectories (TRL SFTTrainer)")
-    p.add_argument("--preset", default="quick", choices=["quick", "standard"])
+    p.add_argument(
+        "--preset",
+        default="quick",
+        choices=["quick", "standard", "long"],
+        help="long: continue --init on N = 1..16",
+    )
     p.add_argument("--out", required=True, help="output directory (must not exist or be empty)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init", help="start from this checkpoint directory (the same as --model DIR)")
@@ -543,6 +589,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes-scale", type=float, default=1.0, help="scale every stage's time budget")
     p.add_argument("--env", default="qa", choices=["qa", "webshop"], help="the domain")
     p.add_argument("--world", "--data", help="the domain's data folder (default data/qa or data/webshop)")
+    p.add_argument("--tasks", type=_positive_int, default=None, help="teacher tasks played for the data")
+    p.add_argument(
+        "--pointer",
+        default="text",
+        choices=["text", "number"],
+        help="the teacher's state names its question by text, or by number and text",
+    )
     p.set_defaults(func=cmd_sft)
 
     p = sub.add_parser("ppo", help="LoRA PPO on masked trajectories, from an SFT checkpoint")
@@ -591,6 +644,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--html", help="write a self-contained HTML report here")
     p.add_argument("--trajectories", help="write every row's trajectories (jsonl) into this folder")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "diagnose", help="failure anatomy: a checkpoint beside the teacher (free play, forced)"
+    )
+    p.add_argument("--policy", required=True, help="a shipped name (sft, ppo, sft-n8, ...) or checkpoint dir")
+    p.add_argument("--objectives", default="2,8,16", help="comma-separated task sizes N")
+    p.add_argument("--episodes", type=_positive_int, default=32, help="tasks per N")
+    p.add_argument("--split", default="dev", choices=list(SPLITS))
+    p.add_argument("--seed", type=int, default=0, help="draws the tasks")
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--world", "--data", help="the QA world folder (default data/qa)")
+    p.add_argument("--markdown", help="write the tables here")
+    p.add_argument("--json", help="write the tables and every episode's first divergence here")
+    p.add_argument("--figure", help="write the figure (PNG) here")
+    p.set_defaults(func=cmd_diagnose)
 
     p = sub.add_parser("demo", help="the main job: world check, checkpoints, a small sweep, a report")
     p.add_argument("--path", help="world folder")

@@ -56,10 +56,13 @@ class QADomain:
     score_name = "EM per objective"
     max_objectives = None
 
-    def __init__(self, world=None, world_dir=None):
+    def __init__(self, world=None, world_dir=None, pointer: str = "text"):
         from .retrieval import PoolRetrievers
+        from .teacher import teacher_for
         from .world import SPLITS, load_world
 
+        self.pointer = pointer
+        self._teacher = teacher_for(pointer)  # checks the name before the world loads
         self.world = world if world is not None else load_world(world_dir)
         self.retrievers = PoolRetrievers(self.world)
         self.splits = SPLITS
@@ -75,21 +78,23 @@ class QADomain:
         return QAEnvironment.from_task(task, self.retrievers[task.split])
 
     def teacher(self) -> Callable[[str], str]:
-        from .teacher import teacher_response
-
-        return teacher_response
+        return self._teacher
 
     def fingerprint(self) -> str:
-        return f"qa-seed{self.world.config.seed}-docs{len(self.world.documents)}"
+        pointer = "" if self.pointer == "text" else f"-pointer-{self.pointer}"
+        return f"qa-seed{self.world.config.seed}-docs{len(self.world.documents)}{pointer}"
 
 
 DOMAINS = ("qa", "webshop")
 
 
-def load_domain(name: str = "qa", path=None) -> Domain:
-    """The domain called `name`; `path` is its data folder (default: the shipped one)."""
+def load_domain(name: str = "qa", path=None, pointer: str = "text") -> Domain:
+    """The domain called `name`; `path` is its data folder (default: the shipped one); `pointer`:
+    how the QA teacher's state points at the current question (teacher.POINTERS)."""
     if name == "qa":
-        return QADomain(world_dir=path)
+        return QADomain(world_dir=path, pointer=pointer)
+    if pointer != "text":
+        raise ValueError(f"--pointer {pointer} is a QA teacher option; the {name} teacher has one state form")
     if name == "webshop":
         try:
             from .webshop import WebShopDomain

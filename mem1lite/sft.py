@@ -86,6 +86,13 @@ class SFTArgs:
     """task sizes in the data, drawn in equal shares"""
     tasks: int = 24_000
     """teacher tasks played to make the data (all sizes together)"""
+    long_share: float = 0.0
+    """share of the tasks at the largest size, the rest in equal shares over all sizes: a size-N
+    task holds answers lists of length 0..N-1, so without it the long lists are rare in the data
+    (0.5: every list length gets at least half the turns the empty list gets)"""
+    pointer: str = "text"
+    """how the teacher's state points at the current question: its `text`, or its `number` and
+    text (teacher.py [5])"""
     agent: str = "mem1"
     """whose view of the context the samples take (mem1; full for the full-context baseline)"""
     stages: tuple[Stage, ...] = field(default_factory=tuple)
@@ -158,6 +165,22 @@ PRESETS = {
         ),
         em_minutes=20.0,
     ),
+    # Continue a trained checkpoint (`--init`) on long tasks: in the mem1 view a turn's context
+    # stays ~0.3-0.6 k tokens whatever N, so N = 16 samples cost about what N = 2 ones do. The
+    # model already reads, so the loss is on responses only; half the tasks are N = 16 so that
+    # every answers-list length 0..15 is well represented.
+    "long": dict(
+        tasks=2_400,
+        objectives=tuple(range(1, 17)),
+        long_share=0.5,
+        stages=(
+            Stage("respond", "response", minutes=68, max_steps=3000, lr=5e-4, warmup_steps=20),
+            Stage(
+                "anneal", "response", minutes=10, max_steps=300, lr=5e-4, warmup_steps=0, schedule="linear"
+            ),
+        ),
+        em_minutes=20.0,
+    ),
 }
 
 
@@ -194,6 +217,7 @@ def teacher_sft_data(domain, tokenizer, args: SFTArgs, split: str = "sft"):
                 "seed": args.seed,
                 "agent": args.agent,
                 "split": split,
+                "long_share": args.long_share,
                 "version": 1,
             },
             sort_keys=True,
@@ -203,9 +227,8 @@ def teacher_sft_data(domain, tokenizer, args: SFTArgs, split: str = "sft"):
     if (cached / "dataset_info.json").is_file():
         return load_from_disk(str(cached))
     ids, masks = [], []
-    per_n = math.ceil(args.tasks / len(args.objectives))
-    for n in args.objectives:
-        trajs = teacher_trajectories(domain, tokenizer, split, n, per_n, seed=args.seed, agent=args.agent)
+    for n, count in tasks_per_size(args.objectives, args.tasks, args.long_share).items():
+        trajs = teacher_trajectories(domain, tokenizer, split, n, count, seed=args.seed, agent=args.agent)
         for t in trajs:
             for j, turn in enumerate(t.turns):
                 context = t.context_ids(j)
@@ -218,6 +241,18 @@ def teacher_sft_data(domain, tokenizer, args: SFTArgs, split: str = "sft"):
         shutil.rmtree(cached)
     tmp.rename(cached)
     return load_from_disk(str(cached))
+
+
+def tasks_per_size(objectives, tasks: int, long_share: float = 0.0) -> dict[int, int]:
+    """How many tasks of each size the data get: `long_share` of them at the largest size, the rest
+    in equal shares over every size (rounded up, so no size gets none)."""
+    if not 0.0 <= long_share < 1.0:
+        raise ValueError(f"long_share must be in [0, 1), got {long_share}")
+    sizes = sorted(set(objectives))
+    equal = math.ceil(tasks * (1 - long_share) / len(sizes))
+    counts = {n: equal for n in sizes}
+    counts[sizes[-1]] += math.ceil(tasks * long_share)
+    return counts
 
 
 def to_dataset(data, loss_on: str, seed: int):
@@ -425,6 +460,8 @@ def train_sft(args: SFTArgs) -> dict:
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty; choose another --out or delete it")
     spec = resolve_model(args.init or args.model)
+    domain = load_domain(args.env, args.data, pointer=args.pointer)  # bad options fail before any write
+    args = fit_to_domain(args, domain)
     work = out.with_name(out.name + ".partial")
     processes.wait_for_everyone()  # every process has looked at `out` before the main one writes
     if main:
@@ -432,8 +469,6 @@ def train_sft(args: SFTArgs) -> dict:
             shutil.rmtree(work)
         work.mkdir(parents=True)
     clock = _Budget()
-    domain = load_domain(args.env, args.data)
-    args = fit_to_domain(args, domain)
     if spec.path != "tiny":  # float32 weights; a real model gets bfloat16 autocast on a GPU below
         model, tokenizer = load_policy(spec.path)
     else:
@@ -551,6 +586,8 @@ def train_sft(args: SFTArgs) -> dict:
                 else []
             )
             + ([f"--agent {args.agent}"] if args.agent != "mem1" else [])
+            + ([f"--pointer {args.pointer}"] if args.pointer != "text" else [])
+            + ([f"--tasks {args.tasks}"] if args.tasks != PRESETS[args.preset]["tasks"] else [])
             + ([f"--env {args.env}"] if args.env != "qa" else [])
             + ([f"--model {args.init or args.model}"] if spec.path != "tiny" else [])
         ),

@@ -21,12 +21,17 @@ The internal state is index-free, so that one learned behaviour serves any numbe
 4. The action searches X (the entity of `now`); once every question is answered, the answer repeats
    the answers list. If the fact is not in the passages (a retrieval miss), the search is repeated
    with the relation word added.
+5. With `numbered=True` the question keeps its number from the prompt (`question: 6. Who is ...?`).
+   The next question is then "the line numbered one more", which a model can find by matching two
+   tokens (the number and the dot after a line break) instead of a whole question's text: a
+   cheaper pointer to follow in a long prompt. Both forms are read whichever the teacher writes.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import partial
 
 from .protocol import parse_prompt_questions
 from .world import RELATIONS
@@ -38,15 +43,24 @@ _NOW = re.compile(r"^the (?P<relation>\w+) of (?P<entity>.+)$")
 _USER = re.compile(r"<\|im_start\|>user\n(.*?)<\|im_end\|>", re.S)
 
 
+_NUMBERED = re.compile(r"^(?P<number>\d+)\. (?P<question>.+)$", re.S)
+POINTERS = ("text", "number")
+"""how the state points at the current question: its text, or its number and text"""
+
+
 @dataclass
 class State:
     answers: list[str]
     question: str | None
     now: str | None
+    number: int | None = None
+    """the question's number in the prompt (1-based), written before its text when set"""
 
     def render(self) -> str:
         answers = "; ".join(self.answers) if self.answers else "none"
         question = self.question or "none."
+        if self.question and self.number is not None:
+            question = f"{self.number}. {question}"
         now = self.now or "none"
         return f"answers: {answers}. question: {question} now: {now}."
 
@@ -58,7 +72,18 @@ def parse_state(text: str) -> State | None:
     answers = [] if m["answers"] == "none" else [a.strip() for a in m["answers"].split(";")]
     question = None if m["question"] == "none." else m["question"]
     now = None if m["now"] == "none" else m["now"]
-    return State(answers, question, now)
+    number = None
+    numbered = _NUMBERED.match(question or "")
+    if numbered:
+        number, question = int(numbered["number"]), numbered["question"]
+    return State(answers, question, now, number)
+
+
+def teacher_for(pointer: str = "text"):
+    """The teacher whose states point at the current question by `pointer` (POINTERS)."""
+    if pointer not in POINTERS:
+        raise ValueError(f"unknown pointer {pointer!r}: expected one of {', '.join(POINTERS)}")
+    return partial(teacher_response, numbered=pointer == "number")
 
 
 def question_chain(question: str) -> tuple[list[str], str]:
@@ -84,8 +109,9 @@ def _first_hop(question: str) -> tuple[str, str]:
     return f"the {relations[0]} of {entity}", entity
 
 
-def teacher_response(context: str) -> str:
-    """The teacher's next response for a turn's context text (prompt + whatever the agent kept)."""
+def teacher_response(context: str, numbered: bool = False) -> str:
+    """The teacher's next response for a turn's context text (prompt + whatever the agent kept).
+    [5] `numbered`: the state carries the current question's number from the prompt."""
     user = _USER.search(context)
     questions = parse_prompt_questions(user.group(1) if user else context)
     if not questions:
@@ -95,10 +121,11 @@ def teacher_response(context: str) -> str:
     state = parse_state(thinks[-1].group(1)) if thinks else None
     if state is None or state.question not in questions:
         # First turn (or a state the teacher cannot read): start from the first question.
-        state = State([], questions[0], None)
+        state = State([], questions[0], None, 1 if numbered else None)
         state.now, query = _first_hop(questions[0])
         return f"<think> {state.render()}</think><search> {query}</search>"
 
+    state.number = questions.index(state.question) + 1 if numbered else None
     infos = list(_INFO.finditer(assistant, thinks[-1].end()))
     passages = infos[-1].group(1) if infos else ""
     relations, start = question_chain(state.question)
@@ -118,6 +145,7 @@ def teacher_response(context: str) -> str:
     index = questions.index(state.question)
     if index + 1 < len(questions):  # [2] next question: the one after this one in the prompt
         state.question = questions[index + 1]
+        state.number = index + 2 if numbered else None
         state.now, query = _first_hop(state.question)
         return f"<think> {state.render()}</think><search> {query}</search>"
     state.question, state.now = None, None

@@ -13,6 +13,7 @@ from mem1lite.sft import (
     Stage,
     fit_pack_length,
     make_args,
+    tasks_per_size,
     teacher_sft_data,
     to_dataset,
     train_sft,
@@ -77,7 +78,10 @@ def test_packs_grow_so_no_sample_is_cut_and_tokens_per_step_stay():
 
 def test_presets_and_bad_names():
     assert make_args("quick").stages and make_args("standard").stages
-    assert set(PRESETS) == {"quick", "standard"}
+    assert set(PRESETS) == {"quick", "standard", "long"}
+    long = make_args("long")
+    assert long.objectives == tuple(range(1, 17)) and long.long_share == 0.5
+    assert all(stage.loss_on == "response" for stage in long.stages)
     with pytest.raises(ValueError, match="unknown preset"):
         make_args("huge")
 
@@ -146,3 +150,40 @@ def test_miniature_run_writes_a_complete_checkpoint_with_its_card(small_init, tm
     assert changed  # full-parameter training moved the weights
     with pytest.raises(FileExistsError):
         train_sft(replace(args))
+
+
+def test_long_share_puts_the_long_answer_lists_in_the_data():
+    assert tasks_per_size((1, 2, 3, 4), 400) == {1: 100, 2: 100, 3: 100, 4: 100}
+    counts = tasks_per_size(range(1, 17), 2400, 0.5)
+    assert counts[16] == 75 + 1200 and all(counts[n] == 75 for n in range(1, 16))
+    # turns holding an answers list of length k come from tasks with N > k (2 or 3 turns each):
+    # the longest list (k = 15) gets at least half the share of the empty one
+    with_list = {k: sum(c for n, c in counts.items() if n > k) for k in range(16)}
+    assert with_list[15] >= 0.5 * with_list[0]
+    assert min(tasks_per_size((2, 8), 1, 0.5).values()) >= 1
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="long_share"):
+            tasks_per_size((1, 2), 10, bad)
+
+
+def test_numbered_pointer_data_are_cached_apart(tokenizer, tmp_path, monkeypatch):
+    import mem1lite.sft as sft
+    from mem1lite.domains import QADomain
+
+    monkeypatch.setattr(sft, "CACHE_DIR", tmp_path)
+    args = SFTArgs(tasks=2, objectives=(3,), seed=1)
+    text = teacher_sft_data(QADomain(), tokenizer, args)
+    number = teacher_sft_data(QADomain(pointer="number"), tokenizer, replace(args, pointer="number"))
+    assert len(text) == len(number) and len(list(tmp_path.iterdir())) == 2
+    two = tokenizer.decode(number[2]["input_ids"])
+    assert "question: 2. " in two.rsplit("<think>", 1)[1]
+
+
+def test_cli_long_preset_needs_a_trained_start_and_webshop_has_no_pointer(tmp_path, capsys):
+    from mem1lite.cli import main
+
+    assert main(["sft", "--preset", "long", "--out", str(tmp_path / "a")]) == 2
+    assert "--init" in capsys.readouterr().err
+    code = main(["sft", "--env", "webshop", "--pointer", "number", "--out", str(tmp_path / "b")])
+    assert code == 2 and "QA teacher option" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing written

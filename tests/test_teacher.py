@@ -6,7 +6,7 @@ from mem1lite.model import TINY_DIR, load_tokenizer
 from mem1lite.protocol import QAEnvironment, max_turns, parse_response, task_prompt
 from mem1lite.retrieval import PoolRetrievers
 from mem1lite.rollout import RolloutConfig, TeacherPolicy, run_episodes, summarize
-from mem1lite.teacher import State, find_fact, parse_state, question_chain, teacher_response
+from mem1lite.teacher import State, find_fact, parse_state, question_chain, teacher_for, teacher_response
 
 EPISODES = {1: 200, 2: 200, 4: 150, 8: 100, 16: 60}  # ~3,000 questions in all, a few seconds
 
@@ -117,3 +117,47 @@ def test_state_helpers():
         find_fact("The founder of Gevorn Bank is Talis Morrow.", "founder", "Gevorn Bank") == "Talis Morrow"
     )
     assert find_fact("The founder of Gevorn Works is Kel Arrow.", "founder", "Gevorn Bank") is None
+
+
+def test_numbered_pointer_names_the_question_by_its_number_and_text():
+    q = [
+        "Who is the mayor of Velmora Vale?",
+        "Who is the founder of Kel Works?",
+        "Who is the mayor of Oskel Ford?",
+    ]
+    numbered = teacher_for("number")
+    first = numbered(_context(q))
+    assert "question: 1. Who is the mayor of Velmora Vale? now:" in first
+    info = "<information>Doc 1(Title: Velmora Vale) The mayor of Velmora Vale is Dara Quill.</information>"
+    second = numbered(_context(q, first + info))
+    assert "answers: Dara Quill. question: 2. Who is the founder of Kel Works? now:" in second
+    # the same decisions as the text pointer, only the number added
+    text_second = teacher_response(_context(q, teacher_response(_context(q)) + info))
+    assert second == text_second.replace("question: Who is the founder", "question: 2. Who is the founder")
+    # either teacher reads either form of state
+    assert teacher_response(_context(q, first + info)) == text_second
+    miss = numbered(_context(q, second + "<information>No results.</information>"))
+    assert "question: 2. Who is the founder of Kel Works?" in miss
+    assert miss.endswith("<search> Kel Works founder</search>")
+    s = parse_state("answers: none. question: 12. Who is the founder of X Y? now: the founder of X Y.")
+    assert (s.number, s.question) == (12, "Who is the founder of X Y?")
+    assert parse_state(s.render()) == s
+    with pytest.raises(ValueError, match="unknown pointer"):
+        teacher_for("index")
+
+
+def test_numbered_teacher_solves_long_tasks_with_numbered_states(world, dev, tokenizer):
+    from mem1lite.domains import QADomain
+    from mem1lite.world import make_tasks
+
+    domain = QADomain(world=world, pointer="number")
+    tasks = make_tasks(world, "dev", 16, 8, seed=0)
+    envs = [QAEnvironment.from_task(t, dev) for t in tasks]
+    policy = TeacherPolicy(tokenizer, domain.teacher())
+    trajs = run_episodes(policy, tokenizer, envs, RolloutConfig(progress=False), tasks)
+    assert summarize(trajs)["em_per_objective"] >= 0.98
+    for t in trajs:
+        for turn in t.turns[:-1]:
+            state = parse_state(parse_response(tokenizer.decode(turn.output_ids)).state)
+            assert t.questions[state.number - 1] == state.question
+    assert domain.fingerprint() != QADomain(world=world).fingerprint()  # caches keyed apart
