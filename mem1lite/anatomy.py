@@ -1,0 +1,409 @@
+"""Failure anatomy: where a policy first leaves the teacher's path, and which turns it gets wrong.
+
+The QA teacher (teacher.py) is a function of the visible context, so in *any* context it says what a
+perfect mem1 policy would write there. That gives two measurements of a trained policy:
+
+1. Free play. The policy plays a task; at each turn the teacher answers the policy's own context.
+   The first turn where the two differ (parsed: action, argument and state) is the episode's first
+   divergence, classified by what went wrong (`CLASSES`). Errors compound over 2N + 1 turns, so the
+   first one is the cause; the later ones are consequences.
+2. Teacher-forced. The teacher plays the task; at each turn the policy answers the teacher's
+   context (greedy). Each turn is exact or not, and its parts (answers list, question, `now`,
+   action) are right or not, by the answers already held (k) and by the turn's kind (`KINDS`).
+   This is the per-step error without compounding: where a loop fails as k grows, it shows here.
+
+`mem1 diagnose` runs both and writes tables (markdown, json) and a figure.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from .protocol import parse_prompt_questions, parse_response
+from .teacher import State, parse_state
+
+CLASSES = (
+    "premature answer",
+    "late answer",
+    "answers list corrupted",
+    "wrong next question",
+    "hop confusion",
+    "reading error",
+    "wrong query",
+    "format error",
+    "out of turns",
+    "other",
+)
+"""how an episode first leaves the teacher's path ('none' when it never does):
+
+- premature answer: the policy answers while questions remain (a full list whose last item is the
+  bridge entity just read counts as hop confusion); late answer: it searches on after
+  the last question is answered;
+- answers list corrupted: an answer already held is lost, altered, or an answer is added twice;
+- wrong next question: the answers list is right but the question worked on is not;
+- hop confusion: a bridge entity taken as an answer, an answer taken as a bridge, or the wrong
+  relation of the chain looked for;
+- reading error: the right hop, but the value read from the passages (a bridge or an answer) is wrong;
+- wrong query: the state is right, the search is not;
+- format error: the response breaks the protocol, or its state is not in the teacher's form;
+- out of turns: the policy never left the teacher's path, yet the turn budget ran out."""
+
+KINDS = ("first search", "bridge hop", "next question", "retry", "final answer")
+"""a teacher turn's kind: the first search of task (turn 0); the search of a question's outer hop
+after its bridge entity is read; the turn that appends an answer and starts the next question (it
+copies the answers list and chooses the question); a search repeated after a retrieval miss; the
+final answer (the whole list copied into <answer>)."""
+
+_USER = re.compile(r"<\|im_start\|>user\n(.*?)<\|im_end\|>", re.S)
+_THINK = re.compile(r"<think>(.*?)</think>", re.S)
+
+
+def _prompt(context: str) -> str:
+    user = _USER.search(context)
+    return user.group(1) if user else context
+
+
+def held_state(context: str) -> State | None:
+    """The last state visible in a context (what the teacher reads), None at the first turn."""
+    user = _USER.search(context)
+    assistant = context[user.end() :] if user else context
+    thinks = list(_THINK.finditer(assistant))
+    return parse_state(thinks[-1].group(1)) if thinks else None
+
+
+def same_response(a: str, b: str) -> bool:
+    """Equal as the protocol and the teacher read them: action, argument and state."""
+    pa, pb = parse_response(a), parse_response(b)
+    if pa.kind == "error" or pb.kind == "error":
+        return False
+    sa, sb = parse_state(pa.state), parse_state(pb.state)
+    return (pa.kind, pa.argument, sa or pa.state) == (pb.kind, pb.argument, sb or pb.state)
+
+
+def classify(context: str, policy: str, teacher: str) -> str:
+    """Why the policy's response in `context` is not the teacher's (one of CLASSES but the last two)."""
+    p, t = parse_response(policy), parse_response(teacher)
+    if p.kind == "error":
+        return "format error"
+    held = held_state(context)
+    before = held.answers if held else []
+    if p.kind == "answer" and t.kind == "search":
+        given = [a.strip() for a in p.argument.split(";")]
+        complete = len(given) == len(parse_prompt_questions(_prompt(context))) == len(before) + 1
+        # a full list whose last item is the bridge just read: the hop was taken for the answer
+        return "hop confusion" if complete and given[:-1] == before else "premature answer"
+    if p.kind == "search" and t.kind == "answer":
+        return "late answer"
+    ps, ts = parse_state(p.state), parse_state(t.state)
+    if ps is None:
+        return "format error"
+    if p.kind == "answer":  # both answer: the list copied into the answer, or its last item read
+        given = [a.strip() for a in p.argument.split(";")]
+        if given[: len(before)] != before or len(given) != len(ts.answers):
+            return "answers list corrupted"
+        return "reading error"
+    if ps.answers[: len(before)] != before or len(ps.answers) > len(before) + 1:
+        return "answers list corrupted"
+    added, expected = len(ps.answers) > len(before), len(ts.answers) > len(before)
+    if added != expected:
+        return "hop confusion"  # a bridge taken as the answer, or the answer taken as a bridge
+    if added and ps.answers[-1] != ts.answers[-1]:
+        return "reading error"
+    if ps.question != ts.question or ps.number != ts.number:
+        return "wrong next question"
+    if ps.now != ts.now:
+        p_rel, t_rel = (s.split(" of ", 1)[0] if s else "" for s in (ps.now, ts.now))
+        return "hop confusion" if p_rel != t_rel else "reading error"
+    if p.argument != t.argument:
+        return "wrong query"
+    return "other"
+
+
+def turn_kind(context: str, teacher: str) -> str:
+    """The kind (KINDS) of the teacher's turn in `context`."""
+    t = parse_response(teacher)
+    if t.kind == "answer":
+        return "final answer"
+    held = held_state(context)
+    if held is None:
+        return "first search"
+    ts = parse_state(t.state)
+    if ts is not None and len(ts.answers) > len(held.answers):
+        return "next question"
+    if ts is not None and ts.now == held.now:
+        return "retry"
+    return "bridge hop"
+
+
+def parts_right(policy: str, teacher: str) -> dict[str, bool]:
+    """Which parts of the policy's response are the teacher's: answers list, question, now, action."""
+    p, t = parse_response(policy), parse_response(teacher)
+    ps = parse_state(p.state) if p.kind != "error" else None
+    ts = parse_state(t.state)
+    return {
+        "answers": ps is not None and ps.answers == ts.answers,
+        "question": ps is not None and (ps.question, ps.number) == (ts.question, ts.number),
+        "now": ps is not None and ps.now == ts.now,
+        "action": (p.kind, p.argument) == (t.kind, t.argument),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Over trajectories
+
+
+@dataclass
+class Divergence:
+    """An episode's first turn off the teacher's path."""
+
+    objectives: int
+    episode: int
+    kind: str
+    """one of CLASSES, or 'none' (the episode followed the teacher throughout)"""
+    turn: int | None = None
+    """the turn (0-based); None for 'none' and 'out of turns'"""
+    k: int = 0
+    """answers held at that turn (in the context's last state)"""
+    em: float = 0.0
+    """the episode's EM (per-slot mean over its N questions)"""
+    policy: str = ""
+    teacher: str = ""
+
+
+def first_divergence(traj, tokenizer, teacher: Callable[[str], str]) -> Divergence:
+    """Walk a policy's trajectory and find where it first writes what the teacher would not."""
+    n, em = traj.objectives, traj.em / max(1, traj.objectives)
+    for j, turn in enumerate(traj.turns):
+        context = tokenizer.decode(traj.context_ids(j), skip_special_tokens=False)
+        mine = tokenizer.decode(turn.output_ids, skip_special_tokens=False)
+        theirs = teacher(context)
+        if not same_response(mine, theirs):
+            held = held_state(context)
+            kind = classify(context, mine, theirs)
+            return Divergence(n, traj.episode, kind, j, len(held.answers) if held else 0, em, mine, theirs)
+    if traj.answer is None:
+        return Divergence(n, traj.episode, "out of turns", None, 0, em)
+    return Divergence(n, traj.episode, "none", None, 0, em)
+
+
+@dataclass
+class TurnCheck:
+    """One teacher-forced turn: the policy's response in the teacher's context."""
+
+    objectives: int
+    turn: int
+    k: int
+    """answers held before the turn"""
+    kind: str
+    """one of KINDS"""
+    exact: bool
+    parts: dict[str, bool] = field(default_factory=dict)
+
+
+def teacher_forced_checks(teacher_trajs, responses: list[str], tokenizer) -> list[TurnCheck]:
+    """`responses[i]` is the policy's text for the i-th (trajectory, turn) of `teacher_trajs`, in order."""
+    out, i = [], 0
+    for traj in teacher_trajs:
+        for j, turn in enumerate(traj.turns):
+            context = tokenizer.decode(traj.context_ids(j), skip_special_tokens=False)
+            theirs = tokenizer.decode(turn.output_ids, skip_special_tokens=False)
+            held = held_state(context)
+            mine = responses[i]
+            i += 1
+            out.append(
+                TurnCheck(
+                    traj.objectives,
+                    j,
+                    len(held.answers) if held else 0,
+                    turn_kind(context, theirs),
+                    same_response(mine, theirs),
+                    parts_right(mine, theirs),
+                )
+            )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+
+
+@dataclass
+class Anatomy:
+    """Everything `mem1 diagnose` measured for one policy."""
+
+    policy: str
+    split: str
+    divergences: list[Divergence]
+    checks: list[TurnCheck]
+
+    def class_table(self) -> dict[int, dict[str, int]]:
+        """N -> {class: episodes}, every class present (zeros included), plus 'none'."""
+        table = {}
+        for n in sorted({d.objectives for d in self.divergences}):
+            counts = Counter(d.kind for d in self.divergences if d.objectives == n)
+            table[n] = {c: counts.get(c, 0) for c in (*CLASSES, "none")}
+        return table
+
+    def exactness_by(self, key: str) -> dict:
+        """'k' or 'kind' -> {value: {'turns', 'exact', and each part's share right}}."""
+        groups: dict = {}
+        for c in self.checks:
+            groups.setdefault(getattr(c, key), []).append(c)
+        order = sorted(groups) if key == "k" else [k for k in KINDS if k in groups]
+        out = {}
+        for value in order:
+            rows = groups[value]
+            out[value] = {"turns": len(rows), "exact": sum(r.exact for r in rows) / len(rows)}
+            for part in ("answers", "question", "now", "action"):
+                out[value][part] = sum(r.parts[part] for r in rows) / len(rows)
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "policy": self.policy,
+                "split": self.split,
+                "classes": {str(n): row for n, row in self.class_table().items()},
+                "exact_by_k": {str(k): v for k, v in self.exactness_by("k").items()},
+                "exact_by_kind": self.exactness_by("kind"),
+                "divergences": [asdict(d) for d in self.divergences],
+            },
+            indent=1,
+        )
+
+    def markdown(self) -> str:
+        lines = [f"# Failure anatomy: {self.policy} ({self.split} split)", ""]
+        table = self.class_table()
+        if table:
+            shown = [c for c in (*CLASSES, "none") if any(row[c] for row in table.values())]
+            lines += [
+                "First divergence from the teacher in free play (greedy), episodes per class:",
+                "",
+                "| N | " + " | ".join(shown) + " | mean first turn |",
+                "|---" * (len(shown) + 2) + "|",
+            ]
+            for n, row in table.items():
+                turns = [d.turn for d in self.divergences if d.objectives == n and d.turn is not None]
+                mean = f"{sum(turns) / len(turns):.1f}" if turns else "-"
+                lines.append(f"| {n} | " + " | ".join(str(row[c]) for c in shown) + f" | {mean} |")
+            lines.append("")
+        for key, title in (("k", "answers held (k)"), ("kind", "turn kind")):
+            rows = self.exactness_by(key)
+            if not rows:
+                continue
+            lines += [
+                f"Teacher-forced per-turn exactness by {title} (share of turns right):",
+                "",
+                f"| {key} | turns | exact | answers list | question | now | action |",
+                "|---|---|---|---|---|---|---|",
+            ]
+            for value, r in rows.items():
+                lines.append(
+                    f"| {value} | {r['turns']} | {r['exact']:.2f} | {r['answers']:.2f} | "
+                    f"{r['question']:.2f} | {r['now']:.2f} | {r['action']:.2f} |"
+                )
+            lines.append("")
+        return "\n".join(lines)
+
+
+def anatomy_figure(anatomy: Anatomy):
+    """Left: first-divergence classes per N (stacked shares). Right: teacher-forced exactness by k."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    table = anatomy.class_table()
+    sizes = list(table)
+    bottom = [0.0] * len(sizes)
+    colors = plt.get_cmap("tab20").colors
+    for i, c in enumerate((*CLASSES, "none")):
+        shares = [table[n][c] / max(1, sum(table[n].values())) for n in sizes]
+        if any(shares):
+            left.bar([str(n) for n in sizes], shares, bottom=bottom, label=c, color=colors[i % len(colors)])
+            bottom = [b + s for b, s in zip(bottom, shares)]
+    left.set(xlabel="N (questions)", ylabel="share of episodes", title="first divergence (free play)")
+    left.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    by_k = anatomy.exactness_by("k")
+    ks = list(by_k)
+    for part, style in (("exact", "-o"), ("answers", "--"), ("question", ":"), ("now", "-.")):
+        right.plot(ks, [by_k[k][part] for k in ks], style, label=part if part == "exact" else f"{part} right")
+    right.set(
+        xlabel="answers held (k)",
+        ylabel="share of turns",
+        ylim=(-0.02, 1.02),
+        title="teacher-forced, per turn",
+    )
+    right.legend(fontsize=8)
+    fig.suptitle(f"failure anatomy: {anatomy.policy}")
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+def trained_pointer(path) -> str:
+    """The state pointer a checkpoint was trained with (its SFT card; an adapter's card names its
+    base): 'text' unless the card says otherwise."""
+    from pathlib import Path
+
+    card = Path(path) / "card.json"
+    if not card.is_file():
+        return "text"
+    data = json.loads(card.read_text())
+    args = data.get("args", {})
+    if "pointer" in args:
+        return args["pointer"]
+    base = args.get("init")
+    if not base:
+        return "text"
+    from .model import DATA_DIR
+
+    base = Path(base) if Path(base).is_dir() else DATA_DIR.parent / base  # cards name it from the repo root
+    return trained_pointer(base) if base.is_dir() and base.resolve() != Path(path).resolve() else "text"
+
+
+def diagnose(
+    path: str,
+    label: str,
+    objectives=(2, 8, 16),
+    episodes: int = 32,
+    split: str = "dev",
+    seed: int = 0,
+    world: str | None = None,
+    max_new_tokens: int = 192,
+    progress: bool = True,
+) -> Anatomy:
+    """Free play and teacher-forced turns of the checkpoint at `path` beside the teacher (mem1 agent)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from .domains import load_domain
+    from .model import load_policy
+    from .probe import teacher_trajectories
+    from .rollout import GenerationConfig, ModelPolicy, RolloutConfig, run_episodes
+
+    model, tokenizer = load_policy(path)
+    domain = load_domain("qa", world, pointer=trained_pointer(path))
+    teacher = domain.teacher()
+    policy = ModelPolicy(model, tokenizer, GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0))
+    divergences, checks = [], []
+    for n in tqdm(objectives, desc=f"diagnose {label}", disable=not progress):
+        tasks = domain.tasks(split, n, episodes, seed=seed)
+        envs = [domain.environment(t) for t in tasks]
+        played = run_episodes(policy, tokenizer, envs, RolloutConfig(seed=seed, progress=False), tasks)
+        divergences += [first_divergence(t, tokenizer, teacher) for t in played]
+        forced = teacher_trajectories(domain, tokenizer, split, n, episodes, seed=seed)
+        contexts = [t.context_ids(j) for t in forced for j in range(len(t.turns))]
+        policy.clear_prefix_cache()
+        responses = policy.respond(contexts, [torch.Generator() for _ in contexts])
+        texts = [tokenizer.decode(r.ids, skip_special_tokens=False) for r in responses]
+        checks += teacher_forced_checks(forced, texts, tokenizer)
+    return Anatomy(label, split, divergences, checks)
