@@ -277,6 +277,9 @@ def cmd_ppo(args: argparse.Namespace) -> None:
         threads=args.threads,
         env=args.env,
         data=args.world,
+        advantage=args.advantage,
+        group=args.group,
+        episodes_per_step=args.episodes_per_step,
     )
     try:
         train_ppo(ppo_args)
@@ -608,6 +611,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_positive_int, default=None, help="override the preset's step count")
     p.add_argument("--minutes", type=float, default=None, help="override the preset's time budget")
     p.add_argument("--objectives", help="comma-separated task sizes, cycled over steps (default 2)")
+    p.add_argument(
+        "--advantage", default=None, choices=["gae", "group"], help="baseline: the critic, or a group's mean"
+    )
+    p.add_argument("--group", type=_positive_int, default=None, help="episodes per task (--advantage group)")
+    p.add_argument("--episodes-per-step", type=_positive_int, default=None, help="override the preset's")
     p.add_argument("--agent", default=None, choices=["mem1", "full"], help="memory policy of the rollouts")
     p.add_argument("--threads", type=_positive_int, default=None)
     p.add_argument("--env", default="qa", choices=["qa", "webshop"], help="the domain")

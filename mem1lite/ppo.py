@@ -38,6 +38,9 @@ clipped PPO updates over minibatches of episodes. The MEM1-specific details, num
    one-process gradient, and the run matches a one-process run to float rounding. One process
    logs, evaluates and writes checkpoints; all of them check at the end that they hold the very
    same parameters.
+10. `advantage='group'` draws episodes_per_step / group tasks and plays each `group` times (each
+   episode its own sampling generator); a token's advantage is its reward-to-go (the KL penalties
+   after it plus the terminal reward) minus the group's mean reward, then whitened as in [5].
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ from .model import LORA_TARGETS  # noqa: F401  (re-exported: every linear map of
 from .ppo_math import (
     explained_variance,
     gae,
+    group_baseline,
     masked_mean,
     masked_whiten,
     policy_loss,
@@ -131,6 +135,13 @@ class PPOArgs:
     """discount over policy tokens"""
     lam: float = 1.0
     """GAE lambda"""
+    advantage: str = "gae"
+    """'gae': the value head is the baseline; 'group': each task is played `group` times and the
+    baseline is its group's mean reward (GRPO-style, no critic in the advantage; the value head
+    still trains, unused). With one terminal reward the critic explains ~0 of the variance, which is
+    what the group baseline replaces [10]"""
+    group: int = 4
+    """episodes per task with advantage='group' (episodes_per_step must be a multiple)"""
     eval_every: int = 10
     """steps between greedy dev evaluations (0: never)"""
     eval_tasks: int = 64
@@ -372,7 +383,11 @@ def play(model, tokenizer, domain, args: PPOArgs, step: int, procs: Processes | 
     procs = procs or Processes()
     n = args.objectives[step % len(args.objectives)]
     seed = step_seed(args.seed, step)
-    tasks = domain.tasks(args.split, n, args.episodes_per_step, seed=seed)
+    if args.advantage == "group":  # [10] each task `group` times in a row
+        tasks = domain.tasks(args.split, n, args.episodes_per_step // args.group, seed=seed)
+        tasks = [t for t in tasks for _ in range(args.group)]
+    else:
+        tasks = domain.tasks(args.split, n, args.episodes_per_step, seed=seed)
     first, last = procs.shard(len(tasks))  # [9] (0, all) for one process
     tasks = tasks[first:last]
     envs = [domain.environment(t) for t in tasks]
@@ -410,10 +425,14 @@ def score(
     advantages = torch.zeros_like(logprobs)
     returns = torch.zeros_like(logprobs)
     kls = torch.zeros_like(logprobs)
+    group = args.advantage == "group"
+    baseline = group_baseline([float(t.em) for t in trajs], args.group) if group else None
     for b, t in enumerate(trajs):
         T = int(mask[b].sum())
         r, kl = token_rewards(logprobs[b, :T], ref_logprobs[b, :T], float(t.em), args.kl_coef)  # [4]
         adv, ret = gae(r, values[b, :T], args.gamma, args.lam)
+        if group:  # [10] reward-to-go minus the group's mean reward
+            adv = gae(r, torch.zeros_like(r), args.gamma, args.lam)[0] - baseline[b]
         rewards[b, :T], advantages[b, :T], returns[b, :T], kls[b, :T] = r, adv, ret, kl
     fmask = mask.to(logprobs.dtype)
     advantages = masked_whiten(advantages, fmask)  # [5]
@@ -431,6 +450,10 @@ def score(
         "rollout_seconds": rollout_s,
         "rollout_tokens_per_s": generated / max(rollout_s, 1e-9),
     }
+    if group:  # groups whose episodes scored differently: the only ones that teach anything
+        ems = [float(t.em) for t in trajs]
+        groups = [ems[g : g + args.group] for g in range(0, len(ems), args.group)]
+        stats["groups_with_signal"] = sum(max(g) > min(g) for g in groups) / len(groups)
     return Batch(trajs, advantages, returns, logprobs, values, mask, stats)
 
 
@@ -612,12 +635,14 @@ def card_command(args: PPOArgs) -> str:
     """The command that reruns this training: the preset plus whatever the run changed."""
     preset = PPOArgs(**PRESETS.get(args.preset, {}))  # a caller's own preset name: the defaults
     parts = [f"mem1 ppo --preset {args.preset} --init {args.init} --out {args.out} --seed {args.seed}"]
-    for field in ("agent", "steps", "minutes", "env"):
+    for field in ("agent", "steps", "minutes", "env", "advantage", "episodes_per_step"):
         if getattr(args, field) != getattr(preset, field):
             parts.append(f"--{field} {getattr(args, field)}")
     if args.objectives != preset.objectives:
         parts.append("--objectives " + ",".join(map(str, args.objectives)))
-    return " ".join(parts)
+    if args.advantage == "group":
+        parts.append(f"--group {args.group}")
+    return " ".join(parts).replace("--episodes_per_step", "--episodes-per-step")
 
 
 def compare_to_start(model, tokenizer, domain, args: PPOArgs) -> dict:
@@ -679,6 +704,13 @@ def train_ppo(args: PPOArgs) -> dict:
     ckpt = out / "checkpoint"
     if out.exists() and any(p.name != "checkpoint" for p in out.iterdir()) and not args.resume:
         raise FileExistsError(f"{out} is not empty; choose another --out, delete it, or pass --resume")
+    if args.advantage not in ("gae", "group"):
+        raise PPOError(f"unknown advantage {args.advantage!r}: expected gae or group")
+    if args.advantage == "group" and (args.group < 2 or args.episodes_per_step % args.group):
+        raise PPOError(
+            f"--advantage group: --group must be >= 2 and divide the episodes per step "
+            f"({args.episodes_per_step}), got {args.group}"
+        )
     if args.resume and not (ckpt / "state.json").is_file():
         raise PPOError(f"--resume: no checkpoint at {ckpt}")
     if args.episodes_per_step % procs.world or args.minibatch_episodes % procs.world:

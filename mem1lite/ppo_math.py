@@ -88,3 +88,15 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.
     if var_y <= 0:
         return float("nan")
     return float(1 - (y - v).var(unbiased=False) / var_y)
+
+
+def group_baseline(rewards: list[float], group: int) -> list[float]:
+    """GRPO-style baseline: each episode's is the mean reward of its group, the `group` consecutive
+    episodes that played the same task. A group whose episodes all scored the same teaches nothing."""
+    if group < 1 or len(rewards) % group:
+        raise ValueError(f"{len(rewards)} episodes do not split into groups of {group}")
+    out = []
+    for g in range(0, len(rewards), group):
+        mean = sum(rewards[g : g + group]) / group
+        out += [mean] * group
+    return out

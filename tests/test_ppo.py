@@ -191,6 +191,8 @@ def test_card_command_names_what_the_run_changed():
     assert card_command(base) == expected
     changed = make_args("standard", init="i", out="o", agent="full", minutes=30.0, objectives=(2, 4))
     assert card_command(changed).endswith("--agent full --minutes 30.0 --objectives 2,4")
+    group = make_args("standard", init="i", out="o", advantage="group", group=4, episodes_per_step=32)
+    assert card_command(group).endswith("--advantage group --episodes-per-step 32 --group 4")
 
 
 def test_final_comparison_runs_each_size_once_where_the_domain_caps_sizes(monkeypatch):
@@ -216,3 +218,37 @@ def test_final_comparison_runs_each_size_once_where_the_domain_caps_sizes(monkey
     assert calls == [(1, 200), (1, 200)] and set(out) == {"n1"} and out["n1"]["n"] == 200
     out = compare_to_start(model, None, SimpleNamespace(), args)  # QA: no cap, every size
     assert set(out) == {"n2", "n4", "n8"}
+
+
+def test_group_baseline_is_each_groups_mean_reward():
+    from mem1lite.ppo_math import group_baseline
+
+    assert group_baseline([1.0, 0.0, 0.0, 1.0, 2.0, 2.0], 2) == [0.5, 0.5, 0.5, 0.5, 2.0, 2.0]
+    with pytest.raises(ValueError, match="groups of 4"):
+        group_baseline([1.0, 0.0, 0.0], 4)
+
+
+def test_group_advantage_plays_each_task_group_times_and_centres_on_the_group(tiny_init, tmp_path, qa_domain):
+    args = _args(tiny_init, tmp_path / "g", advantage="group", group=2)
+    model, head, tok = build_policy(tiny_init, args)
+    batch = collect(model, head, tok, qa_domain, args, step=0)
+    ids = [t.task_id for t in batch.trajs]
+    assert ids[0] == ids[1] and ids[2] == ids[3] and ids[0] != ids[2]
+    # different samples of the same task (each episode its own generator)
+    assert batch.trajs[0].turns[0].output_ids != batch.trajs[1].turns[0].output_ids
+    assert 0.0 <= batch.stats["groups_with_signal"] <= 1.0
+    # untrained: every reward 0 and KL 0 at the start, so every advantage is 0 (no critic involved)
+    assert float(batch.advantages.abs().max()) == 0.0
+    # one episode of the first group solves its task: it goes up, its twin down, group 2 stays at 0
+    from mem1lite.ppo import score
+
+    batch.trajs[0].em = 1.0
+    rescored = score(model, head, batch.trajs, 1, 0.0, args)
+    adv, mask = rescored.advantages, rescored.mask
+    assert bool((adv[0][mask[0]] > 0).all()) and bool((adv[1][mask[1]] < 0).all())
+    assert float(adv[0][mask[0]].mean()) == pytest.approx(-float(adv[1][mask[1]].mean()), rel=0.3)
+    assert rescored.stats["groups_with_signal"] == 0.5
+    with pytest.raises(PPOError, match="--group"):
+        train_ppo(_args(tiny_init, tmp_path / "bad", advantage="group", group=3))
+    with pytest.raises(PPOError, match="unknown advantage"):
+        train_ppo(_args(tiny_init, tmp_path / "bad2", advantage="critic"))
