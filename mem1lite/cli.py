@@ -627,7 +627,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--policy",
         "--policies",
         default="teacher",
-        help="comma-separated: teacher, tiny, sft, ppo, sft-full, ppo-full, sft-n2, sft-n8 or model dirs",
+        help="comma-separated: teacher, tiny, paced, a shipped name (sft, ppo, sft-full, ppo-full, sft-n2, "
+        "sft-n8, sft-n16, sft-text-n16, ...) or model dirs",
     )
     p.add_argument("--agents", default="mem1,full,truncate", help="comma-separated memory policies")
     p.add_argument("--objectives", default="1,2,4,8,16", help="comma-separated task sizes N")

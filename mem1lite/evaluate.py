@@ -57,6 +57,15 @@ SHIPPED = {
         "sft-mem1-n8",
         "mem1 sft --preset standard --objectives 1,2,3,4,5,6,7,8 --out data/checkpoints/sft-mem1-n8",
     ),
+    "sft-n16": (
+        "sft-mem1-n16",
+        "mem1 sft --preset long --init data/checkpoints/sft-mem1-n8 --pointer number "
+        "--out data/checkpoints/sft-mem1-n16",
+    ),
+    "sft-text-n16": (
+        "sft-mem1-text-n16",
+        "mem1 sft --preset long --init data/checkpoints/sft-mem1-n8 --out data/checkpoints/sft-mem1-text-n16",
+    ),
 }
 """policy names that stand for shipped checkpoints: name -> (folder under data/checkpoints, command)"""
 
