@@ -31,6 +31,7 @@ CLASSES = (
     "late answer",
     "answers list corrupted",
     "wrong next question",
+    "question miscopied",
     "hop confusion",
     "reading error",
     "wrong query",
@@ -44,7 +45,10 @@ CLASSES = (
   bridge entity just read counts as hop confusion); late answer: it searches on after
   the last question is answered;
 - answers list corrupted: an answer already held is lost, altered, or an answer is added twice;
-- wrong next question: the answers list is right but the question worked on is not;
+- wrong next question: an answer was just added, and the question taken next is not the next one;
+- question miscopied: the same question is worked on, but its text (or number) is copied wrongly:
+  harmless for now (`now` holds the hop), fatal later with the text pointer, which finds the next
+  question by matching this text;
 - hop confusion: a bridge entity taken as an answer, an answer taken as a bridge, or the wrong
   relation of the chain looked for;
 - reading error: the right hop, but the value read from the passages (a bridge or an answer) is wrong;
@@ -114,7 +118,7 @@ def classify(context: str, policy: str, teacher: str) -> str:
     if added and ps.answers[-1] != ts.answers[-1]:
         return "reading error"
     if ps.question != ts.question or ps.number != ts.number:
-        return "wrong next question"
+        return "wrong next question" if expected else "question miscopied"
     if ps.now != ts.now:
         p_rel, t_rel = (s.split(" of ", 1)[0] if s else "" for s in (ps.now, ts.now))
         return "hop confusion" if p_rel != t_rel else "reading error"
@@ -188,6 +192,10 @@ def first_divergence(traj, tokenizer, teacher: Callable[[str], str]) -> Divergen
     if traj.answer is None:
         return Divergence(n, traj.episode, "out of turns", None, 0, em)
     return Divergence(n, traj.episode, "none", None, 0, em)
+
+
+def _from_dict(cls, d: dict):
+    return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
 @dataclass
@@ -271,9 +279,17 @@ class Anatomy:
                 "exact_by_k": {str(k): v for k, v in self.exactness_by("k").items()},
                 "exact_by_kind": self.exactness_by("kind"),
                 "divergences": [asdict(d) for d in self.divergences],
+                "checks": [asdict(c) for c in self.checks],
             },
-            indent=1,
+            indent=None,
         )
+
+    @classmethod
+    def from_json(cls, text: str) -> Anatomy:
+        """The Anatomy that `to_json` wrote (tables and figures rebuild without replaying)."""
+        d = json.loads(text)
+        divergences = [_from_dict(Divergence, x) for x in d["divergences"]]
+        return cls(d["policy"], d["split"], divergences, [_from_dict(TurnCheck, x) for x in d["checks"]])
 
     def markdown(self) -> str:
         lines = [f"# Failure anatomy: {self.policy} ({self.split} split)", ""]
@@ -283,13 +299,16 @@ class Anatomy:
             lines += [
                 "First divergence from the teacher in free play (greedy), episodes per class:",
                 "",
-                "| N | " + " | ".join(shown) + " | mean first turn |",
-                "|---" * (len(shown) + 2) + "|",
+                "| N | " + " | ".join(shown) + " | mean first turn | EM per objective |",
+                "|---" * (len(shown) + 3) + "|",
             ]
             for n, row in table.items():
-                turns = [d.turn for d in self.divergences if d.objectives == n and d.turn is not None]
+                episodes = [d for d in self.divergences if d.objectives == n]
+                turns = [d.turn for d in episodes if d.turn is not None]
                 mean = f"{sum(turns) / len(turns):.1f}" if turns else "-"
-                lines.append(f"| {n} | " + " | ".join(str(row[c]) for c in shown) + f" | {mean} |")
+                em = sum(d.em for d in episodes) / len(episodes)
+                cells = " | ".join(str(row[c]) for c in shown)
+                lines.append(f"| {n} | {cells} | {mean} | {em:.2f} |")
             lines.append("")
         for key, title in (("k", "answers held (k)"), ("kind", "turn kind")):
             rows = self.exactness_by(key)

@@ -99,6 +99,17 @@ def test_the_teacher_path_used_below():
             say("none", Q[0], "the birthplace of Talis Morrin", "<search> Talis Morrin</search>"),
             "reading error",
         ),
+        # the same question, its text miscopied (now holds the hop: harmless until the next question)
+        (
+            context(T0 + INFO1),
+            say(
+                "none",
+                "What is the birthplace of the founder of Gevorn Bonk?",
+                "the birthplace of Talis Morrow",
+                "<search> Talis Morrow</search>",
+            ),
+            "question miscopied",
+        ),
         # the answers list right, the wrong question taken next (here: question 1 again)
         (
             context(T1 + INFO2),
@@ -221,8 +232,11 @@ def test_tables_count_episodes_and_turns():
     assert by_k[1]["question"] == 0.5 and by_k[1]["answers"] == 1.0
     assert list(a.exactness_by("kind")) == ["first search", "bridge hop", "next question"]
     md = a.markdown()
-    assert "| 8 | 2 | 0 | 0 | 10.0 |" in md  # premature answer, reading error, none, mean first turn
+    # premature answer, reading error, none, mean first turn, EM per objective
+    assert "| 8 | 2 | 0 | 0 | 10.0 | 0.00 |" in md
     assert '"premature answer": 2' in a.to_json()
+    again = Anatomy.from_json(a.to_json())
+    assert again.markdown() == md and again.divergences == a.divergences and again.checks == a.checks
 
 
 def test_cli_refuses_what_it_cannot_diagnose(tmp_path, capsys):
