@@ -270,6 +270,14 @@ class Anatomy:
                 out[value][part] = sum(r.parts[part] for r in rows) / len(rows)
         return out
 
+    def exact_grid(self) -> dict[int, dict[int, float]]:
+        """N -> {k: share of teacher-forced turns exact}: a loop is flat in k at every N; a count
+        falls to 0 at the largest k its data had; a long prompt breaks every k at once."""
+        grid: dict[int, dict[int, list[bool]]] = {}
+        for c in self.checks:
+            grid.setdefault(c.objectives, {}).setdefault(c.k, []).append(c.exact)
+        return {n: {k: sum(v) / len(v) for k, v in sorted(row.items())} for n, row in sorted(grid.items())}
+
     def to_json(self) -> str:
         return json.dumps(
             {
@@ -310,7 +318,20 @@ class Anatomy:
                 cells = " | ".join(str(row[c]) for c in shown)
                 lines.append(f"| {n} | {cells} | {mean} | {em:.2f} |")
             lines.append("")
-        for key, title in (("k", "answers held (k)"), ("kind", "turn kind")):
+        grid = self.exact_grid()
+        if grid:
+            ks = sorted({k for row in grid.values() for k in row})
+            lines += [
+                "Teacher-forced share of turns exact, by answers held (k, rows) and N (columns):",
+                "",
+                "| k | " + " | ".join(f"N = {n}" for n in grid) + " |",
+                "|---" * (len(grid) + 1) + "|",
+            ]
+            for k in ks:
+                cells = [f"{grid[n][k]:.2f}" if k in grid[n] else "" for n in grid]
+                lines.append(f"| {k} | " + " | ".join(cells) + " |")
+            lines.append("")
+        for key, title in (("k", "answers held (k), all N together"), ("kind", "turn kind, all N together")):
             rows = self.exactness_by(key)
             if not rows:
                 continue
@@ -330,7 +351,8 @@ class Anatomy:
 
 
 def anatomy_figure(anatomy: Anatomy):
-    """Left: first-divergence classes per N (stacked shares). Right: teacher-forced exactness by k."""
+    """Left: first-divergence classes per N (stacked shares). Right: teacher-forced exactness by k,
+    one line per N."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -348,15 +370,13 @@ def anatomy_figure(anatomy: Anatomy):
             bottom = [b + s for b, s in zip(bottom, shares)]
     left.set(xlabel="N (questions)", ylabel="share of episodes", title="first divergence (free play)")
     left.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    by_k = anatomy.exactness_by("k")
-    ks = list(by_k)
-    for part, style in (("exact", "-o"), ("answers", "--"), ("question", ":"), ("now", "-.")):
-        right.plot(ks, [by_k[k][part] for k in ks], style, label=part if part == "exact" else f"{part} right")
+    for n, row in anatomy.exact_grid().items():
+        right.plot(list(row), list(row.values()), "-o", markersize=3, label=f"N = {n}")
     right.set(
         xlabel="answers held (k)",
         ylabel="share of turns",
         ylim=(-0.02, 1.02),
-        title="teacher-forced, per turn",
+        title="teacher-forced: share of turns exact",
     )
     right.legend(fontsize=8)
     fig.suptitle(f"failure anatomy: {anatomy.policy}")

@@ -350,21 +350,33 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def cmd_diagnose(args: argparse.Namespace) -> None:
     from .evaluate import parse_int_list, resolve_policy
 
-    objectives = parse_int_list(args.objectives)
-    path = resolve_policy(args.policy)
-    if path in ("teacher", "tiny", "paced"):
-        raise UserError(f"diagnose compares a trained checkpoint with the teacher, not {path!r}")
     for out in (args.json, args.markdown, args.figure):
         if out and Path(out).is_dir():
             raise UserError(f"{out} is a directory; give a file path")
-    import torch
-
-    from .anatomy import anatomy_figure, diagnose
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if (args.policy is None) == (args.records is None):
+        raise UserError("give --policy (play and diagnose) or --records (a saved --json: tables again)")
     t0 = time.perf_counter()
-    anatomy = diagnose(path, args.policy, objectives, args.episodes, args.split, args.seed, args.world)
+    if args.records:
+        from .anatomy import Anatomy, anatomy_figure
+
+        try:
+            anatomy = Anatomy.from_json(Path(args.records).read_text())
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise UserError(
+                f"{args.records} is not a saved diagnosis ({type(exc).__name__}: {exc})"
+            ) from None
+    else:
+        objectives = parse_int_list(args.objectives)
+        path = resolve_policy(args.policy)
+        if path in ("teacher", "tiny", "paced"):
+            raise UserError(f"diagnose compares a trained checkpoint with the teacher, not {path!r}")
+        import torch
+
+        from .anatomy import anatomy_figure, diagnose
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        anatomy = diagnose(path, args.policy, objectives, args.episodes, args.split, args.seed, args.world)
     text = anatomy.markdown()
     print(text)
     if args.markdown:
@@ -375,7 +387,7 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
         out = Path(args.figure)
         out.parent.mkdir(parents=True, exist_ok=True)
         anatomy_figure(anatomy).savefig(out, dpi=110)
-    print(f"diagnosed {args.policy} in {time.perf_counter() - t0:.1f} s")
+    print(f"diagnosed {anatomy.policy} in {time.perf_counter() - t0:.1f} s")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -657,7 +669,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "diagnose", help="failure anatomy: a checkpoint beside the teacher (free play, forced)"
     )
-    p.add_argument("--policy", required=True, help="a shipped name (sft, ppo, sft-n8, ...) or checkpoint dir")
+    p.add_argument("--policy", help="a shipped name (sft, ppo, sft-n8, ...) or checkpoint dir")
+    p.add_argument("--records", help="a saved --json: write its tables and figure again, play nothing")
     p.add_argument("--objectives", default="2,8,16", help="comma-separated task sizes N")
     p.add_argument("--episodes", type=_positive_int, default=32, help="tasks per N")
     p.add_argument("--split", default="dev", choices=list(SPLITS))

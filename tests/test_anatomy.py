@@ -231,9 +231,11 @@ def test_tables_count_episodes_and_turns():
     assert by_k[0]["exact"] == 1.0 and by_k[1]["turns"] == 2 and by_k[1]["exact"] == 0.5
     assert by_k[1]["question"] == 0.5 and by_k[1]["answers"] == 1.0
     assert list(a.exactness_by("kind")) == ["first search", "bridge hop", "next question"]
+    assert a.exact_grid() == {2: {0: 1.0, 1: 0.0}, 8: {1: 1.0}}
     md = a.markdown()
     # premature answer, reading error, none, mean first turn, EM per objective
     assert "| 8 | 2 | 0 | 0 | 10.0 | 0.00 |" in md
+    assert "| 1 | 0.00 | 1.00 |" in md  # k = 1: N = 2, N = 8
     assert '"premature answer": 2' in a.to_json()
     again = Anatomy.from_json(a.to_json())
     assert again.markdown() == md and again.divergences == a.divergences and again.checks == a.checks
@@ -249,3 +251,17 @@ def test_cli_refuses_what_it_cannot_diagnose(tmp_path, capsys):
     assert main(["diagnose", "--policy", str(tmp_path), "--objectives", "0"]) == 2
     assert main(["diagnose", "--policy", str(tmp_path), "--json", str(tmp_path)]) == 2
     assert "is a directory" in capsys.readouterr().err
+
+
+def test_cli_rebuilds_tables_from_a_saved_diagnosis(tmp_path, capsys):
+    from mem1lite.cli import main
+
+    a = Anatomy("m", "dev", [Divergence(2, 0, "reading error", 2, 0, 0.5)], [])
+    saved = tmp_path / "a.json"
+    saved.write_text(a.to_json())
+    assert main(["diagnose", "--records", str(saved), "--markdown", str(tmp_path / "a.md")]) == 0
+    assert (tmp_path / "a.md").read_text() == a.markdown()
+    assert main(["diagnose", "--records", str(tmp_path / "a.md")]) == 2
+    assert "not a saved diagnosis" in capsys.readouterr().err
+    assert main(["diagnose", "--records", str(saved), "--policy", "sft"]) == 2
+    assert main(["diagnose"]) == 2
