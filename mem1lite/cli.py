@@ -29,6 +29,37 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):  # nan or inf
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = _finite(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _finite(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value}")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = _finite(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected 0 < p <= 1, got {value}")
+    return value
+
+
 # ---------------------------------------------------------------------------------------------
 # mem1 world
 
@@ -561,8 +592,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=_positive_int, default=8)
     p.add_argument("--split", default="dev", choices=list(SPLITS))
     p.add_argument("--seed", type=int, default=0, help="draws the tasks and the sampling")
-    p.add_argument("--temperature", type=float, default=1.0, help="0 for greedy decoding")
-    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--temperature", type=_non_negative, default=1.0, help="0 for greedy decoding")
+    p.add_argument("--top-p", type=_probability, default=1.0)
     p.add_argument("--batch-size", type=_positive_int, default=64)
     p.add_argument("--truncate-tokens", type=_positive_int, default=512, help="history kept by truncate")
     p.add_argument("--world", "--data", help="the domain's data folder (default data/qa or data/webshop)")
@@ -601,7 +632,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--objectives", help="comma-separated task sizes of the data, e.g. 2 or 1,2,3,4")
     p.add_argument("--agent", default=None, choices=["mem1", "full"], help="whose view the samples take")
     p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
-    p.add_argument("--minutes-scale", type=float, default=1.0, help="scale every stage's time budget")
+    p.add_argument("--minutes-scale", type=_positive, default=1.0, help="scale every stage's time budget")
     p.add_argument("--env", default="qa", choices=["qa", "webshop"], help="the domain")
     p.add_argument("--world", "--data", help="the domain's data folder (default data/qa or data/webshop)")
     p.add_argument("--tasks", type=_positive_int, default=None, help="teacher tasks played for the data")
@@ -621,7 +652,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     p.add_argument("--steps", type=_positive_int, default=None, help="override the preset's step count")
-    p.add_argument("--minutes", type=float, default=None, help="override the preset's time budget")
+    p.add_argument("--minutes", type=_positive, default=None, help="override the preset's time budget")
     p.add_argument("--objectives", help="comma-separated task sizes, cycled over steps (default 2)")
     p.add_argument(
         "--advantage", default=None, choices=["gae", "group"], help="baseline: the critic, or a group's mean"
@@ -647,8 +678,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=_positive_int, default=32, help="tasks per N (the same for all)")
     p.add_argument("--split", default="test", choices=list(SPLITS))
     p.add_argument("--seed", type=int, default=0, help="draws the tasks and seeds the sampling")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy decoding")
-    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--temperature", type=_non_negative, default=0.0, help="0 (default): greedy decoding")
+    p.add_argument("--top-p", type=_probability, default=1.0)
     p.add_argument("--max-new-tokens", type=_positive_int, default=192, help="longest response")
     p.add_argument("--batch-size", type=_positive_int, default=64, help="episodes generated together")
     p.add_argument("--truncate-tokens", type=_positive_int, default=512, help="history kept by truncate")
