@@ -41,13 +41,14 @@
 # >   agents compares with the paper's GPU seconds.
 
 # %%
+import inspect
 import os
 import time
 
 import matplotlib.pyplot as plt
-from IPython.display import Markdown, display
+from IPython.display import Image, Markdown, display
 
-from mem1lite import paper
+from mem1lite import anatomy, paper
 from mem1lite.evaluate import (
     AGENTS,
     CHECKPOINT_DIR,
@@ -217,10 +218,6 @@ display(figs["state_behaviour"])
 # The classifier, in full:
 
 # %%
-import inspect
-
-from mem1lite import anatomy
-
 print(inspect.getsource(anatomy.classify))
 
 # %% [markdown]
@@ -239,9 +236,7 @@ if (CHECKPOINT_DIR / "sft-mem1-n8").is_dir():
 # The full diagnoses of the shipped checkpoints (32 dev tasks per N), as committed:
 
 # %%
-from IPython.display import Image
-
-for name in ("sft-n8", "ppo", "sft-n16", "sft-n16-text"):
+for name in ("sft-n8", "ppo", "sft-n16", "sft-text-n16"):
     figure = CHECKPOINT_DIR.parent.parent / "docs" / "results" / "anatomy" / f"{name}.png"
     if figure.is_file():
         display(Image(filename=str(figure)))
