@@ -720,8 +720,6 @@ def train_ppo(args: PPOArgs) -> dict:
         )
     spec = resolve_model(args.init)
     procs.wait()  # every process has looked at `out` before the main one writes into it
-    if procs.main:
-        out.mkdir(parents=True, exist_ok=True)
     domain = load_domain(args.env, args.data)
     if args.objectives == PPOArgs.objectives:  # the QA default, N = 2: within the domain's sizes
         from .domains import fit_objectives
@@ -741,7 +739,8 @@ def train_ppo(args: PPOArgs) -> dict:
         if procs.main:
             print(f"resumed from {ckpt} at step {start}", flush=True)
     log_path = out / "log.jsonl"
-    if procs.main:
+    if procs.main:  # created only now: a run that fails to start leaves no directory to block a rerun
+        out.mkdir(parents=True, exist_ok=True)
         log_path.write_text("".join(json.dumps(h) + "\n" for h in history))
     t_start = time.perf_counter()
     if start == 0 and args.eval_every and procs.main:

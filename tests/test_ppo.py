@@ -252,3 +252,13 @@ def test_group_advantage_plays_each_task_group_times_and_centres_on_the_group(ti
         train_ppo(_args(tiny_init, tmp_path / "bad", advantage="group", group=3))
     with pytest.raises(PPOError, match="unknown advantage"):
         train_ppo(_args(tiny_init, tmp_path / "bad2", advantage="critic"))
+
+
+def test_a_run_that_cannot_start_leaves_nothing_behind(tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")  # a config, no weights
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="no weights"):
+        train_ppo(_args(str(broken), out))
+    assert not out.exists()  # the corrected rerun is not told "not empty"
