@@ -139,11 +139,20 @@ def load_tokenizer(path: str | Path):
     from transformers import AutoTokenizer
 
     path = Path(path)
-    if not (path / "tokenizer.json").is_file() and not (path / "tokenizer_config.json").is_file():
+    # Both files, always: with tokenizer.json gone, transformers quietly builds a fallback tokenizer
+    # of a dozen tokens from the config, and every result made with it is silently wrong.
+    missing = [name for name in ("tokenizer.json", "tokenizer_config.json") if not (path / name).is_file()]
+    if missing:
         raise ModelLoadError(
-            f"{path} has no tokenizer files; rebuild the tiny one with `mem1 tokenizer --force`"
+            f"{path} has no {' or '.join(missing)}; rebuild the tiny one with `mem1 tokenizer --force`"
         )
-    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except Exception as exc:  # a truncated or foreign file: name it, never a traceback
+        raise ModelLoadError(
+            f"{path / 'tokenizer.json'} cannot be read ({type(exc).__name__}); "
+            "rebuild the tiny one with `mem1 tokenizer --force`"
+        ) from None
     tok.padding_side = "left"  # batched generation pads on the left; masks never read pad ids
     return tok
 

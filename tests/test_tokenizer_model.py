@@ -176,3 +176,24 @@ def test_cli_rollout_smoke_and_one_line_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("mem1: error: ") and err.count("\n") == 1
     assert not (tmp_path / "y.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    "fault", ["delete tokenizer.json", "delete tokenizer_config.json", "truncate tokenizer.json"]
+)
+def test_a_missing_or_partial_tokenizer_file_is_an_error_never_a_fallback(tmp_path, fault):
+    import shutil
+
+    from mem1lite.model import TINY_DIR, ModelLoadError, load_tokenizer
+
+    copy = tmp_path / "tiny"
+    shutil.copytree(TINY_DIR, copy)
+    action, name = fault.split(" ", 1)
+    if action == "delete":
+        (copy / name).unlink()
+    else:
+        text = (copy / name).read_text()
+        (copy / name).write_text(text[: len(text) // 2])
+    with pytest.raises(ModelLoadError, match="mem1 tokenizer --force"):
+        load_tokenizer(copy)
+    assert len(load_tokenizer(TINY_DIR)) > 5000  # the shipped one is whole
