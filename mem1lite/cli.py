@@ -139,6 +139,7 @@ def cmd_rollout(args: argparse.Namespace) -> None:
     from .domains import load_domain
     from .rollout import GenerationConfig, RolloutConfig, run_episodes, summarize, write_jsonl
 
+    _check_outputs((args.out,))
     torch.manual_seed(args.seed)
     domain = load_domain(args.env, args.world)
     objectives = args.objectives or min(2, getattr(domain, "max_objectives", None) or 2)
@@ -354,6 +355,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         write_outputs,
     )
 
+    _check_outputs((args.json, args.markdown, args.html), (args.figures, args.trajectories))
     if args.records:  # rebuild the outputs from saved records: nothing is played
         from .evaluate import load_records
 
@@ -381,9 +383,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def cmd_diagnose(args: argparse.Namespace) -> None:
     from .evaluate import parse_int_list, resolve_policy
 
-    for out in (args.json, args.markdown, args.figure):
-        if out and Path(out).is_dir():
-            raise UserError(f"{out} is a directory; give a file path")
+    _check_outputs((args.json, args.markdown, args.figure))
     if (args.policy is None) == (args.records is None):
         raise UserError("give --policy (play and diagnose) or --records (a saved --json: tables again)")
     t0 = time.perf_counter()
@@ -523,6 +523,23 @@ def _int_list(text: str) -> list[int]:
     if not values or min(values) < 1:
         raise UserError(f"expected numbers >= 1, got {text!r}")
     return values
+
+
+def _check_outputs(files=(), folders=()) -> None:
+    """Before any work: every output file's folder and every output folder can be written (they are
+    created if missing), and no output file is a directory, so a long run never ends in a lost write."""
+    import tempfile
+
+    targets = [(f, Path(f).parent) for f in files if f] + [(d, Path(d)) for d in folders if d]
+    for given, folder in targets:
+        if given in files and Path(given).is_dir():
+            raise UserError(f"{given} is a directory; give a file path")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".mem1-write-check-"):
+                pass
+        except OSError as exc:
+            raise UserError(f"cannot write {given}: {exc.strerror or exc}") from None
 
 
 def _write_json(path: str | None, payload) -> None:

@@ -24,3 +24,22 @@ def test_numeric_options_out_of_range_are_one_line_errors(argv, capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "expected" in err and "Traceback" not in err
+
+
+def test_unwritable_outputs_are_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    import mem1lite.evaluate as evaluate
+    from mem1lite.cli import main
+
+    def no_sweep(*a, **k):
+        raise AssertionError("the sweep must not start")
+
+    monkeypatch.setattr(evaluate, "evaluate", no_sweep)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for flag, path in (("--json", blocker / "e.json"), ("--figures", blocker / "figs"), ("--json", tmp_path)):
+        assert main(["eval", "--episodes", "1", flag, str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("mem1: error:") and str(path) in err and len(err.strip().splitlines()) == 1
+    assert main(["rollout", "--out", str(blocker / "t.jsonl")]) == 2
+    assert main(["diagnose", "--policy", "sft", "--figure", str(blocker / "a.png")]) == 2
+    assert not list(tmp_path.glob("**/.mem1-write-check-*"))
