@@ -548,12 +548,9 @@ def _write_json(path: str | None, payload) -> None:
 
 
 def _write_text(path: str, text: str) -> None:
-    """Write atomically (temporary file, then rename), so a crash leaves no partial file."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(out)
+    from .files import write_text
+
+    write_text(path, text)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import paper
+from .files import write_text
 from .model import DATA_DIR
 
 CHECKPOINT_DIR = DATA_DIR / "checkpoints"
@@ -925,16 +926,6 @@ def html_report(records: Sequence[dict], figs: dict | None = None, title: str = 
         f"{to_html(paper_comparison(records))}<h2>Figures</h2>{imgs}"
         f"<h2>Emergent behaviour</h2>{to_html(behaviour_table(records))}</body></html>\n"
     )
-
-
-def write_text(path: str | Path, text: str) -> Path:
-    """Write atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path
 
 
 def write_outputs(

@@ -58,6 +58,7 @@ from pathlib import Path
 
 import torch
 
+from .files import write_text
 from .masks import DEFAULT_LAYOUT, KIND_COLORS, LAYOUTS, build_layout, mask_row, packed_blocks, span_kinds
 from .rollout import KIND_LETTERS, PROMPT, LoadReport, Trajectory, read_jsonl
 
@@ -1069,11 +1070,7 @@ def export_html(
         traj, as_token_text(tokenizer), turn=turn, layout=layout, partner=partner,
         warnings=col.warnings, source=f"{path} · record {episode}", token=token,
     )  # fmt: skip
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
+    write_text(out, text)
     return traj
 
 

@@ -31,6 +31,7 @@ from typing import Protocol
 
 import torch
 
+from .files import atomic_open
 from .metrics import dependency, peak_tokens
 from .protocol import STOP_STRINGS
 
@@ -163,15 +164,11 @@ class Trajectory:
 
 
 def write_jsonl(trajectories: Iterable[Trajectory], path: str | Path) -> Path:
-    """Write atomically: a temporary file renamed into place once complete."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
+    """Write atomically (files.py): a temporary file renamed into place once complete."""
+    with atomic_open(path) as f:
         for t in trajectories:
             f.write(t.to_json() + "\n")
-    tmp.replace(path)
-    return path
+    return Path(path)
 
 
 @dataclass
