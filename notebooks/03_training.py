@@ -132,6 +132,41 @@ if SFT_SHIPPED.exists():
 #   tiny model does not.
 
 # %% [markdown]
+# ### Long tasks: every size in the data
+#
+# The shipped run fails at N = 8 and 16 because its data stopped at N = 4 (notebook 04's failure
+# anatomy shows the walls sit exactly there). In the mem1 view a turn's context stays under ~0.7 k
+# tokens whatever N, so adding N = 16 costs no more per sample than N = 2: that asymmetry is MEM1's
+# lever. `mem1 sft --preset long --init data/checkpoints/sft-mem1-n8 --pointer number` continues the
+# N <= 8 study run on N = 1..16 (half the tasks at N = 16, so that long answers lists are common),
+# loss on responses only. `--pointer number` makes the teacher's state keep the question's number
+# (`question: 6. Who is ...?`): the next question is then "the line numbered one more", a cheaper
+# pointer to follow in a long prompt than matching a whole question's text. The two lines below are
+# what the data's sizes look like, then the shipped run's card.
+
+# %%
+from mem1lite.protocol import task_prompt  # noqa: E402
+from mem1lite.sft import tasks_per_size  # noqa: E402
+from mem1lite.teacher import teacher_for  # noqa: E402
+
+counts = tasks_per_size(range(1, 17), 2400, long_share=0.5)
+print({n: counts[n] for n in (1, 2, 8, 15, 16)})
+q = ["Who is the mayor of Velmora Vale?", "Who is the founder of Kel Works?"]
+context = f"<|im_start|>user\n{task_prompt(q)}<|im_end|>\n<|im_start|>assistant\n"
+print(teacher_for("number")(context))
+LONG = SFT_SHIPPED.parent / "sft-mem1-n16"
+if LONG.exists():
+    card = json.loads((LONG / "card.json").read_text())
+    print(card["command"], "|", card["minutes"], "min |", f"{card['tokens'] / 1e6:.0f} M tokens of data")
+    print({k: round(v, 3) for k, v in card["dev_metrics"].items() if k.startswith("em_per_objective")})
+
+# %% [markdown]
+# Dev EM per objective of `sft-mem1-n16` at N = 1 / 2 / 4 / 8 / 16: 0.53 / 0.49 / 0.48 / 0.22 /
+# 0.16 (the start, `sft-mem1-n8`: 0.53 / 0.44 / 0.34 / 0.16 / 0.01). On the test split it keeps 38%
+# of its N = 2 score at N = 16 (the paper's MEM1 keeps 35%) and beats the full-context baseline
+# there; the text-pointer control trained the same way keeps 19% (README, "Long tasks").
+
+# %% [markdown]
 # ### A quick run, live
 #
 # The `quick` preset trains for well under a minute: enough to watch the mechanics (data, stages,
