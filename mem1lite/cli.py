@@ -693,7 +693,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=list(SPLITS))
     p.add_argument("--seed", type=int, default=0, help="draws the tasks and seeds the sampling")
     p.add_argument("--temperature", type=_non_negative, default=0.0, help="0 (default): greedy decoding")
-    p.add_argument("--top-p", type=_probability, default=1.0)
+    p.add_argument("--top-p", type=float, default=1.0, help="0 < p <= 1 (checked with the other inputs)")
     p.add_argument("--max-new-tokens", type=_positive_int, default=192, help="longest response")
     p.add_argument("--batch-size", type=_positive_int, default=64, help="episodes generated together")
     p.add_argument("--truncate-tokens", type=_positive_int, default=512, help="history kept by truncate")

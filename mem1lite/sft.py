@@ -587,7 +587,7 @@ def train_sft(args: SFTArgs) -> dict:
             )
             + ([f"--agent {args.agent}"] if args.agent != "mem1" else [])
             + ([f"--pointer {args.pointer}"] if args.pointer != "text" else [])
-            + ([f"--tasks {args.tasks}"] if args.tasks != PRESETS[args.preset]["tasks"] else [])
+            + ([f"--tasks {args.tasks}"] if args.tasks != PRESETS.get(args.preset, {}).get("tasks") else [])
             + ([f"--env {args.env}"] if args.env != "qa" else [])
             + ([f"--model {args.init or args.model}"] if spec.path != "tiny" else [])
         ),
