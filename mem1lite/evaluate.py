@@ -63,6 +63,11 @@ SHIPPED = {
         "mem1 sft --preset long --init data/checkpoints/sft-mem1-n8 --pointer number "
         "--out data/checkpoints/sft-mem1-n16",
     ),
+    "ppo-n16": (
+        "ppo-mem1-n16",
+        "mem1 ppo --preset standard --init data/checkpoints/sft-mem1-n16 --objectives 2,4,8,16 "
+        "--advantage group --group 4 --episodes-per-step 32 --minutes 20 --out data/checkpoints/ppo-mem1-n16",
+    ),
     "sft-text-n16": (
         "sft-mem1-text-n16",
         "mem1 sft --preset long --init data/checkpoints/sft-mem1-n8 --out data/checkpoints/sft-mem1-text-n16",
