@@ -18,13 +18,13 @@ perfect mem1 policy would write there. That gives two measurements of a trained 
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from .protocol import parse_prompt_questions, parse_response
-from .teacher import State, parse_state
+from .teacher import held_state, parse_state, split_context
 
 CLASSES = (
     "premature answer",
@@ -62,22 +62,6 @@ after its bridge entity is read; the turn that appends an answer and starts the 
 copies the answers list and chooses the question); a search repeated after a retrieval miss; the
 final answer (the whole list copied into <answer>)."""
 
-_USER = re.compile(r"<\|im_start\|>user\n(.*?)<\|im_end\|>", re.S)
-_THINK = re.compile(r"<think>(.*?)</think>", re.S)
-
-
-def _prompt(context: str) -> str:
-    user = _USER.search(context)
-    return user.group(1) if user else context
-
-
-def held_state(context: str) -> State | None:
-    """The last state visible in a context (what the teacher reads), None at the first turn."""
-    user = _USER.search(context)
-    assistant = context[user.end() :] if user else context
-    thinks = list(_THINK.finditer(assistant))
-    return parse_state(thinks[-1].group(1)) if thinks else None
-
 
 def same_response(a: str, b: str) -> bool:
     """Equal as the protocol and the teacher read them: action, argument and state."""
@@ -95,9 +79,9 @@ def classify(context: str, policy: str, teacher: str) -> str:
         return "format error"
     held = held_state(context)
     before = held.answers if held else []
+    given = [a.strip() for a in p.argument.split(";")] if p.kind == "answer" else []
     if p.kind == "answer" and t.kind == "search":
-        given = [a.strip() for a in p.argument.split(";")]
-        complete = len(given) == len(parse_prompt_questions(_prompt(context))) == len(before) + 1
+        complete = len(given) == len(parse_prompt_questions(split_context(context)[0])) == len(before) + 1
         # a full list whose last item is the bridge just read: the hop was taken for the answer
         return "hop confusion" if complete and given[:-1] == before else "premature answer"
     if p.kind == "search" and t.kind == "answer":
@@ -106,7 +90,6 @@ def classify(context: str, policy: str, teacher: str) -> str:
     if ps is None:
         return "format error"
     if p.kind == "answer":  # both answer: the list copied into the answer, or its last item read
-        given = [a.strip() for a in p.argument.split(";")]
         if given[: len(before)] != before or len(given) != len(ts.answers):
             return "answers list corrupted"
         return "reading error"
@@ -391,8 +374,6 @@ def anatomy_figure(anatomy: Anatomy):
 def trained_pointer(path) -> str:
     """The state pointer a checkpoint was trained with (its SFT card; an adapter's card names its
     base): 'text' unless the card says otherwise."""
-    from pathlib import Path
-
     card = Path(path) / "card.json"
     if not card.is_file():
         return "text"

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from .files import write_text
 from .world import DEFAULT_WORLD_DIR, SPLITS, DataError
 
 
@@ -239,7 +240,7 @@ def _write_webshop_outputs(args: argparse.Namespace, records: list[dict], table:
     print("\n" + table)
     _write_json(args.json, records)
     if args.markdown:
-        _write_text(args.markdown, table + "\n")
+        write_text(args.markdown, table + "\n")
         print(f"wrote {args.markdown}")
 
 
@@ -411,13 +412,11 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
     text = anatomy.markdown()
     print(text)
     if args.markdown:
-        _write_text(args.markdown, text)
+        write_text(args.markdown, text)
     if args.json:
-        _write_text(args.json, anatomy.to_json() + "\n")
-    if args.figure:
-        out = Path(args.figure)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        anatomy_figure(anatomy).savefig(out, dpi=110)
+        write_text(args.json, anatomy.to_json() + "\n")
+    if args.figure:  # its folder was made by _check_outputs
+        anatomy_figure(anatomy).savefig(args.figure, dpi=110)
     print(f"diagnosed {anatomy.policy} in {time.perf_counter() - t0:.1f} s")
 
 
@@ -544,13 +543,7 @@ def _check_outputs(files=(), folders=()) -> None:
 
 def _write_json(path: str | None, payload) -> None:
     if path:
-        _write_text(path, json.dumps(payload, indent=2) + "\n")
-
-
-def _write_text(path: str, text: str) -> None:
-    from .files import write_text
-
-    write_text(path, text)
+        write_text(path, json.dumps(payload, indent=2) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -426,7 +426,8 @@ def score(
     returns = torch.zeros_like(logprobs)
     kls = torch.zeros_like(logprobs)
     group = args.advantage == "group"
-    baseline = group_baseline([float(t.em) for t in trajs], args.group) if group else None
+    ems = [float(t.em) for t in trajs]
+    baseline = group_baseline(ems, args.group) if group else None
     for b, t in enumerate(trajs):
         T = int(mask[b].sum())
         r, kl = token_rewards(logprobs[b, :T], ref_logprobs[b, :T], float(t.em), args.kl_coef)  # [4]
@@ -451,7 +452,6 @@ def score(
         "rollout_tokens_per_s": generated / max(rollout_s, 1e-9),
     }
     if group:  # groups whose episodes scored differently: the only ones that teach anything
-        ems = [float(t.em) for t in trajs]
         groups = [ems[g : g + args.group] for g in range(0, len(ems), args.group)]
         stats["groups_with_signal"] = sum(max(g) > min(g) for g in groups) / len(groups)
     return Batch(trajs, advantages, returns, logprobs, values, mask, stats)
@@ -637,12 +637,12 @@ def card_command(args: PPOArgs) -> str:
     parts = [f"mem1 ppo --preset {args.preset} --init {args.init} --out {args.out} --seed {args.seed}"]
     for field in ("agent", "steps", "minutes", "env", "advantage", "episodes_per_step"):
         if getattr(args, field) != getattr(preset, field):
-            parts.append(f"--{field} {getattr(args, field)}")
+            parts.append(f"--{field.replace('_', '-')} {getattr(args, field)}")
     if args.objectives != preset.objectives:
         parts.append("--objectives " + ",".join(map(str, args.objectives)))
     if args.advantage == "group":
         parts.append(f"--group {args.group}")
-    return " ".join(parts).replace("--episodes_per_step", "--episodes-per-step")
+    return " ".join(parts)
 
 
 def compare_to_start(model, tokenizer, domain, args: PPOArgs) -> dict:

@@ -79,6 +79,18 @@ def parse_state(text: str) -> State | None:
     return State(answers, question, now, number)
 
 
+def split_context(context: str) -> tuple[str, str]:
+    """A turn's context text -> (the user prompt, what follows it: the states and observations kept)."""
+    user = _USER.search(context)
+    return (user.group(1), context[user.end() :]) if user else (context, context)
+
+
+def held_state(context: str) -> State | None:
+    """The last state visible in a context (what the teacher reads); None at the first turn."""
+    thinks = list(_THINK.finditer(split_context(context)[1]))
+    return parse_state(thinks[-1].group(1)) if thinks else None
+
+
 def teacher_for(pointer: str = "text"):
     """The teacher whose states point at the current question by `pointer` (POINTERS)."""
     if pointer not in POINTERS:
@@ -112,11 +124,10 @@ def _first_hop(question: str) -> tuple[str, str]:
 def teacher_response(context: str, numbered: bool = False) -> str:
     """The teacher's next response for a turn's context text (prompt + whatever the agent kept).
     [5] `numbered`: the state carries the current question's number from the prompt."""
-    user = _USER.search(context)
-    questions = parse_prompt_questions(user.group(1) if user else context)
+    prompt, assistant = split_context(context)
+    questions = parse_prompt_questions(prompt)
     if not questions:
         return "<think> answers: none. question: none. now: none.</think><answer> none</answer>"
-    assistant = context[user.end() :] if user else context
     thinks = list(_THINK.finditer(assistant))
     state = parse_state(thinks[-1].group(1)) if thinks else None
     if state is None or state.question not in questions:
