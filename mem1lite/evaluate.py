@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import paper
+from . import paper, study
 from .files import write_text
 from .model import DATA_DIR
 
@@ -389,6 +389,10 @@ def _record(trajs, tokenizer, label: str, path: str, agent: str, n: int, cfg: Ev
             "answered": sum(t.answer is not None for t in trajs) / max(1, len(trajs)),
             "format_error_rate": sum(t.format_errors for t in trajs) / max(1, turns),
             "tokens_generated": sum(len(x.output_ids) for t in trajs for x in t.turns) / max(1, len(trajs)),
+            # per task, in task order: every policy plays the same tasks, so two policies' lists
+            # pair up for a paired bootstrap interval (study.py)
+            "task_ids": [t.task_id for t in trajs],
+            "em_by_task": [t.em / n for t in trajs],
         }
         | state_behaviour(states, [t.questions for t in trajs])  # [5]
     )
@@ -866,7 +870,7 @@ def figures(records: Sequence[dict]) -> dict:
             {k.upper(): sorted(paper.rl_vs_sft_per_objective(k).items()) for k in ("rl", "sft")},
         ),
         "state_behaviour": plots.eval_state_behaviour(records),
-    }
+    } | ({"generalisation": study.figure(records)} if study.present(records) else {})
 
 
 def _png_base64(fig) -> str:
@@ -887,12 +891,31 @@ def markdown_report(records: Sequence[dict], checks: Sequence[Check] | None = No
         to_markdown(paper_comparison(records)),
         "## Emergent behaviour (read from the internal states)",
         to_markdown(behaviour_table(records)),
+        *_study_sections(records),
         "## Targets",
         "```\n" + "\n".join(c.line for c in checks) + "\n```",
         "## What reproduces",
         reproduction_text(records, checks),
     ]
     return "\n\n".join(parts) + "\n"
+
+
+def _study_sections(records: Sequence[dict]) -> list[str]:
+    """The generalisation study and its paired claims (study.py), when its arms were evaluated."""
+    if not study.present(records):
+        return []
+    parts = [
+        "## Generalisation study (EM per objective; * beyond the largest N of the model's data; "
+        "kept: N = 16 over N = 2, 95% bootstrap interval)",
+        to_markdown(study.study_table(records)),
+    ]
+    claims = study.comparison_table(records)
+    if claims[1]:
+        parts += [
+            "## Claims, paired (B - A in EM per objective over the same tasks, 95% bootstrap interval)",
+            to_markdown(claims),
+        ]
+    return parts
 
 
 def html_report(records: Sequence[dict], figs: dict | None = None, title: str = "mem1lite evaluation") -> str:
