@@ -15,6 +15,9 @@ from pathlib import Path
 from .files import write_text
 from .world import DEFAULT_WORLD_DIR, SPLITS, DataError
 
+LAYOUTS = ("per_turn", "packed", "packed_dense", "stitched")
+"""masks.LAYOUTS, spelled here so that `mem1 --help` does not import torch (a test checks they agree)"""
+
 
 class UserError(Exception):
     """An error caused by the command's input; printed as one line."""
@@ -313,6 +316,7 @@ def cmd_ppo(args: argparse.Namespace) -> None:
         advantage=args.advantage,
         group=args.group,
         episodes_per_step=args.episodes_per_step,
+        layout=args.layout,
     )
     try:
         train_ppo(ppo_args)
@@ -666,6 +670,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--group", type=_positive_int, default=None, help="episodes per task (--advantage group)")
     p.add_argument("--episodes-per-step", type=_positive_int, default=None, help="override the preset's")
+    p.add_argument(
+        "--layout",
+        default=None,
+        choices=LAYOUTS,
+        help="how training scores a trajectory (masks.py): packed (exact, default) or stitched (the paper's)",
+    )
     p.add_argument("--agent", default=None, choices=["mem1", "full"], help="memory policy of the rollouts")
     p.add_argument("--threads", type=_positive_int, default=None)
     p.add_argument("--env", default="qa", choices=["qa", "webshop"], help="the domain")
@@ -778,8 +788,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--html", required=True, help="HTML file to write (self-contained)")
     p.add_argument("--turn", type=int, default=None, help="turn shown on top (default: the last)")
     p.add_argument("--token", type=int, default=None, help="its token whose mask row is shown (-1: last)")
-    layouts = ["per_turn", "packed", "packed_dense", "stitched"]  # masks.LAYOUTS, without importing torch
-    p.add_argument("--layout", default="packed", choices=layouts, help="layout of the mask row")
+    p.add_argument("--layout", default="packed", choices=LAYOUTS, help="layout of the mask row")
     p.add_argument("--compare", nargs="*", help="more jsonl files holding the task under another agent")
     p.add_argument("--tokenizer", default=None, help="tokenizer directory (default: the shipped data/tiny)")
     p.set_defaults(func=cmd_inspect)

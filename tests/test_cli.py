@@ -43,3 +43,13 @@ def test_unwritable_outputs_are_refused_before_any_work(tmp_path, capsys, monkey
     assert main(["rollout", "--out", str(blocker / "t.jsonl")]) == 2
     assert main(["diagnose", "--policy", "sft", "--figure", str(blocker / "a.png")]) == 2
     assert not list(tmp_path.glob("**/.mem1-write-check-*"))
+
+
+def test_cli_layouts_are_the_masks_layouts_and_reach_the_ppo_card():
+    from mem1lite import cli, masks
+    from mem1lite.ppo import card_command, make_args
+
+    assert cli.LAYOUTS == masks.LAYOUTS
+    args = make_args("quick", out="runs/x", init="data/checkpoints/sft-mem1", layout="stitched")
+    assert "--layout stitched" in card_command(args)
+    assert "--layout" not in card_command(make_args("quick", out="runs/x", init="data/checkpoints/sft-mem1"))
