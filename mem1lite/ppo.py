@@ -56,6 +56,7 @@ from pathlib import Path
 
 import torch
 
+from .files import commit_folder, find_folder, new_folder, write_text
 from .masks import DEFAULT_LAYOUT, ValueHead, layout_forward
 from .model import LORA_TARGETS  # noqa: F401  (re-exported: every linear map of a Qwen2 block)
 from .ppo_math import (
@@ -88,7 +89,7 @@ class PPOArgs:
     seed: int = 0
     """seeds task draws, sampling and minibatch order"""
     resume: bool = False
-    """continue from out/checkpoint"""
+    """continue from out/checkpoint (or out/checkpoint.old, where a kill cut a checkpoint's swap short)"""
     agent: str = "mem1"
     """memory policy of the rollouts (full: the full-context baseline, plain causal sequences)"""
     split: str = "rl"
@@ -554,18 +555,29 @@ def _rng_state() -> dict:
     return {"python": random.getstate(), "torch": torch.get_rng_state()}
 
 
+CHECKPOINT_MARKER = "state.json"
+"""written last into a checkpoint: a folder holding it is complete"""
+
+
 def save_checkpoint(path: Path, model, head, optimizers, step: int, base: str, history: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    save_adapter(tmp, model, head, base)
-    torch.save(
-        {"optimizers": [o.state_dict() for o in optimizers], "rng": _rng_state()}, tmp / "optimizer.pt"
-    )
-    (tmp / "state.json").write_text(json.dumps({"step": step, "history": history}) + "\n")
-    if path.exists():
-        shutil.rmtree(path)
-    tmp.rename(path)
+    """[8] Write the checkpoint whole into a new folder beside `path`, then swap it in: at every
+    instant a complete checkpoint exists at `path` or `path.old` (files.commit_folder)."""
+    tmp = new_folder(path)
+    try:
+        save_adapter(tmp, model, head, base)
+        torch.save(
+            {"optimizers": [o.state_dict() for o in optimizers], "rng": _rng_state()}, tmp / "optimizer.pt"
+        )
+        (tmp / CHECKPOINT_MARKER).write_text(json.dumps({"step": step, "history": history}) + "\n")
+        commit_folder(tmp, path, CHECKPOINT_MARKER)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def find_checkpoint(path: Path) -> Path | None:
+    """The complete checkpoint a run left: `path`, else `path.old` (a kill mid-swap), else None."""
+    return find_folder(path, CHECKPOINT_MARKER)
 
 
 def save_adapter(path: Path, model, head, base: str) -> None:
@@ -592,21 +604,73 @@ def _relpath(target: Path, start: Path) -> str:
     return os.path.relpath(target, start)
 
 
+def _read_checkpoint_file(path: Path, read):
+    """`read(path)`, or one line naming the damaged file: a checkpoint cannot be rebuilt, only
+    trained again."""
+    try:
+        return read(path)
+    except FileNotFoundError:
+        problem = "is missing"
+    except Exception as exc:  # torch, safetensors and json raise many types for a damaged file
+        problem = f"cannot be read ({type(exc).__name__})"
+    raise PPOError(
+        f"{path} {problem}: the checkpoint is damaged; train again into a fresh --out (without --resume)"
+    )
+
+
+def _read_json(path: Path) -> dict:
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    return data
+
+
 def load_checkpoint(path: Path, model, head, optimizers) -> tuple[int, list[dict]]:
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    if not (path / "state.json").is_file():
+    if not (path / CHECKPOINT_MARKER).is_file():
         raise PPOError(f"no checkpoint to resume at {path}")
-    set_peft_model_state_dict(model, load_file(str(path / "adapter_model.safetensors")))
-    head.load_state_dict(torch.load(path / "value_head.pt"))
-    blob = torch.load(path / "optimizer.pt", weights_only=False)
-    for opt, state in zip(optimizers, blob["optimizers"]):
-        opt.load_state_dict(state)
-    random.setstate(blob["rng"]["python"])
-    torch.set_rng_state(blob["rng"]["torch"])
-    state = json.loads((path / "state.json").read_text())
+    state = _read_checkpoint_file(path / CHECKPOINT_MARKER, _read_json)
+    if not isinstance(state.get("step"), int) or not isinstance(state.get("history"), list):
+        raise PPOError(f"{path / CHECKPOINT_MARKER} lacks its step or history: the checkpoint is damaged")
+    weights = _read_checkpoint_file(path / "adapter_model.safetensors", lambda p: load_file(str(p)))
+    head_state = _read_checkpoint_file(path / "value_head.pt", torch.load)
+    blob = _read_checkpoint_file(path / "optimizer.pt", lambda p: torch.load(p, weights_only=False))
+    try:  # the files read, but do they fit this model (another --lora-r, another base size)?
+        set_peft_model_state_dict(model, weights)
+        head.load_state_dict(head_state)
+        for opt, opt_state in zip(optimizers, blob["optimizers"], strict=True):
+            opt.load_state_dict(opt_state)
+        random.setstate(blob["rng"]["python"])
+        torch.set_rng_state(blob["rng"]["torch"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise PPOError(
+            f"{path} does not fit this model ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
+            "resume with the run's own options"
+        ) from None
     return state["step"], state["history"]
+
+
+def recorded_base(checkpoint: Path) -> str:
+    """The base model a checkpoint's adapter was trained over: `tiny`, or a resolved directory."""
+    config = checkpoint / "adapter_config.json"
+    base = _read_checkpoint_file(config, _read_json).get("base_model_name_or_path")
+    if not isinstance(base, str) or not base:
+        raise PPOError(f"{config} names no base model: the checkpoint is damaged")
+    return base if base == "tiny" else str((checkpoint / base).resolve())  # relative to the adapter
+
+
+def check_base(checkpoint: Path, init: str) -> None:
+    """`--resume` continues the adapter over the base it was trained on, or refuses: an adapter over
+    another base trains on, silently, as a different model."""
+    recorded = recorded_base(checkpoint)
+    given = init if init == "tiny" else str(Path(init).resolve())
+    if given != recorded:
+        raise PPOError(
+            f"--init {init} is not the base this run was trained over ({recorded}, named in "
+            f"{checkpoint / 'adapter_config.json'}); resume with --init {recorded}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -702,7 +766,7 @@ def train_ppo(args: PPOArgs) -> dict:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     ckpt = out / "checkpoint"
-    if out.exists() and any(p.name != "checkpoint" for p in out.iterdir()) and not args.resume:
+    if out.exists() and any(out.iterdir()) and not args.resume:  # a fresh run would overwrite a checkpoint
         raise FileExistsError(f"{out} is not empty; choose another --out, delete it, or pass --resume")
     if args.advantage not in ("gae", "group"):
         raise PPOError(f"unknown advantage {args.advantage!r}: expected gae or group")
@@ -711,14 +775,17 @@ def train_ppo(args: PPOArgs) -> dict:
             f"--advantage group: --group must be >= 2 and divide the episodes per step "
             f"({args.episodes_per_step}), got {args.group}"
         )
-    if args.resume and not (ckpt / "state.json").is_file():
-        raise PPOError(f"--resume: no checkpoint at {ckpt}")
+    found = find_checkpoint(ckpt) if args.resume else None
+    if args.resume and found is None:
+        raise PPOError(f"--resume: no checkpoint at {ckpt} or {ckpt}.old (a complete one holds state.json)")
     if args.episodes_per_step % procs.world or args.minibatch_episodes % procs.world:
         raise PPOError(
             f"{procs.world} processes: episodes per step ({args.episodes_per_step}) and per minibatch "
             f"({args.minibatch_episodes}) must both be multiples of the number of processes"
         )
     spec = resolve_model(args.init)
+    if found is not None:
+        check_base(found, spec.path)
     procs.wait()  # every process has looked at `out` before the main one writes into it
     domain = load_domain(args.env, args.data)
     if args.objectives == PPOArgs.objectives:  # the QA default, N = 2: within the domain's sizes
@@ -735,13 +802,13 @@ def train_ppo(args: PPOArgs) -> dict:
     optimizers = [actor, critic]
     start, history = 0, []
     if args.resume:
-        start, history = load_checkpoint(ckpt, model, head, optimizers)
+        start, history = load_checkpoint(found, model, head, optimizers)
         if procs.main:
-            print(f"resumed from {ckpt} at step {start}", flush=True)
+            print(f"resumed from {found} at step {start}", flush=True)
     log_path = out / "log.jsonl"
     if procs.main:  # created only now: a run that fails to start leaves no directory to block a rerun
         out.mkdir(parents=True, exist_ok=True)
-        log_path.write_text("".join(json.dumps(h) + "\n" for h in history))
+        write_text(log_path, "".join(json.dumps(h) + "\n" for h in history))
     t_start = time.perf_counter()
     if start == 0 and args.eval_every and procs.main:
         history.append({"step": 0, "minutes": 0.0} | evaluate_dev(model, tokenizer, domain, args))

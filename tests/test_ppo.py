@@ -2,6 +2,7 @@
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -262,3 +263,110 @@ def test_a_run_that_cannot_start_leaves_nothing_behind(tmp_path):
     with pytest.raises(RuntimeError, match="no weights"):
         train_ppo(_args(str(broken), out))
     assert not out.exists()  # the corrected rerun is not told "not empty"
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints that survive a kill; resume checks (issue 18)
+
+
+class Killed(BaseException):
+    """The process died: this operation and every one after it never happen."""
+
+
+def _policy_and_optimizers(init, args):
+    model, head, _ = build_policy(init, args)
+    actor = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    critic = torch.optim.AdamW(head.parameters(), lr=1e-3)
+    return model, head, [actor, critic]
+
+
+def test_a_kill_at_any_instant_of_a_checkpoint_leaves_a_complete_one(tiny_init, tmp_path, monkeypatch):
+    """Every file operation of a checkpoint's save, in turn, is where the process dies: resume
+    must still find a complete checkpoint, the old step or the new one, and load it."""
+    import os
+    import shutil
+
+    import mem1lite.ppo as ppo
+
+    args = _args(tiny_init, tmp_path / "run")
+    model, head, optimizers = _policy_and_optimizers(tiny_init, args)
+    ckpt = tmp_path / "run" / "checkpoint"
+    ops = {"os.rename": (os, "rename"), "os.unlink": (os, "unlink"), "os.rmdir": (os, "rmdir")}
+    ops |= {"os.fsync": (os, "fsync"), "shutil.rmtree": (shutil, "rmtree"), "torch.save": (torch, "save")}
+    clock = {"calls": 0, "kill_at": None}
+
+    def dying(real):
+        def op(*a, **kw):
+            clock["calls"] += 1
+            if clock["kill_at"] is not None and clock["calls"] >= clock["kill_at"]:
+                raise Killed
+            return real(*a, **kw)
+
+        return op
+
+    for module, name in ops.values():
+        monkeypatch.setattr(module, name, dying(getattr(module, name)))
+    kill_at, steps_found = 0, set()
+    while True:
+        kill_at += 1
+        shutil.rmtree(tmp_path / "run", ignore_errors=True)
+        clock["kill_at"] = None
+        ppo.save_checkpoint(ckpt, model, head, optimizers, 1, tiny_init, [{"step": 1}])
+        clock["calls"], clock["kill_at"] = 0, kill_at
+        try:
+            ppo.save_checkpoint(ckpt, model, head, optimizers, 2, tiny_init, [{"step": 1}, {"step": 2}])
+            done = True
+        except Killed:
+            done = False
+        clock["kill_at"] = None
+        found = ppo.find_checkpoint(ckpt)
+        assert found is not None, f"killed at operation {kill_at}: no complete checkpoint"
+        step, history = load_checkpoint(found, model, head, optimizers)  # every file whole
+        assert step == len(history) and step in (1, 2)
+        steps_found.add(step)
+        if done:
+            break
+    assert kill_at > 10 and steps_found == {1, 2}  # many instants tried, both sides of the swap
+    assert step == 2 and sorted(p.name for p in ckpt.parent.iterdir()) == ["checkpoint"]
+
+
+def test_resume_finds_the_old_checkpoint_and_tolerates_leftovers(tiny_init, tmp_path):
+    """A kill between the swap's two renames leaves checkpoint.old only, and a kill mid-write a
+    temporary folder: --resume continues from checkpoint.old; a run without --resume refuses."""
+    run = tmp_path / "run"
+    train_ppo(_args(tiny_init, run, steps=1, final_eval=()))
+    (run / "checkpoint").rename(run / "checkpoint.old")
+    (run / ".checkpoint.x1y2.tmp").mkdir()
+    (run / ".checkpoint.x1y2.tmp" / "optimizer.pt").write_bytes(b"half")
+    with pytest.raises(FileExistsError, match="--resume"):
+        train_ppo(_args(tiny_init, run, steps=2, final_eval=()))
+    train_ppo(_args(tiny_init, run, steps=2, resume=True, final_eval=()))
+    state = json.loads((run / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 2 and [h["step"] for h in state["history"]] == [1, 2]
+    assert not (run / "checkpoint.old").exists() and not list(run.glob(".checkpoint.*"))
+    # --resume over another base: refused, naming both
+    other = tmp_path / "other-base"
+    other.mkdir()
+    with pytest.raises(PPOError) as err:
+        train_ppo(_args(str(other), run, steps=3, resume=True, final_eval=()))
+    line = str(err.value)
+    assert "\n" not in line and str(other) in line and str(Path(tiny_init).resolve()) in line
+
+
+CHECKPOINT_FILES = ("state.json", "adapter_model.safetensors", "value_head.pt", "optimizer.pt")
+
+
+@pytest.mark.parametrize("name", CHECKPOINT_FILES + ("adapter_config.json",))
+def test_a_damaged_checkpoint_file_is_one_line_naming_it(name, tiny_init, tmp_path):
+    import mem1lite.ppo as ppo
+
+    args = _args(tiny_init, tmp_path / "run")
+    model, head, optimizers = _policy_and_optimizers(tiny_init, args)
+    ckpt = tmp_path / "run" / "checkpoint"
+    ppo.save_checkpoint(ckpt, model, head, optimizers, 1, tiny_init, [{"step": 1}])
+    data = (ckpt / name).read_bytes()
+    (ckpt / name).write_bytes(data[: len(data) // 2])
+    with pytest.raises(PPOError) as err:
+        ppo.check_base(ckpt, tiny_init)
+        load_checkpoint(ckpt, model, head, optimizers)
+    assert str(ckpt / name) in str(err.value) and "\n" not in str(err.value)
