@@ -33,6 +33,42 @@ def _positive_int(text: str) -> int:
     return value
 
 
+MAX_OBJECTIVES = 64
+"""largest task size N the command line takes: 4x the paper's largest (16). A mem1 context stays
+~19 N + 300 tokens (1.5 k at N = 64, within the tiny model's 8,192 positions) and an episode has
+2 N + 2 turns; a size past this is a typo more likely than a study, and would play for hours first"""
+MAX_EPISODES = 100_000
+"""most episodes (or tasks) one command plays: 100x the test split's 1,000 questions, and hours of
+play even for the teacher"""
+
+
+def _at_most(limit: int, why: str):
+    """An argparse type: a whole number in 1..limit; `why` says where the limit comes from."""
+
+    def parse(text: str) -> int:
+        value = _positive_int(text)
+        if value > limit:
+            raise argparse.ArgumentTypeError(f"expected at most {limit:,} ({why}), got {value:,}")
+        return value
+
+    return parse
+
+
+_objectives = _at_most(MAX_OBJECTIVES, "4x the paper's largest N; MAX_OBJECTIVES in mem1lite/cli.py")
+_episodes = _at_most(MAX_EPISODES, "hours of play already; MAX_EPISODES in mem1lite/cli.py")
+
+
+def _objective_list(text: str) -> str:
+    """An argparse type: comma-separated task sizes, each in 1..MAX_OBJECTIVES, checked here and
+    returned as given (each command reads the list as before)."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError(f"expected comma-separated task sizes, got {text!r}")
+    for part in parts:
+        _objectives(part)
+    return text
+
+
 def _finite(text: str) -> float:
     try:
         value = float(text)
@@ -598,9 +634,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agent", default="mem1", choices=["mem1", "full", "truncate"])
     p.add_argument("--env", default="qa", choices=["qa", "webshop"], help="the domain")
     p.add_argument(
-        "--objectives", type=_positive_int, default=None, help="questions per task (N; default 2, webshop 1)"
+        "--objectives", type=_objectives, default=None, help="questions per task (N; default 2, webshop 1)"
     )
-    p.add_argument("--episodes", type=_positive_int, default=8)
+    p.add_argument("--episodes", type=_episodes, default=8)
     p.add_argument("--split", default="dev", choices=list(SPLITS))
     p.add_argument("--seed", type=int, default=0, help="draws the tasks and the sampling")
     p.add_argument("--temperature", type=_non_negative, default=1.0, help="0 for greedy decoding")
@@ -619,7 +655,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--path", help="catalogue folder for --check and --eval (default: the shipped one)")
     p.add_argument("--eval", metavar="POLICIES", help="teacher, tiny or checkpoints, comma-separated")
     p.add_argument("--agents", default="mem1,full", help="--eval: comma-separated memory policies")
-    p.add_argument("--episodes", type=_positive_int, default=100, help="--eval: tasks (the same for all)")
+    p.add_argument("--episodes", type=_episodes, default=100, help="--eval: tasks (the same for all)")
     p.add_argument("--split", default="test", choices=list(SPLITS), help="--eval: goal split")
     p.add_argument("--threads", type=_positive_int, default=None, help="--eval: torch CPU threads")
     p.add_argument("--json", help="--eval / --records: write the records here")
@@ -640,13 +676,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model", help="base model: tiny (default, from scratch), qwen2.5-0.5b (a local copy) or a directory"
     )
-    p.add_argument("--objectives", help="comma-separated task sizes of the data, e.g. 2 or 1,2,3,4")
+    p.add_argument(
+        "--objectives", type=_objective_list, help="comma-separated task sizes of the data, e.g. 2 or 1,2,3,4"
+    )
     p.add_argument("--agent", default=None, choices=["mem1", "full"], help="whose view the samples take")
     p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
     p.add_argument("--minutes-scale", type=_positive, default=1.0, help="scale every stage's time budget")
     p.add_argument("--env", default="qa", choices=["qa", "webshop"], help="the domain")
     p.add_argument("--world", "--data", help="the domain's data folder (default data/qa or data/webshop)")
-    p.add_argument("--tasks", type=_positive_int, default=None, help="teacher tasks played for the data")
+    p.add_argument("--tasks", type=_episodes, default=None, help="teacher tasks played for the data")
     p.add_argument(
         "--pointer",
         default="text",
@@ -664,12 +702,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     p.add_argument("--steps", type=_positive_int, default=None, help="override the preset's step count")
     p.add_argument("--minutes", type=_positive, default=None, help="override the preset's time budget")
-    p.add_argument("--objectives", help="comma-separated task sizes, cycled over steps (default 2)")
+    p.add_argument(
+        "--objectives", type=_objective_list, help="comma-separated task sizes, cycled over steps (default 2)"
+    )
     p.add_argument(
         "--advantage", default=None, choices=["gae", "group"], help="baseline: the critic, or a group's mean"
     )
     p.add_argument("--group", type=_positive_int, default=None, help="episodes per task (--advantage group)")
-    p.add_argument("--episodes-per-step", type=_positive_int, default=None, help="override the preset's")
+    p.add_argument("--episodes-per-step", type=_episodes, default=None, help="override the preset's")
     p.add_argument(
         "--layout",
         default=None,
@@ -691,8 +731,10 @@ def build_parser() -> argparse.ArgumentParser:
         "sft-n8, sft-n16, sft-text-n16, ...) or model dirs",
     )
     p.add_argument("--agents", default="mem1,full,truncate", help="comma-separated memory policies")
-    p.add_argument("--objectives", default="1,2,4,8,16", help="comma-separated task sizes N")
-    p.add_argument("--episodes", type=_positive_int, default=32, help="tasks per N (the same for all)")
+    p.add_argument(
+        "--objectives", type=_objective_list, default="1,2,4,8,16", help="comma-separated task sizes N"
+    )
+    p.add_argument("--episodes", type=_episodes, default=32, help="tasks per N (the same for all)")
     p.add_argument("--split", default="test", choices=list(SPLITS))
     p.add_argument("--seed", type=int, default=0, help="draws the tasks and seeds the sampling")
     p.add_argument("--temperature", type=_non_negative, default=0.0, help="0 (default): greedy decoding")
@@ -719,8 +761,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--policy", help="a shipped name (sft, ppo, sft-n8, ...) or checkpoint dir")
     p.add_argument("--records", help="a saved --json: write its tables and figure again, play nothing")
-    p.add_argument("--objectives", default="2,8,16", help="comma-separated task sizes N")
-    p.add_argument("--episodes", type=_positive_int, default=32, help="tasks per N")
+    p.add_argument(
+        "--objectives", type=_objective_list, default="2,8,16", help="comma-separated task sizes N"
+    )
+    p.add_argument("--episodes", type=_episodes, default=32, help="tasks per N")
     p.add_argument("--split", default="dev", choices=list(SPLITS))
     p.add_argument("--seed", type=int, default=0, help="draws the tasks")
     p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
@@ -734,10 +778,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--path", help="world folder")
     p.add_argument("--out", default="runs/demo", help="report folder (and quick checkpoints with --train)")
     p.add_argument("--train", action="store_true", help="train quick checkpoints first (or TRAIN=1)")
-    p.add_argument("--objectives", default="1,2,4,8,16", help="comma-separated task sizes N")
     p.add_argument(
-        "--episodes", type=_positive_int, default=None, help="tasks per N (default 8, 4 with --train)"
+        "--objectives", type=_objective_list, default="1,2,4,8,16", help="comma-separated task sizes N"
     )
+    p.add_argument("--episodes", type=_episodes, default=None, help="tasks per N (default 8, 4 with --train)")
     p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
     p.set_defaults(func=cmd_demo)
 

@@ -53,3 +53,41 @@ def test_cli_layouts_are_the_masks_layouts_and_reach_the_ppo_card():
     args = make_args("quick", out="runs/x", init="data/checkpoints/sft-mem1", layout="stitched")
     assert "--layout stitched" in card_command(args)
     assert "--layout" not in card_command(make_args("quick", out="runs/x", init="data/checkpoints/sft-mem1"))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["eval", "--episodes", "1000000000"],
+        ["eval", "--objectives", "1,2,1000"],
+        ["rollout", "--out", "o.jsonl", "--objectives", "1000"],
+        ["rollout", "--out", "o.jsonl", "--episodes", "100001"],
+        ["diagnose", "--policy", "sft", "--objectives", "65"],
+        ["diagnose", "--policy", "sft", "--episodes", "1000000000"],
+        ["sft", "--out", "o", "--objectives", "2,1000"],
+        ["sft", "--out", "o", "--tasks", "1000000000"],
+        ["ppo", "--out", "o", "--objectives", "1000"],
+        ["ppo", "--out", "o", "--episodes-per-step", "1000000000"],
+        ["demo", "--episodes", "1000000000"],
+        ["webshop", "--eval", "teacher", "--episodes", "1000000000"],
+    ],
+)
+def test_sizes_past_the_caps_are_one_line_errors_saying_why(argv, capsys):
+    from mem1lite.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "expected at most" in err and ("MAX_OBJECTIVES" in err or "MAX_EPISODES" in err)
+
+
+def test_sizes_at_the_caps_are_taken():
+    from mem1lite.cli import MAX_EPISODES, MAX_OBJECTIVES, build_parser
+
+    args = build_parser().parse_args(
+        ["eval", "--objectives", f"1,{MAX_OBJECTIVES}", "--episodes", str(MAX_EPISODES)]
+    )
+    assert args.objectives == f"1,{MAX_OBJECTIVES}" and args.episodes == MAX_EPISODES
+    args = build_parser().parse_args(["rollout", "--out", "o", "--objectives", str(MAX_OBJECTIVES)])
+    assert args.objectives == MAX_OBJECTIVES
