@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from .files import write_text
+from .files import lock, write_text
 from .world import DEFAULT_WORLD_DIR, SPLITS, DataError
 
 LAYOUTS = ("per_turn", "packed", "packed_dense", "stitched")
@@ -111,13 +111,20 @@ def cmd_world(args: argparse.Namespace) -> None:
         check_world(Path(args.path or args.out or DEFAULT_WORLD_DIR))
         return
     out = Path(args.out or DEFAULT_WORLD_DIR)
-    if out.exists() and any(out.iterdir()) and not args.force:
-        raise UserError(f"{out} already holds a world; pass --force to overwrite it")
     t0 = time.perf_counter()
-    world = generate_world(WorldConfig(seed=args.seed))
-    save_world(world, out, force=True)
+    with lock(_lock_path(out), f"writing {out}"):  # two builds must not both pass the check below
+        if out.exists() and any(out.iterdir()) and not args.force:
+            raise UserError(f"{out} already holds a world; pass --force to overwrite it")
+        world = generate_world(WorldConfig(seed=args.seed))
+        save_world(world, out, force=True)
     size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
     print(f"wrote world seed={args.seed} to {out} ({size:.1f} MB) in {time.perf_counter() - t0:.1f} s")
+
+
+def _lock_path(folder: Path) -> Path:
+    """The lock file of a data folder's builders: beside the folder, which is replaced whole."""
+    folder = folder.resolve()
+    return folder.with_name(folder.name + ".lock")
 
 
 def check_world(path: Path, samples: int = 3) -> dict:
@@ -215,10 +222,11 @@ def cmd_webshop(args: argparse.Namespace) -> None:
         check_webshop(Path(args.path or args.out or DEFAULT_WEBSHOP_DIR))
         return
     out = Path(args.out or DEFAULT_WEBSHOP_DIR)
-    if out.exists() and any(out.iterdir()) and not args.force:
-        raise UserError(f"{out} already holds a catalogue; pass --force to overwrite it")
     t0 = time.perf_counter()
-    save_catalogue(generate_catalogue(CatalogueConfig(seed=args.seed)), out, force=True)
+    with lock(_lock_path(out), f"writing {out}"):  # two builds must not both pass the check below
+        if out.exists() and any(out.iterdir()) and not args.force:
+            raise UserError(f"{out} already holds a catalogue; pass --force to overwrite it")
+        save_catalogue(generate_catalogue(CatalogueConfig(seed=args.seed)), out, force=True)
     size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
     print(f"wrote catalogue seed={args.seed} to {out} ({size:.1f} MB) in {time.perf_counter() - t0:.1f} s")
 
@@ -520,6 +528,15 @@ def cmd_bench(args: argparse.Namespace) -> None:
             world=args.path,
         )
         _write_json(args.json, bench_generate(cfg))
+        return
+    if args.what == "masks" and args.deviation:
+        from .layout_check import bench_layout_deviation, plot_stitched_by_turn
+
+        _check_outputs((args.json, args.figure))
+        records = bench_layout_deviation(_names(args.checkpoints), episodes=args.episodes or 4, threads=args.threads)
+        _write_json(args.json, records)
+        if args.figure:
+            plot_stitched_by_turn(records).savefig(args.figure, dpi=110)
         return
     if args.what == "masks":
         from .masks import bench_masks
@@ -823,6 +840,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--single-episodes", type=_positive_int, default=8, help="episodes one at a time (rollout)"
     )
+    p.add_argument(
+        "--deviation",
+        action="store_true",
+        help="masks: log-prob error of each layout vs per_turn on checkpoint rollouts, not speed",
+    )
+    p.add_argument(
+        "--checkpoints",
+        default="data/checkpoints/sft-mem1,data/checkpoints/ppo-mem1",
+        help="comma-separated policies whose rollouts --deviation scores",
+    )
+    p.add_argument("--figure", help="write the figure (PNG) here (masks --deviation)")
     p.add_argument("--json", help="write the records here")
     p.set_defaults(func=cmd_bench)
 

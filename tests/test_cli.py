@@ -91,3 +91,33 @@ def test_sizes_at_the_caps_are_taken():
     assert args.objectives == f"1,{MAX_OBJECTIVES}" and args.episodes == MAX_EPISODES
     args = build_parser().parse_args(["rollout", "--out", "o", "--objectives", str(MAX_OBJECTIVES)])
     assert args.objectives == MAX_OBJECTIVES
+
+
+def test_a_second_world_build_into_the_same_folder_is_refused_while_the_first_runs(
+    tmp_path, capsys, monkeypatch, small_world
+):
+    """The second `mem1 world --out D` starts while the first is generating: without the lock both
+    would pass the 'already holds a world' check and one would silently replace the other."""
+    import mem1lite.world as world
+    from mem1lite.cli import main
+
+    out = tmp_path / "w"
+    second = {}
+
+    def generate_while_another_starts(config):
+        if not second:  # the first build's generation: the second build starts now
+            second["rc"] = None
+            second["rc"] = main(["world", "--out", str(out)])
+            second["err"] = capsys.readouterr().err
+        return small_world
+
+    monkeypatch.setattr(world, "generate_world", generate_while_another_starts)
+    assert main(["world", "--out", str(out)]) == 0
+    lock = tmp_path / "w.lock"
+    assert second["rc"] == 2 and len(second["err"].strip().splitlines()) == 1
+    assert second["err"].startswith("mem1: error:") and str(lock) in second["err"]
+    assert (out / "manifest.json").is_file() and not lock.exists()  # the first finished, lock gone
+    # a lock a killed build left: refused, naming the file to delete
+    lock.write_text("pid 99999999\n")
+    assert main(["world", "--out", str(tmp_path / "w"), "--force"]) == 2
+    assert f"delete {lock}" in capsys.readouterr().err
