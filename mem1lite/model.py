@@ -80,6 +80,7 @@ def build_tiny_model(config=None, seed: int = 0, dtype=torch.float32, tiny_dir=N
     from transformers import AutoConfig, Qwen2ForCausalLM
 
     if config is None:
+        read_json_file(Path(tiny_dir or TINY_DIR) / "config.json")  # missing or damaged: one line naming it
         config = AutoConfig.from_pretrained(tiny_dir or TINY_DIR, local_files_only=True)
     torch.manual_seed(seed)
     return Qwen2ForCausalLM(config).to(dtype)
@@ -87,6 +88,48 @@ def build_tiny_model(config=None, seed: int = 0, dtype=torch.float32, tiny_dir=N
 
 class ModelLoadError(RuntimeError):
     """A model directory is missing or incomplete (message is one line)."""
+
+
+def rebuild_hint(folder: Path) -> str:
+    """What makes a model folder again: the shipped tiny assets' command, the command its card
+    recorded, or (a copied-in model) a fresh copy."""
+    if folder.resolve() == TINY_DIR.resolve():
+        return "rebuild it with `mem1 tokenizer --force`"
+    try:
+        command = json.loads((folder / "card.json").read_text()).get("command")
+    except (OSError, ValueError, AttributeError):
+        command = None
+    if isinstance(command, str) and command:
+        return f"restore the folder or train it again with `{command}`"
+    return "copy the model folder again (or train it again)"
+
+
+def _unreadable(file: Path, exc: BaseException) -> ModelLoadError:
+    return ModelLoadError(f"{file} cannot be read ({type(exc).__name__}); {rebuild_hint(file.parent)}")
+
+
+def read_json_file(file: Path) -> dict:
+    """A model folder's JSON file (config, adapter config) as a dict, or one line naming it."""
+    try:
+        data = json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        raise _unreadable(file, exc) from None
+    if not isinstance(data, dict):
+        raise _unreadable(file, ValueError("not a JSON object"))
+    return data
+
+
+def check_weights(folder: Path) -> None:
+    """Open every *.safetensors header of `folder` (a truncated file fails here, by name, rather
+    than deep inside transformers or peft)."""
+    from safetensors import safe_open
+
+    for file in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt") as f:
+                f.keys()
+        except Exception as exc:  # safetensors raises its own error type for a damaged file
+            raise _unreadable(file, exc) from None
 
 
 def load_policy(path: str | Path, dtype: torch.dtype | None = None, attn_implementation: str = "sdpa"):
@@ -110,29 +153,43 @@ def load_policy(path: str | Path, dtype: torch.dtype | None = None, attn_impleme
         )
     adapter_cfg = path / "adapter_config.json"
     if adapter_cfg.is_file():
-        from peft import PeftModel
-
-        base = json.loads(adapter_cfg.read_text()).get("base_model_name_or_path")
+        base = read_json_file(adapter_cfg).get("base_model_name_or_path")
         if base == "tiny":  # an adapter trained over the untrained tiny model (seed 0)
             model, tokenizer = load_policy("tiny", dtype=dtype)
-            return PeftModel.from_pretrained(model, path, is_trainable=False), tokenizer
-        base_path = Path(base) if base else None
+            return _with_adapter(model, path), tokenizer
+        base_path = Path(base) if isinstance(base, str) and base else None
         if base_path is not None and not base_path.is_absolute():
             base_path = (path / base_path).resolve()
         if base_path is None or not base_path.is_dir():
             raise ModelLoadError(f"adapter {path} names base model {base!r}, which is not a local directory")
         model, tokenizer = load_policy(base_path, dtype=dtype, attn_implementation=attn_implementation)
-        return PeftModel.from_pretrained(model, path, is_trainable=False), tokenizer
+        return _with_adapter(model, path), tokenizer
     if not (path / "config.json").is_file():
         raise ModelLoadError(f"{path} has no config.json: not a Hugging Face model directory")
     has_weights = any(path.glob("*.safetensors")) or any(path.glob("*.bin"))
     if not has_weights:
         raise ModelLoadError(f"{path} has a config.json but no weights (*.safetensors)")
-    model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=dtype or torch.float32, attn_implementation=attn_implementation, local_files_only=True
-    )
+    read_json_file(path / "config.json")
+    check_weights(path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=dtype or torch.float32, attn_implementation=attn_implementation, local_files_only=True
+        )
+    except (OSError, ValueError, KeyError) as exc:  # readable files that do not make a model
+        raise ModelLoadError(
+            f"{path} does not load as a model ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
+            f"{rebuild_hint(path)}"
+        ) from None
     tokenizer = load_tokenizer(path)
     return model, tokenizer
+
+
+def _with_adapter(model, path: Path):
+    """The peft adapter in `path` over `model`, its files checked first."""
+    from peft import PeftModel
+
+    check_weights(path)
+    return PeftModel.from_pretrained(model, path, is_trainable=False)
 
 
 def load_tokenizer(path: str | Path):
@@ -261,7 +318,7 @@ def resolve_model(name: str | Path) -> ModelSpec:
     path = Path(name)
     config = path / "config.json"
     if not config.is_file() and (path / "adapter_config.json").is_file():  # an adapter: its base decides
-        base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path") or ""
+        base = read_json_file(path / "adapter_config.json").get("base_model_name_or_path") or ""
         base_path = Path(base) if Path(base).is_absolute() else (path / base).resolve()
         config = base_path / "config.json"
     if not path.is_dir():
@@ -269,7 +326,7 @@ def resolve_model(name: str | Path) -> ModelSpec:
             f"--model {name}: expected {', '.join(MODEL_PRESETS)} or a local model directory "
             "(nothing is downloaded)"
         )
-    width = json.loads(config.read_text()).get("hidden_size", 0) if config.is_file() else 0
+    width = read_json_file(config).get("hidden_size", 0) if config.is_file() else 0
     return ModelSpec(name, str(path), real=width >= REAL_MODEL_WIDTH)
 
 

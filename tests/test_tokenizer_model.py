@@ -197,3 +197,42 @@ def test_a_missing_or_partial_tokenizer_file_is_an_error_never_a_fallback(tmp_pa
     with pytest.raises(ModelLoadError, match="mem1 tokenizer --force"):
         load_tokenizer(copy)
     assert len(load_tokenizer(TINY_DIR)) > 5000  # the shipped one is whole
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        "truncate model.safetensors",
+        "break config.json",
+        "empty config.json",
+        "truncate adapter/adapter_model.safetensors",
+        "break adapter/adapter_config.json",
+    ],
+)
+def test_a_damaged_model_file_is_one_line_naming_it_and_what_rebuilds_it(tokenizer, tmp_path, fault):
+    """Never a traceback from safetensors, transformers or peft: the file, and what makes it again
+    (here the command its card recorded)."""
+    from peft import LoraConfig, get_peft_model
+
+    from mem1lite.cli import main
+
+    base = tmp_path / "base"
+    build_tiny_model(seed=5).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    (base / "card.json").write_text(json.dumps({"command": "mem1 sft --preset quick --out base"}))
+    lora = LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"])
+    get_peft_model(load_policy(base)[0], lora).save_pretrained(tmp_path / "adapter")
+    action, name = fault.split(" ", 1)
+    target = (tmp_path / name) if name.startswith("adapter/") else (base / name)
+    data = target.read_bytes()
+    target.write_bytes({"truncate": data[: len(data) // 2], "break": data[:7], "empty": b"{}"}[action])
+    loaded = tmp_path / "adapter" if name.startswith("adapter/") else base
+    with pytest.raises(ModelLoadError) as info:
+        load_policy(loaded)
+    message = str(info.value)
+    assert "\n" not in message and (str(target) in message or str(base) in message)
+    if not name.startswith("adapter/"):
+        assert "mem1 sft --preset quick --out base" in message
+    out = tmp_path / "t.jsonl"
+    assert main(["rollout", "--policy", str(loaded), "--episodes", "1", "--out", str(out)]) == 2
+    assert not out.exists()
