@@ -569,6 +569,37 @@ def _read_parquet(path: Path) -> list[dict]:
         ) from exc
 
 
+def config_from_manifest(cfg) -> WorldConfig:
+    """The manifest's `config` as a WorldConfig: every field present, none unknown, each of its
+    default's type (KeyError / TypeError otherwise). A null seed would not fail later: it would
+    silently draw other tasks (make_tasks seeds by it)."""
+    defaults = asdict(WorldConfig())
+    if not isinstance(cfg, dict):
+        raise TypeError("config is not an object")
+    if set(cfg) != set(defaults):
+        raise KeyError(f"config fields differ: {', '.join(sorted(set(cfg) ^ set(defaults)))}")
+    values = {}
+    for key, default in defaults.items():
+        value = tuple(cfg[key]) if isinstance(default, tuple) and isinstance(cfg[key], list) else cfg[key]
+        if not _same_kind(value, default):
+            raise TypeError(f"config.{key} is {json.dumps(cfg[key])}, expected a value like {default}")
+        values[key] = value
+    return WorldConfig(**values)
+
+
+def _same_kind(value, default) -> bool:
+    """`value` has `default`'s type (an int stands for a float; a bool for nothing)."""
+    if isinstance(default, tuple):
+        return (
+            isinstance(value, tuple) and len(value) == len(default) and all(map(_same_kind, value, default))
+        )
+    if isinstance(value, bool):
+        return False
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
+
+
 def load_world(path: str | Path | None = None, verify: bool = True) -> World:
     """Read a world written by `save_world`; every file is checked against the manifest's sha256."""
     path = Path(path) if path is not None else DEFAULT_WORLD_DIR
@@ -577,10 +608,15 @@ def load_world(path: str | Path | None = None, verify: bool = True) -> World:
         raise DataError(f"{manifest_path} is missing; build the world with `{REBUILD_COMMAND}`")
     try:
         manifest = json.loads(manifest_path.read_text())
+        if not isinstance(manifest, dict):
+            raise TypeError("the manifest is not an object")
         expected = manifest["sha256"]
-        cfg_dict = manifest["config"]
+        if not isinstance(expected, dict):
+            raise TypeError("sha256 is not a table of files")
+        cfg = config_from_manifest(manifest["config"])
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise DataError(f"{manifest_path} is corrupted; rebuild it with `{REBUILD_COMMAND}`") from exc
+        why = f"{type(exc).__name__}: {exc}" if isinstance(exc, (KeyError, TypeError)) else "not JSON"
+        raise DataError(f"{manifest_path} is corrupted ({why}); rebuild it with `{REBUILD_COMMAND}`") from exc
     if manifest.get("version") != WORLD_VERSION:
         raise DataError(
             f"{manifest_path} has world version {manifest.get('version')}, this code reads "
@@ -594,9 +630,6 @@ def load_world(path: str | Path | None = None, verify: bool = True) -> World:
             raise DataError(
                 f"{f} is corrupted (sha256 differs from the manifest); rebuild it with `{REBUILD_COMMAND}`"
             )
-    cfg_dict["pool_fractions"] = tuple(cfg_dict["pool_fractions"])
-    cfg_dict["questions"] = tuple(cfg_dict["questions"])
-    cfg = WorldConfig(**cfg_dict)
     parts = NameParts(**json.loads((path / "name_parts.json").read_text()))
     entities = [
         Entity(**(row | {"facts": json.loads(row["facts"])}))

@@ -143,3 +143,33 @@ def test_world_check_prints_retrieval_figures(capsys):
     assert main(["world", "--check"]) == 0
     out = capsys.readouterr().out
     assert "recall@1" in out and "recall@3" in out and "sample task" in out
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        ("config", None),
+        ("sha256", None),
+        ("config.seed", None),
+        ("config.seed", "0"),
+        ("config.pool_fractions", None),
+        ("config.questions", [1, 2]),
+        ("config.pool_fractions", "drop"),
+        ("config.bogus", 1),
+    ],
+)
+def test_a_manifest_missing_a_key_or_holding_a_null_is_one_line_naming_it(tmp_path, small_world, damage):
+    """Never a traceback, and never a silent load: a null seed would draw other tasks."""
+    out = save_world(small_world, tmp_path / "w")
+    manifest = json.loads((out / "manifest.json").read_text())
+    key, value = damage
+    table, _, field = key.rpartition(".")
+    where = manifest[table] if table else manifest
+    if value == "drop":
+        del where[field]
+    else:
+        where[field] = value
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match=r"manifest\.json is corrupted .*mem1 world --out") as info:
+        load_world(out, verify=False)
+    assert field in str(info.value) and "\n" not in str(info.value)
