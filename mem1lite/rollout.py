@@ -188,7 +188,9 @@ def read_jsonl(path: str | Path, strict: bool = False) -> LoadReport:
                 continue
             try:  # strict UTF-8: a damaged byte is an error, never a silently replaced character
                 out.append(Trajectory.from_dict(json.loads(raw.decode("utf-8"))))
-            except (ValueError, TypeError, KeyError) as exc:  # JSON and Unicode errors are ValueErrors
+            # JSON and Unicode errors are ValueErrors; a line nested deeper than the parser's
+            # recursion limit raises RecursionError
+            except (ValueError, TypeError, KeyError, RecursionError) as exc:
                 msg = f"{path}:{lineno}: {type(exc).__name__}: {str(exc)[:120]}"
                 if strict:
                     raise ValueError(msg) from exc

@@ -453,3 +453,21 @@ def test_widget_renders_in_jupyterlab(tmp_path):
     )  # fmt: skip
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
     assert "widget rendered in JupyterLab" in run.stdout and shot.stat().st_size > 10_000
+
+
+def test_a_line_nested_past_the_parsers_depth_is_a_named_warning(tmp_path, tokenizer, capsys):
+    """json.loads raises RecursionError, not a ValueError, on a line nested ~100k deep."""
+    from mem1lite.cli import main
+
+    path = write_jsonl([hand_made(tokenizer, "mem1", task_id="hand-0")], tmp_path / "x.jsonl")
+    with open(path, "a") as f:
+        f.write("[" * 100_000 + "]" * 100_000 + "\n")
+    col = I.load_trajectories(path)
+    assert [t.task_id for t in col.trajectories] == ["hand-0"]
+    assert [w.split(": ")[0] for w in col.warnings] == [f"{path}:2"] and "RecursionError" in col.warnings[0]
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text("{" + '"a":{' * 100_000 + "}" * 100_001 + "\n")
+    assert main(["inspect", str(deep), "--episode", "0", "--html", str(tmp_path / "o.html")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("mem1: error:") and str(deep) in err[-1] and not (tmp_path / "o.html").exists()
+    assert not any("Traceback" in line for line in err)
