@@ -40,6 +40,8 @@ import json
 import math
 import os
 import shutil
+import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -224,8 +226,9 @@ def teacher_sft_data(domain, tokenizer, args: SFTArgs, split: str = "sft"):
         ).encode()
     ).hexdigest()[:16]
     cached = CACHE_DIR / f"sft-{key}"
-    if (cached / "dataset_info.json").is_file():
-        return load_from_disk(str(cached))
+    data = _read_cache(cached)
+    if data is not None:
+        return data
     ids, masks = [], []
     for n, count in tasks_per_size(args.objectives, args.tasks, args.long_share).items():
         trajs = teacher_trajectories(domain, tokenizer, split, n, count, seed=args.seed, agent=args.agent)
@@ -235,12 +238,44 @@ def teacher_sft_data(domain, tokenizer, args: SFTArgs, split: str = "sft"):
                 ids.append(context + turn.output_ids)
                 masks.append([0] * len(context) + [1] * len(turn.output_ids))
     data = Dataset.from_dict({"input_ids": ids, "response_mask": masks})
-    tmp = cached.with_name(cached.name + ".tmp")
-    data.save_to_disk(str(tmp))
-    if cached.exists():
-        shutil.rmtree(cached)
-    tmp.rename(cached)
+    # a folder of this writer's own, renamed into place whole: a kill or a second writer never
+    # leaves a half-written cache under the key
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=CACHE_DIR, prefix=f".{cached.name}.", suffix=".tmp"))
+    try:
+        data.save_to_disk(str(tmp))
+        shutil.rmtree(cached, ignore_errors=True)
+        try:
+            tmp.rename(cached)
+        except OSError:  # another writer renamed the same rows into place first
+            if _read_cache(cached) is None:
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return load_from_disk(str(cached))
+
+
+def _read_cache(cached: Path):
+    """The cached rows, or None when there are none or they cannot be read: a damaged cache is
+    said so on stderr and removed, and the caller builds the rows again (they are derived data)."""
+    from datasets import load_from_disk
+
+    if not cached.exists():
+        return None
+    try:
+        data = load_from_disk(str(cached))
+        if set(data.column_names) != {"input_ids", "response_mask"} or len(data) == 0:
+            raise ValueError(f"columns {data.column_names}, {len(data)} rows")
+        return data
+    except Exception as exc:  # datasets / pyarrow / json raise many types for a damaged folder
+        print(
+            f"mem1: warning: the SFT data cache {cached} cannot be read ({type(exc).__name__}); "
+            "building it again",
+            file=sys.stderr,
+            flush=True,
+        )
+        shutil.rmtree(cached, ignore_errors=True)
+        return None
 
 
 def tasks_per_size(objectives, tasks: int, long_share: float = 0.0) -> dict[int, int]:

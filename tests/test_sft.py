@@ -187,3 +187,29 @@ def test_cli_long_preset_needs_a_trained_start_and_webshop_has_no_pointer(tmp_pa
     code = main(["sft", "--env", "webshop", "--pointer", "number", "--out", str(tmp_path / "b")])
     assert code == 2 and "QA teacher option" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize("damage", ["truncate the arrow file", "break state.json", "empty folder"])
+def test_a_damaged_data_cache_is_said_and_built_again(qa, tokenizer, tmp_path, monkeypatch, capsys, damage):
+    import datasets
+
+    import mem1lite.sft as sft
+
+    datasets.disable_progress_bars()  # as train_sft does: stderr holds the warning alone
+    monkeypatch.setattr(sft, "CACHE_DIR", tmp_path)
+    args = SFTArgs(tasks=2, objectives=(1,), seed=5)
+    rows = teacher_sft_data(qa, tokenizer, args)["input_ids"]
+    (cached,) = tmp_path.glob("sft-*")
+    assert [p.name for p in tmp_path.iterdir()] == [cached.name]  # no temporary left
+    if damage == "empty folder":
+        for f in cached.iterdir():
+            f.unlink()
+    else:
+        (f,) = cached.glob("*.arrow") if "arrow" in damage else [cached / "state.json"]
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    capsys.readouterr()
+    assert teacher_sft_data(qa, tokenizer, args)["input_ids"] == rows
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(cached) in err[0] and "building it again" in err[0]
+    assert teacher_sft_data(qa, tokenizer, args)["input_ids"] == rows  # rebuilt whole: read silently
+    assert capsys.readouterr().err == ""
