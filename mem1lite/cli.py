@@ -533,7 +533,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
         from .layout_check import bench_layout_deviation, plot_stitched_by_turn
 
         _check_outputs((args.json, args.figure))
-        records = bench_layout_deviation(_names(args.checkpoints), episodes=args.episodes or 4, threads=args.threads)
+        records = bench_layout_deviation(
+            _names(args.checkpoints), episodes=args.episodes or 4, threads=args.threads
+        )
         _write_json(args.json, records)
         if args.figure:
             plot_stitched_by_turn(records).savefig(args.figure, dpi=110)

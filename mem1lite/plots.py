@@ -279,3 +279,32 @@ def eval_state_behaviour(records: list[dict]):
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+PPO_LAYOUT_PANELS = (
+    ("first-minibatch ratio", "first_ratio", "mean exp(new - old) on the first minibatch of a step"),
+    ("first-minibatch max |log ratio|", "max_abs_log_ratio_first", "its worst token"),
+    ("clip fraction", "clipfrac", "share of tokens whose ratio left [1 - clip, 1 + clip]"),
+    ("KL to the reference", "kl", "per episode"),
+    ("reward", "reward", "EM per task, training rollouts"),
+)
+"""(title, log.jsonl key, what it shows) of `ppo_layout_comparison`"""
+
+
+def ppo_layout_comparison(histories: dict[str, list[dict]], title: str = "PPO: one layout against another"):
+    """PPO runs side by side, one line per run (e.g. {"packed": ..., "stitched": ...}), from the
+    per-step records of their log.jsonl (`ppo.py`). Before the first update of a step the policy
+    is the sampler, so an exact layout's first-minibatch ratio is 1 and any departure is the
+    layout's own error; steps without a key (step 0: evaluation only) are skipped."""
+    fig, axes = plt.subplots(1, len(PPO_LAYOUT_PANELS), figsize=(3.3 * len(PPO_LAYOUT_PANELS), 3.2))
+    for ax, (name, key, what) in zip(axes, PPO_LAYOUT_PANELS):
+        for run, history in histories.items():
+            pts = [(h["step"], h[key]) for h in history if h.get(key) is not None]
+            if pts:
+                ax.plot(*zip(*pts), marker=".", label=run)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel(f"step\n({what})", fontsize=7)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

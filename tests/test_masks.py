@@ -361,3 +361,206 @@ def test_packed_refuses_gradient_checkpointing_clearly(tokenizer, trajs64):
         layout_forward(model, trajs64["mem1"], "packed")
     out = layout_forward(model, trajs64["mem1"], "packed_dense")  # the dense form needs no cache
     assert logprob_deviation(out)["max_abs"] > 0  # another model than the sampler: just runs
+
+
+# ---------------------------------------------------------------------------------------------
+# Where it matters: rollouts of the shipped trained checkpoint (mem1lite.layout_check)
+
+SFT_CHECKPOINT = "data/checkpoints/sft-mem1"
+
+
+@pytest.fixture(scope="module")
+def sft_policy():
+    from mem1lite.model import load_policy
+
+    return load_policy(SFT_CHECKPOINT)
+
+
+@pytest.fixture(scope="module")
+def sft_rollouts(sft_policy):
+    """3 dev tasks with N = 4 played by sft-mem1 under the mem1 agent at temperature 1 (seed 0)."""
+    from mem1lite.layout_check import sample_rollouts
+
+    model, tok = sft_policy
+    trajs = sample_rollouts(model, tok, "mem1", 4, 3, seed=0)
+    assert min(len(t.turns) for t in trajs) >= 4  # stitched departs from turn 2 on
+    return trajs
+
+
+@pytest.fixture(scope="module")
+def sft_deviation(sft_policy, sft_rollouts):
+    from mem1lite.layout_check import layout_deviation
+
+    return layout_deviation(sft_policy[0], sft_rollouts)
+
+
+@pytest.fixture(scope="module")
+def sft64(sft_policy, float64_exact):
+    import copy
+
+    return copy.deepcopy(sft_policy[0]).to(torch.float64)
+
+
+def test_stitched_is_far_off_on_a_trained_checkpoint_while_exact_layouts_hold(sft_deviation):
+    from mem1lite.layout_check import pick
+
+    for layout in ("packed", "packed_dense"):
+        row = pick(sft_deviation, dtype="float64", layout=layout, reference="per_turn")
+        assert row["max_abs"] <= 1e-10, (layout, row)
+    for turn in (0, 1):  # their contexts never lost anything
+        assert (
+            pick(sft_deviation, turn, dtype="float64", layout="stitched", reference="per_turn")["max_abs"]
+            <= 1e-10
+        )
+    later = [
+        r
+        for r in sft_deviation
+        if r["layout"] == "stitched" and r["dtype"] == "float64" and r["turn"] is not None and r["turn"] >= 2
+    ]
+    assert later and all(r["max_abs"] > 1.0 for r in later)  # nats: e^1 in the importance ratio
+    assert max(r["mean_abs"] for r in later) > 0.5
+
+
+def test_float32_layouts_match_the_recorded_logprobs(sft_deviation):
+    from mem1lite.layout_check import pick
+
+    for layout in EXACT_LAYOUTS:
+        recorded = pick(sft_deviation, dtype="float32", layout=layout, reference="recorded")
+        assert 0 < recorded["max_abs"] <= 1e-4, (layout, recorded)  # float32 rounding, not zero
+    stitched = pick(sft_deviation, dtype="float32", layout="stitched", reference="recorded")
+    assert stitched["max_abs"] > 1.0
+
+
+def test_deviation_table_has_a_row_per_turn(sft_deviation, sft_rollouts):
+    turns = max(len(t.turns) for t in sft_rollouts)
+    tokens = sum(len(turn.output_ids) for t in sft_rollouts for turn in t.turns)
+    groups = {}
+    for r in sft_deviation:
+        groups.setdefault((r["dtype"], r["layout"], r["reference"]), []).append(r)
+    # float64 and float32: three layouts against per_turn; float32: all four against the records
+    assert len(groups) == 3 + 3 + 4
+    for key, rows in groups.items():
+        assert [r["turn"] for r in rows] == [None, *range(turns)], key
+        assert rows[0]["tokens"] == tokens == sum(r["tokens"] for r in rows[1:]), key
+        assert all(r["max_abs"] >= r["mean_abs"] >= 0 for r in rows), key
+
+
+def test_untrained_model_hides_the_stitched_error(sft_rollouts, sft_deviation):
+    """The same records scored by the untrained tiny model: a small error, where small models were tested."""
+    from mem1lite.layout_check import layout_deviation, pick
+
+    rows = layout_deviation(
+        build_tiny_model(seed=0), sft_rollouts, ("stitched",), ("float64",), recorded=False
+    )
+    tiny = pick(rows, dtype="float64", layout="stitched")["max_abs"]
+    trained = pick(sft_deviation, dtype="float64", layout="stitched", reference="per_turn")["max_abs"]
+    assert 1e-3 < tiny < 0.2
+    assert trained > 50 * tiny
+
+
+def test_official_float_mask_leaks_under_our_transformers(sft64, sft_rollouts):
+    """The official actor's 4D mask of ones and zeros in the model dtype: SDPA adds it, hides nothing."""
+    import transformers
+
+    from mem1lite.layout_check import official_mask_leak
+
+    leak = official_mask_leak(sft64, sft_rollouts[0])
+    print(f"transformers {transformers.__version__}: {leak}")
+    assert leak["dtype"] == "float64"
+    assert leak["future_official"] > 0.1  # a later token moves earlier log-probs
+    assert leak["padding_official"] > 1.0  # and so does padding the mask was meant to hide
+    assert leak["future_ours"] == 0.0
+    assert leak["padding_ours"] <= 1e-12
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_our_layouts_cannot_leak(sft64, sft_rollouts, layout):
+    from mem1lite.layout_check import layout_leaks
+
+    trajs = sft_rollouts[:2]
+    assert len({sum(len(turn.output_ids) for turn in t.turns) for t in trajs}) == 2  # the batch pads
+    leaks = layout_leaks(sft64, trajs, layout)
+    assert leaks["future"] <= 1e-12 and leaks["batch"] <= 1e-12, leaks
+    assert leaks["after"] > 1e-3  # the changed token did reach the model
+
+
+def test_plot_stitched_by_turn(sft_deviation):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from mem1lite.layout_check import FLOOR, plot_stitched_by_turn
+
+    meta = {"bench": "masks-deviation", "agent": "mem1", "objectives": 4, "scorer": "sft", "sampler": "sft"}
+    fig = plot_stitched_by_turn([meta | r for r in sft_deviation])
+    (ax,) = fig.axes
+    rows = [
+        r
+        for r in sft_deviation
+        if r["layout"] == "stitched" and r["dtype"] == "float64" and r["turn"] is not None
+    ]
+    mean, worst = ax.lines[0].get_ydata(), ax.lines[1].get_ydata()
+    assert list(mean) == [max(r["mean_abs"], FLOOR) for r in rows]
+    assert list(worst) == [max(r["max_abs"], FLOOR) for r in rows]
+    assert ax.get_yscale() == "log" and mean[0] == FLOOR  # turn 0 is exact
+    matplotlib.pyplot.close(fig)
+
+
+def test_bench_deviation_cli_writes_records_and_figure(tmp_path, monkeypatch):
+    import mem1lite.layout_check as lc
+    from mem1lite.cli import main
+
+    row = {"bench": "masks-deviation", "agent": "mem1", "objectives": 4, "scorer": "a", "sampler": "a"}
+    rows = [
+        row
+        | {
+            "layout": "stitched",
+            "dtype": "float64",
+            "reference": "per_turn",
+            "turn": j,
+            "max_abs": 2.0,
+            "mean_abs": 1.0,
+        }
+        for j in range(3)
+    ]
+    seen = {}
+
+    def fake(checkpoints, episodes, threads):
+        seen.update(checkpoints=checkpoints, episodes=episodes, threads=threads)
+        return rows
+
+    monkeypatch.setattr(lc, "bench_layout_deviation", fake)
+    js, png = tmp_path / "d.json", tmp_path / "fig" / "d.png"
+    argv = ["bench", "masks", "--deviation", "--checkpoints", "a,b", "--episodes", "2", "--threads", "1"]
+    assert main(argv + ["--json", str(js), "--figure", str(png)]) == 0
+    assert seen == {"checkpoints": ("a", "b"), "episodes": 2, "threads": 1}
+    assert json.loads(js.read_text()) == rows and png.stat().st_size > 1000
+
+
+def test_ppo_layout_comparison_draws_each_run_per_key():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from mem1lite.plots import PPO_LAYOUT_PANELS, ppo_layout_comparison
+
+    def history(ratio):
+        steps = [{"step": 0, "dev_em_per_objective": 0.5}]  # evaluation only: no training keys
+        return steps + [
+            {
+                "step": s,
+                "first_ratio": ratio,
+                "max_abs_log_ratio_first": 2 * s,
+                "clipfrac": 0.1 * s,
+                "kl": 0.01 * s,
+                "reward": 0.5 + 0.01 * s,
+            }
+            for s in (1, 2, 3)
+        ]
+
+    fig = ppo_layout_comparison({"packed": history(1.0), "stitched": history(1.7)})
+    assert len(fig.axes) == len(PPO_LAYOUT_PANELS)
+    ratio_ax = fig.axes[0]
+    assert [line.get_label() for line in ratio_ax.lines] == ["packed", "stitched"]
+    assert list(ratio_ax.lines[1].get_xdata()) == [1, 2, 3]
+    assert list(ratio_ax.lines[1].get_ydata()) == [1.7, 1.7, 1.7]
+    assert list(fig.axes[2].lines[0].get_ydata()) == pytest.approx([0.1, 0.2, 0.3])
+    matplotlib.pyplot.close(fig)
