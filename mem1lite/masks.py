@@ -22,7 +22,8 @@ last observation, nothing older. PPO needs, for every token the policy produced,
 - `stitched` (the paper's): each token once, and a 2D mask hiding what was pruned. Cheaper,
   but a kept token's hidden state is computed once, under the context where it first appeared,
   and reused by later turns that saw it under a different context (and position) at generation.
-  An approximation: `logprob_deviation` measures how far it is.
+  An approximation: `logprob_deviation` measures how far it is, and layout_check.py measures it
+  turn by turn on the trained checkpoints (from mem1's turn 2 on, nats, not float noise).
 
 Implementation details (the code repeats the numbers):
 
@@ -491,7 +492,8 @@ def additive_mask(visible: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 def bool_mask_as_float(visible: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """The official MEM1 code's mask, for demonstration only: a bool mask cast to float and used as
     additive. Visible keys get +1, hidden keys +0: a constant shift per row, so nothing is hidden,
-    not even the future."""
+    not even the future. (Its actor passes such a 4D mask in bfloat16; transformers hands a 4D mask
+    to SDPA as it is. `layout_check.official_mask_leak` measures the leak on a trained model.)"""
     return visible.to(dtype)[:, None]
 
 
@@ -633,10 +635,14 @@ def logprob_deviation(out: LayoutOutput, reference: torch.Tensor | None = None) 
 def without_float32_islands():
     """Run stock Qwen2 in the model's dtype throughout (for float64 exactness checks only).
 
-    `Qwen2RMSNorm` casts to float32 and eager attention's softmax runs in float32; in a float64
-    model these two islands alone put ~1e-8 between any two computations of the same log-prob,
-    whatever the layout. Inside this context both stay in the input dtype. Class-level patch:
-    it affects every Qwen2 model until the context exits.
+    `Qwen2RMSNorm` casts to float32 and eager attention's softmax runs in float32. In a float64
+    model under eager attention these two islands put up to ~1e-5 between two computations of
+    the same log-prob (packed vs per_turn on sft-mem1's rollouts: mean 2e-8, max 4e-6; another
+    check saw 9e-6), whatever the layout; under SDPA only RMSNorm's is left, and its rounding to
+    float32 at every norm mostly snaps both computations to the same values (`mem1 bench masks
+    --deviation`, dtype `float64-stock`). Inside this context both stay in the input dtype
+    (float64: layouts then agree to ~4e-14). Class-level patch: it affects every Qwen2 model
+    until the context exits.
     """
     from transformers.models.qwen2 import modeling_qwen2 as mq
 
