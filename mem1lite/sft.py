@@ -31,6 +31,13 @@ The recipe, and why (docs/DESIGN.md has the measurements behind it):
    process first (the others read its cache); the probe, the snapshots, the final evaluation and
    the card are the main process's; the stage clock is read on the main process and its decision
    broadcast, so that every process stops at the same step.
+7. Checkpoints and `--resume`: every `checkpoint_minutes` the Trainer saves its checkpoint (model,
+   optimizer, scheduler, RNG states, step) into OUT.partial/trainer-STAGE/checkpoint-STEP; a marker
+   written last, after every file is flushed, makes it complete, and only then are older ones
+   removed. At each stage's end the model goes to OUT.partial/stage (swapped in whole,
+   files.commit_folder). `--resume` continues from the last complete one: the stages done are
+   skipped, the current one resumes where the Trainer left it (the same data order, optimizer,
+   schedule and RNG), so the resumed run ends with the weights an uninterrupted one ends with.
 """
 
 from __future__ import annotations
@@ -47,6 +54,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
+
+from .files import commit_folder, find_folder, fsync_tree, new_folder, remove_folder, write_text
 
 
 @dataclass
@@ -131,6 +140,10 @@ class SFTArgs:
     """domain: qa or webshop (domains.py)"""
     data: str | None = None
     """the domain's data folder (default: the shipped one, e.g. data/qa)"""
+    checkpoint_minutes: float = 10.0
+    """minutes between the Trainer's checkpoints in OUT.partial (0: at stage ends only) [7]"""
+    resume: bool = False
+    """continue the interrupted run in OUT.partial from its last complete checkpoint [7]"""
 
 
 PRESETS = {
@@ -319,23 +332,69 @@ class _Budget:
         return (time.perf_counter() - self.start) / 60
 
 
-def _callbacks(args: SFTArgs, stage: Stage, clock: _Budget, probe, log_path: Path, processes=None):
-    """The stage clock on every process; the probe on the main process only (`probe` is None on the
-    others). [6] `processes` (an accelerate PartialState) makes the clock's decision the main one's."""
+def _decide(flag: bool, processes) -> bool:
+    """[6] The main process's `flag`, on every process (a clock is read on one machine)."""
+    if processes is not None and processes.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        return bool(broadcast_object_list([flag], from_process=0)[0])
+    return flag
+
+
+def _callbacks(
+    args: SFTArgs,
+    stage: Stage,
+    clock: _Budget,
+    probe,
+    log_path: Path,
+    processes=None,
+    stage_index: int = 0,
+    stage_minutes: float = 0.0,
+):
+    """The stage clock and the checkpoints on every process; the probe on the main process only
+    (`probe` is None on the others). [6] `processes` (an accelerate PartialState) makes the clocks'
+    decisions the main one's. `stage_minutes`: the stage's time spent before a resume [7]."""
     from transformers import TrainerCallback
+
+    main = processes is None or processes.is_main_process
 
     class StageClock(TrainerCallback):
         def on_train_begin(self, a, state, control, **kw):
-            self.t0 = time.perf_counter()
+            self.t0 = time.perf_counter() - stage_minutes * 60
+
+        def minutes(self) -> float:
+            return (time.perf_counter() - self.t0) / 60
 
         def on_step_end(self, a, state, control, **kw):
-            stop = (time.perf_counter() - self.t0) / 60 >= stage.minutes
-            if processes is not None and processes.num_processes > 1:
-                from accelerate.utils import broadcast_object_list
-
-                stop = bool(broadcast_object_list([stop], from_process=0)[0])
-            if stop:
+            if _decide(self.minutes() >= stage.minutes, processes):
                 control.should_training_stop = True
+
+    stage_clock = StageClock()
+
+    class Checkpoints(TrainerCallback):
+        """[7] Ask the Trainer for a checkpoint every `checkpoint_minutes`; once it is written, flush
+        it, mark it complete, then remove the older ones."""
+
+        def on_train_begin(self, a, state, control, **kw):
+            self.last = time.perf_counter()
+
+        def on_step_end(self, a, state, control, **kw):
+            due = 0 < args.checkpoint_minutes <= (time.perf_counter() - self.last) / 60
+            if _decide(due, processes):
+                control.should_save = True
+
+        def on_save(self, a, state, control, **kw):
+            self.last = time.perf_counter()
+            if main:
+                folder = Path(a.output_dir) / f"checkpoint-{state.global_step}"
+                mark_complete(
+                    folder,
+                    CHECKPOINT_MARKER,
+                    progress_record(clock, log_path, stage_index, stage_clock.minutes()),
+                )
+                for older in Path(a.output_dir).glob("checkpoint-*"):
+                    if older != folder:
+                        remove_folder(older, CHECKPOINT_MARKER)
 
     class Probe(TrainerCallback):
         def _run(self, state, model, force_em=False):
@@ -378,7 +437,135 @@ def _callbacks(args: SFTArgs, stage: Stage, clock: _Budget, probe, log_path: Pat
         def on_train_end(self, a, state, control, model=None, **kw):
             self._run(state, model)  # the final evaluation plays the greedy episodes
 
-    return [StageClock()] + ([Probe()] if probe is not None else [])
+    return [stage_clock, Checkpoints()] + ([Probe()] if probe is not None else [])
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints and resume [7]
+
+
+RUN_FILE = "run.json"
+"""in OUT.partial: the options the run started with (a resume must give the same)"""
+STAGE_DIR = "stage"
+"""in OUT.partial: the model after the last finished stage"""
+STAGE_MARKER = "stage.json"
+"""written last into the stage folder: it is complete"""
+CHECKPOINT_MARKER = "mem1-complete.json"
+"""written last into a Trainer checkpoint, once its files are flushed: it is complete"""
+VOLATILE_OPTIONS = ("resume", "threads", "checkpoint_minutes")
+"""options a resume may change: they do not change what is trained"""
+
+
+@dataclass
+class Progress:
+    """Where an interrupted run stands (`find_progress`)."""
+
+    stages_done: int
+    """stages finished; the model after the last of them is in `stage_dir`"""
+    stage_dir: Path | None
+    """OUT.partial/stage (or stage.old, where a kill cut its swap short)"""
+    checkpoint: Path | None
+    """the last complete Trainer checkpoint of the next stage, if it has one"""
+    record: dict
+    """`progress_record` of the newest of the two"""
+
+
+def progress_record(clock: _Budget, log_path: Path, stage_index: int, stage_minutes: float) -> dict:
+    """A marker's content: the stage, both clocks, and how many probe records belong to this point."""
+    lines = len(log_path.read_text().splitlines()) if log_path.is_file() else 0
+    return {
+        "stage": stage_index,
+        "stage_minutes": stage_minutes,
+        "minutes": clock.minutes(),
+        "last_probe": clock.last_probe,
+        "last_em": clock.last_em,
+        "probe_lines": lines,
+    }
+
+
+def mark_complete(folder: Path, marker: str, record: dict) -> None:
+    """Flush every file of `folder`, then write its marker: from now on it is complete."""
+    fsync_tree(folder)
+    write_text(folder / marker, json.dumps(record) + "\n")
+
+
+def _read_marker(file: Path) -> dict:
+    try:
+        record = json.loads(file.read_text())
+        int(record["stage"])
+        return record
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(
+            f"{file} cannot be read ({type(exc).__name__}); delete {file.parent} to resume from the "
+            "checkpoint before it"
+        ) from None
+
+
+def last_checkpoint(folder: Path) -> Path | None:
+    """The complete Trainer checkpoint of the highest step in `folder`, or None."""
+    complete = [p for p in folder.glob("checkpoint-*") if (p / CHECKPOINT_MARKER).is_file()]
+    return max(complete, key=lambda p: int(p.name.rsplit("-", 1)[1]), default=None)
+
+
+def find_progress(work: Path, stages) -> Progress | None:
+    """The newest complete state a run left in `work`, or None when it left none."""
+    stage_dir = find_folder(work / STAGE_DIR, STAGE_MARKER)
+    record = _read_marker(stage_dir / STAGE_MARKER) if stage_dir is not None else {}
+    done = record["stage"] + 1 if stage_dir is not None else 0
+    checkpoint = last_checkpoint(work / f"trainer-{stages[done].name}") if done < len(stages) else None
+    if checkpoint is not None:
+        record = _read_marker(checkpoint / CHECKPOINT_MARKER)
+    if stage_dir is None and checkpoint is None:
+        return None
+    return Progress(done, stage_dir, checkpoint, record)
+
+
+def save_stage(work: Path, model, tokenizer, record: dict) -> None:
+    """The model after a finished stage, swapped in whole over the previous stage's."""
+    tmp = new_folder(work / STAGE_DIR)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / STAGE_MARKER).write_text(json.dumps(record) + "\n")
+    commit_folder(tmp, work / STAGE_DIR, STAGE_MARKER)
+
+
+def run_options(args: SFTArgs) -> dict:
+    """What a resumed run must share with the run it continues (JSON values: tuples as lists)."""
+    options = json.loads(json.dumps(asdict(args)))
+    return {k: v for k, v in options.items() if k not in VOLATILE_OPTIONS}
+
+
+def check_resume(work: Path, args: SFTArgs) -> None:
+    """`--resume` continues a run started with the same options, or refuses in one line."""
+    file = work / RUN_FILE
+    if not file.is_file():
+        raise ValueError(f"--resume: no interrupted run to continue at {work} (no {RUN_FILE})")
+    try:
+        started = json.loads(file.read_text())
+        if not isinstance(started, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        raise ValueError(
+            f"{file} cannot be read ({type(exc).__name__}); delete {work} and start again"
+        ) from None
+    now = run_options(args)
+    changed = sorted(k for k in started.keys() | now.keys() if started.get(k) != now.get(k))
+    if changed:
+        shown = "; ".join(
+            f"{k}: {str(started.get(k))[:40]} then, {str(now.get(k))[:40]} now" for k in changed
+        )
+        raise ValueError(f"--resume: {work} was started with other options ({shown}); give the same ones")
+
+
+def restore_clock(clock: _Budget, record: dict, log_path: Path) -> None:
+    """Continue the run's clocks from a marker, and drop the probe records written after it (the
+    steps that wrote them are trained again)."""
+    clock.start = time.perf_counter() - record.get("minutes", 0.0) * 60
+    clock.last_probe = record.get("last_probe", -1e9)
+    clock.last_em = record.get("last_em", -1e9)
+    if log_path.is_file():
+        lines = log_path.read_text().splitlines()[: record.get("probe_lines", 0)]
+        write_text(log_path, "".join(line + "\n" for line in lines))
 
 
 class ReadingProbe:
@@ -498,13 +685,30 @@ def train_sft(args: SFTArgs) -> dict:
     domain = load_domain(args.env, args.data, pointer=args.pointer)  # bad options fail before any write
     args = fit_to_domain(args, domain)
     work = out.with_name(out.name + ".partial")
+    progress = find_progress(work, args.stages)  # [7]
+    if args.resume:
+        check_resume(work, args)
+    elif progress is not None:  # a fresh start would delete it
+        raise FileExistsError(
+            f"{work} holds an interrupted run's checkpoint; pass --resume to continue it, or delete {work}"
+        )
     processes.wait_for_everyone()  # every process has looked at `out` before the main one writes
-    if main:
+    if main and not args.resume:
         if work.exists():
             shutil.rmtree(work)
         work.mkdir(parents=True)
+        write_text(work / RUN_FILE, json.dumps(run_options(args), indent=1) + "\n")
     clock = _Budget()
-    if spec.path != "tiny":  # float32 weights; a real model gets bfloat16 autocast on a GPU below
+    log_path = work / "probe.jsonl"
+    if args.resume:
+        where = progress.checkpoint or progress.stage_dir if progress is not None else "the first step"
+        say(f"resuming {work} from {where}", flush=True)
+        if main:
+            restore_clock(clock, progress.record if progress is not None else {}, log_path)
+    done = progress.stages_done if progress is not None else 0
+    if done:  # [7] the model the finished stages left
+        model, tokenizer = load_policy(progress.stage_dir)
+    elif spec.path != "tiny":  # float32 weights; a real model gets bfloat16 autocast on a GPU below
         model, tokenizer = load_policy(spec.path)
     else:
         tokenizer = load_tokenizer(TINY_DIR)
@@ -532,7 +736,6 @@ def train_sft(args: SFTArgs) -> dict:
         )
         args = fitted
     probe = ReadingProbe(domain, tokenizer, args) if main else None
-    log_path = work / "probe.jsonl"
     # [6] the same tokens per optimizer step as one process: accumulation split over the processes
     grad_accum = max(1, round(args.grad_accum / processes.num_processes))
     if grad_accum * processes.num_processes != args.grad_accum:
@@ -542,6 +745,11 @@ def train_sft(args: SFTArgs) -> dict:
             flush=True,
         )
     for i, stage in enumerate(args.stages):
+        if i < done:  # [7] finished before the resume
+            if main:
+                shutil.rmtree(work / f"trainer-{stage.name}", ignore_errors=True)
+            continue
+        resume_from = progress.checkpoint if progress is not None and i == done else None
         dataset = to_dataset(rows, stage.loss_on, seed=args.seed + i)
         config = SFTConfig(
             output_dir=str(work / f"trainer-{stage.name}"),
@@ -574,16 +782,26 @@ def train_sft(args: SFTArgs) -> dict:
             args=config,
             train_dataset=dataset,
             processing_class=tokenizer,
-            callbacks=_callbacks(args, stage, clock, probe, log_path, processes),
+            callbacks=_callbacks(
+                args,
+                stage,
+                clock,
+                probe,
+                log_path,
+                processes,
+                stage_index=i,
+                stage_minutes=progress.record["stage_minutes"] if resume_from is not None else 0.0,
+            ),
         )
         say(
             f"stage {stage.name}: loss on {stage.loss_on} tokens, lr {stage.lr}, {stage.schedule}, "
             f"<= {stage.minutes} min",
             flush=True,
         )
-        trainer.train()
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
         model = trainer.model
-        if main:
+        if main:  # [7] the stage's model first, then its Trainer checkpoints may go
+            save_stage(work, model, tokenizer, progress_record(clock, log_path, i, 0.0))
             shutil.rmtree(work / f"trainer-{stage.name}", ignore_errors=True)
 
     digests = _parameter_digests(model, processes)  # [6] DDP keeps the processes equal: checked
@@ -604,6 +822,9 @@ def train_sft(args: SFTArgs) -> dict:
     model.save_pretrained(work)
     tokenizer.save_pretrained(work)
     shutil.rmtree(work / "snapshot", ignore_errors=True)  # the last probe's copy: the model is here now
+    for name in (STAGE_DIR, STAGE_DIR + ".old"):  # [7] resume state: the run is complete now
+        remove_folder(work / name, STAGE_MARKER)
+    (work / RUN_FILE).unlink(missing_ok=True)
     records = [json.loads(line) for line in log_path.read_text().splitlines()]
     fig = probe_curves(
         records,

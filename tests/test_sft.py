@@ -213,3 +213,78 @@ def test_a_damaged_data_cache_is_said_and_built_again(qa, tokenizer, tmp_path, m
     assert len(err) == 1 and str(cached) in err[0] and "building it again" in err[0]
     assert teacher_sft_data(qa, tokenizer, args)["input_ids"] == rows  # rebuilt whole: read silently
     assert capsys.readouterr().err == ""
+
+
+def _resume_args(init, out, **kw) -> SFTArgs:
+    """A run of two stages and a few steps, checkpointed after every step."""
+    args = SFTArgs(
+        out=str(out),
+        preset="test",
+        init=init,
+        tasks=4,
+        objectives=(1,),
+        max_length=1024,
+        grad_accum=1,
+        stages=(
+            Stage("read", "all", minutes=100, max_steps=4, warmup_steps=1),
+            Stage("respond", "response", minutes=100, max_steps=3, warmup_steps=0, schedule="linear"),
+        ),
+        probe_minutes=1000,
+        em_minutes=1000,
+        probe_tasks=1,
+        em_tasks=1,
+        final_eval_tasks=1,
+        final_eval_objectives=(1,),
+        sft_pool_eval_tasks=0,
+        probe_max_new_tokens=8,
+        threads=1,
+        checkpoint_minutes=1e-9,  # every step
+    )
+    return replace(args, **kw)
+
+
+def test_a_killed_run_resumed_ends_with_the_uninterrupted_runs_weights(small_init, tmp_path, monkeypatch):
+    """Killed mid-stage (resumed from the Trainer's checkpoint: the step after it is trained again)
+    and again at the next stage's first step (resumed from the finished stage's model), the run
+    ends bit-equal to one never interrupted: data order, optimizer, schedule and RNG all restored."""
+    from safetensors.torch import load_file
+    from transformers import TrainerCallback
+
+    import mem1lite.sft as sft
+
+    monkeypatch.setattr(sft, "CACHE_DIR", tmp_path / "cache")
+    train_sft(_resume_args(small_init, tmp_path / "whole"))
+    real, kill = sft._callbacks, {}
+
+    def with_a_kill(args, stage, *a, **kw):
+        class Kill(TrainerCallback):  # after the checkpoint callback: the step's save never happens
+            def on_step_end(self, targs, state, control, **k):
+                if (stage.name, state.global_step) == kill.get("at"):
+                    raise KeyboardInterrupt
+
+        return real(args, stage, *a, **kw) + [Kill()]
+
+    monkeypatch.setattr(sft, "_callbacks", with_a_kill)
+    out = tmp_path / "killed"
+    args = _resume_args(small_init, out)
+    kill["at"] = ("read", 3)
+    with pytest.raises(KeyboardInterrupt):
+        train_sft(args)
+    work = tmp_path / "killed.partial"
+    assert [p.name for p in (work / "trainer-read").glob("checkpoint-*")] == ["checkpoint-2"]
+    with pytest.raises(FileExistsError, match="--resume"):  # a fresh start would delete it
+        train_sft(args)
+    with pytest.raises(ValueError, match="tasks: 4 then, 5 now"):
+        train_sft(replace(args, tasks=5, resume=True))
+    kill["at"] = ("respond", 1)
+    with pytest.raises(KeyboardInterrupt):
+        train_sft(replace(args, resume=True))
+    assert json.loads((work / "stage" / "stage.json").read_text())["stage"] == 0
+    kill.clear()
+    train_sft(replace(args, resume=True))
+    whole = load_file(str(tmp_path / "whole" / "model.safetensors"))
+    resumed = load_file(str(out / "model.safetensors"))
+    assert whole.keys() == resumed.keys() and all(torch.equal(whole[k], resumed[k]) for k in whole)
+    assert not work.exists() and not (out / "stage").exists() and not (out / "run.json").exists()
+    steps = [(r["stage"], r["step"]) for r in map(json.loads, (out / "probe.jsonl").read_text().splitlines())]
+    assert steps == [("read", 1), ("read", 4), ("respond", 3)]  # none twice, none lost
