@@ -318,6 +318,8 @@ def cmd_sft(args: argparse.Namespace) -> None:
         threads=args.threads,
         tasks=args.tasks,
         pointer=args.pointer,
+        resume=args.resume,
+        checkpoint_minutes=args.checkpoint_minutes,
     )
     if args.preset == "long" and not (args.init or args.model):
         raise UserError(
@@ -709,6 +711,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="text",
         choices=["text", "number"],
         help="the teacher's state names its question by text, or by number and text",
+    )
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in OUT.partial")
+    p.add_argument(
+        "--checkpoint-minutes",
+        type=_non_negative,
+        default=None,
+        help="minutes between checkpoints in OUT.partial (default 10; 0: at stage ends only)",
     )
     p.set_defaults(func=cmd_sft)
 

@@ -288,3 +288,12 @@ def test_a_killed_run_resumed_ends_with_the_uninterrupted_runs_weights(small_ini
     assert not work.exists() and not (out / "stage").exists() and not (out / "run.json").exists()
     steps = [(r["stage"], r["step"]) for r in map(json.loads, (out / "probe.jsonl").read_text().splitlines())]
     assert steps == [("read", 1), ("read", 4), ("respond", 3)]  # none twice, none lost
+
+
+def test_cli_sft_resume_without_an_interrupted_run_is_one_line(tmp_path, capsys):
+    from mem1lite.cli import main
+
+    assert main(["sft", "--out", str(tmp_path / "r"), "--resume", "--checkpoint-minutes", "5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mem1: error: --resume: no interrupted run") and "\n" not in err
+    assert not (tmp_path / "r.partial").exists() and not (tmp_path / "r").exists()
