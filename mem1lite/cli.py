@@ -532,12 +532,11 @@ def cmd_bench(args: argparse.Namespace) -> None:
         _write_json(args.json, bench_generate(cfg))
         return
     if args.what == "masks" and args.deviation:
-        from .layout_check import bench_layout_deviation, plot_stitched_by_turn
+        from .layout_check import DEFAULT_CHECKPOINTS, bench_layout_deviation, plot_stitched_by_turn
 
         _check_outputs((args.json, args.figure))
-        records = bench_layout_deviation(
-            _names(args.checkpoints), episodes=args.episodes or 4, threads=args.threads
-        )
+        checkpoints = _names(args.checkpoints) if args.checkpoints else DEFAULT_CHECKPOINTS
+        records = bench_layout_deviation(checkpoints, episodes=args.episodes or 4, threads=args.threads)
         _write_json(args.json, records)
         if args.figure:
             plot_stitched_by_turn(records).savefig(args.figure, dpi=110)
@@ -858,8 +857,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--checkpoints",
-        default="data/checkpoints/sft-mem1,data/checkpoints/ppo-mem1",
-        help="comma-separated policies whose rollouts --deviation scores",
+        help="comma-separated policies whose rollouts --deviation scores (default: sft-mem1, ppo-mem1)",
     )
     p.add_argument("--figure", help="write the figure (PNG) here (masks --deviation)")
     p.add_argument("--json", help="write the records here")

@@ -46,9 +46,10 @@ from .masks import (
     layout_forward,
     without_float32_islands,
 )
+from .model import DATA_DIR
 from .rollout import Trajectory
 
-DEFAULT_CHECKPOINTS = ("data/checkpoints/sft-mem1", "data/checkpoints/ppo-mem1")
+DEFAULT_CHECKPOINTS = tuple(str(DATA_DIR / "checkpoints" / name) for name in ("sft-mem1", "ppo-mem1"))
 SETUPS = (("mem1", 4), ("truncate", 2))
 """(agent, N) measured by the bench: mem1 prunes from turn 2 on; truncate (window 512 tokens) cuts
 once the history outgrows the window, which N = 2 episodes of the trained policies reach"""

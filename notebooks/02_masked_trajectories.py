@@ -30,6 +30,8 @@
 # > measures how far the paper's stitched layout is from exact.
 
 # %%
+import copy
+import os
 import time
 
 import matplotlib.pyplot as plt
@@ -48,7 +50,7 @@ from mem1lite.masks import (
     run_layout,
     without_float32_islands,
 )
-from mem1lite.model import TINY_DIR, build_tiny_model, load_tokenizer
+from mem1lite.model import DATA_DIR, TINY_DIR, build_tiny_model, load_policy, load_tokenizer
 from mem1lite.protocol import QAEnvironment
 from mem1lite.retrieval import Retriever
 from mem1lite.rollout import GenerationConfig, ModelPolicy, RolloutConfig, TeacherPolicy, run_episodes
@@ -56,6 +58,9 @@ from mem1lite.world import load_world, make_tasks
 
 torch.set_num_threads(1)
 t_start = time.perf_counter()
+QUICK = os.environ.get("MEM1_QUICK", "1") != "0"
+"""quick (default, what CI runs): 2 rollouts of the trained policy; MEM1_QUICK=0: 4, as the bench"""
+EPISODES = 2 if QUICK else 4
 world = load_world()
 tokenizer = load_tokenizer(TINY_DIR)
 retriever = Retriever(world.documents_of("dev"))
@@ -165,9 +170,10 @@ assert int(row.sum()) == len(traj.context_ids(j)) + 1  # its turn's context, and
 # same numbers.
 #
 # > Stock Qwen2 has two float32 islands even in a float64 model (RMSNorm casts to float32; eager
-# > attention's softmax runs in float32). Each alone puts ~1e-8 between two computations of the
-# > same log-prob, so for this float64 check we keep them in float64 (`without_float32_islands`).
-# > The tests do the same, and check float32 too.
+# > attention's softmax runs in float32). On a trained checkpoint's rollouts they put up to ~4e-6
+# > (mean ~2e-8) between two computations of the same log-prob under eager attention, so for
+# > this float64 check we keep them in float64 (`without_float32_islands`). The tests do the
+# > same, and check float32 too.
 
 # %%
 with without_float32_islands():
@@ -227,6 +233,43 @@ with without_float32_islands():
             print(f"{name:20s} first token moves by {moved:.2e}; vs generation max |Δ| {off:.2e}")
 
 # %% [markdown]
+# ### The same mask on a trained policy, through transformers' own call
+#
+# The official actor passes its 4D mask of ones and zeros (bfloat16, the model's dtype) straight to
+# the model. transformers hands a 4D mask to SDPA as it is, and SDPA reads a float mask as
+# *additive*, so causal masking is gone as well: a training forward sees later tokens and the
+# padding. Below, the shipped `sft-mem1` plays a few tasks at temperature 1, and
+# `official_mask_leak` scores the last turn of the first rollout with the model's own forward: the
+# official mask against ours, when the last token changes (`future`) and when hidden padding is
+# put in front (`padding`). Then `layout_leaks` asks the same of every one of our layouts.
+
+# %%
+import transformers  # noqa: E402
+
+from mem1lite.layout_check import (  # noqa: E402
+    layout_deviation,
+    layout_leaks,
+    official_mask_leak,
+    pick,
+    plot_stitched_by_turn,
+    sample_rollouts,
+)
+
+sft, sft_tokenizer = load_policy(DATA_DIR / "checkpoints" / "sft-mem1")
+sft_rollouts = sample_rollouts(sft, sft_tokenizer, "mem1", 4, EPISODES, seed=0)
+print(f"sft-mem1, mem1 agent, N = 4: turns {[len(t.turns) for t in sft_rollouts]}")
+print(f"transformers {transformers.__version__}, float32:", official_mask_leak(sft, sft_rollouts[0]))
+with without_float32_islands():
+    sft64 = copy.deepcopy(sft).to(torch.float64)
+    for layout in LAYOUTS:
+        print(f"ours, {layout:12s} (float64):", layout_leaks(sft64, sft_rollouts, layout))
+
+# %% [markdown]
+# > Under the official mask a later token moves earlier log-probs by tenths of a nat and hidden
+# > padding by nats; under ours by 0 (future) and float rounding (padding). `after` shows that the
+# > changed token did reach the model: only the tokens after it moved.
+
+# %% [markdown]
 # ## How far is the stitched approximation?
 #
 # In `stitched`, a kept token's hidden state is computed once, in the turn where it first
@@ -264,7 +307,58 @@ plt.show()
 # > Even an untrained model shows errors of a few 1e-2 in log-prob, far above float noise. PPO's
 # > importance ratio is exp(new - old): with stitched log-probs as "new" and sampling log-probs
 # > as "old", a policy that has not changed at all already has ratios ~3% off 1, the scale of the
-# > 0.2 clip. How a trained policy fares depends on how much it reads; we train on the exact layout.
+# > 0.2 clip. A trained policy reads its context, and there it is much worse:
+
+# %% [markdown]
+# ## Where it matters: a trained policy
+#
+# Why stitched goes wrong from turn 2 on: at turn 2 the mem1 agent shows the prompt, response 1 and
+# observation 1. At generation, response 1's tokens were recomputed in *that* context. In the
+# stitched sequence they were computed once, at turn 1, when they were being written: there they
+# saw the prompt, response 0 and observation 0, which turn 2 never sees. Every layer of turn 2's
+# response attends to those stale keys and values. Turns 0 and 1 are exact because nothing they
+# saw had been pruned (turn 1's context extends turn 0's). An untrained model's hidden states
+# hardly depend on context, so the stale ones are almost right; a trained model reads, so they are
+# wrong by whatever the pruned tokens told it.
+#
+# `layout_deviation` scores the `sft-mem1` rollouts above with every layout, against `per_turn`,
+# turn by turn, in float64 (islands removed) and float32 (also against the recorded sampling
+# log-probs); then the untrained tiny model scores the same records.
+# `mem1 bench masks --deviation` does this for sft-mem1 and ppo-mem1, mem1 N = 4 and truncate
+# N = 2, with 4 tasks each.
+
+# %%
+rows = layout_deviation(sft, sft_rollouts)
+tiny_rows = layout_deviation(build_tiny_model(seed=0), sft_rollouts, dtypes=("float64",), recorded=False)
+for layout in ("packed", "packed_dense", "stitched"):
+    for dtype, ref in (("float64", "per_turn"), ("float32", "per_turn"), ("float32", "recorded")):
+        r = pick(rows, dtype=dtype, layout=layout, reference=ref)
+        print(f"{layout:12s} {dtype} vs {ref:8s}: max |Δ| {r['max_abs']:.1e}  mean {r['mean_abs']:.1e}")
+print("\nstitched by turn (float64, vs per_turn):   trained sft-mem1   |  untrained tiny")
+for r in rows:
+    if r["layout"] == "stitched" and r["dtype"] == "float64" and r["turn"] is not None:
+        t = pick(tiny_rows, r["turn"], layout="stitched")
+        print(
+            f"  turn {r['turn']}: {r['tokens']:4d} tokens  mean {r['mean_abs']:7.2g} max {r['max_abs']:7.2g}"
+            f"  |  mean {t['mean_abs']:7.2g} max {t['max_abs']:7.2g}"
+        )
+meta = {"bench": "masks-deviation", "agent": "mem1", "objectives": 4, "sampler": "sft-mem1"}
+fig = plot_stitched_by_turn(
+    [meta | {"scorer": "sft-mem1"} | r for r in rows] + [meta | {"scorer": "tiny"} | r for r in tiny_rows]
+)
+plt.show()
+assert pick(rows, dtype="float64", layout="stitched", reference="per_turn")["max_abs"] > 1
+assert pick(rows, dtype="float64", layout="packed", reference="per_turn")["max_abs"] < 1e-10
+
+# %% [markdown]
+# > Nats, not float noise: before any update, PPO's log-ratio (stitched minus sampled) would be
+# > off by more than 1 nat on average from turn 2 on, and by about 20 on the worst tokens, where
+# > the clip range is log 0.8 to log 1.2 (-0.22 to +0.18). Measured by the bench on 4 tasks per
+# > row (3,025 tokens), mem1 N = 4: sft-mem1 and ppo-mem1 both reach 23 nats (mean 1.5 and 1.8);
+# > truncate N = 2 is exact until its window cuts, then mean 0.06 to 3.3 per turn. The untrained
+# > tiny model on the same records: max 0.05 to 0.08. The exact layouts stay at float64 rounding
+# > (~4e-14) and float32 rounding (~3e-5, also against the recorded log-probs). We train on
+# > `packed`.
 
 # %% [markdown]
 # ## Cost
