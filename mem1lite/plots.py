@@ -285,7 +285,7 @@ PPO_LAYOUT_PANELS = (
     ("first-minibatch ratio", "first_ratio", "mean exp(new - old) on the first minibatch of a step"),
     ("first-minibatch max |log ratio|", "max_abs_log_ratio_first", "its worst token"),
     ("clip fraction", "clipfrac", "share of tokens whose ratio left [1 - clip, 1 + clip]"),
-    ("KL to the reference", "kl", "per episode"),
+    ("KL to the reference", "kl", "summed over an episode's tokens, mean over episodes"),
     ("reward", "reward", "EM per task, training rollouts"),
 )
 """(title, log.jsonl key, what it shows) of `ppo_layout_comparison`"""
