@@ -206,9 +206,8 @@ def official_mask_leak(model, traj: Trajectory, turn: int = -1, pad: int = 8) ->
             base = _sequence_logprobs(lm, ids, 0, fn)
             future = _sequence_logprobs(lm, changed, 0, fn)
             padded = _sequence_logprobs(lm, ids, pad, fn)
-            out[f"future_{name}"] = float(
-                (base[:-1] - future[:-1]).abs().max()
-            )  # the last predicts the change
+            # the last log-prob is of the changed token itself: only the ones before it must not move
+            out[f"future_{name}"] = float((base[:-1] - future[:-1]).abs().max())
             out[f"padding_{name}"] = float((base - padded).abs().max())
     return out | {"tokens": len(ids), "dtype": str(next(lm.parameters()).dtype).removeprefix("torch.")}
 
