@@ -27,7 +27,10 @@ clipped PPO updates over minibatches of episodes. The MEM1-specific details, num
 7. A NaN or inf loss stops the run with one clear line; the last good checkpoint stays.
 8. Checkpoints hold the adapter, the value head, both optimisers, the step and the RNG states;
    the task draw and sampling of step k depend only on (seed, k), so a resumed run equals an
-   uninterrupted one.
+   uninterrupted one. A checkpoint is written whole into a temporary folder, flushed, and swapped
+   in by renames that keep the previous one as checkpoint.old until the new one is in place
+   (files.commit_folder): a kill at any instant leaves a complete one, which resume finds. Resume
+   refuses another base (--init) than the adapter was trained over.
 9. Data parallelism (`accelerate launch`, `Processes`): each process plays a contiguous share of
    the step's episodes, seeded and recorded as in the whole batch (RolloutConfig.first_episode),
    and scores them; the scored episodes are then gathered, so that every process holds the whole
