@@ -72,6 +72,16 @@ SHIPPED = {
         "sft-mem1-text-n16",
         "mem1 sft --preset long --init data/checkpoints/sft-mem1-n8 --out data/checkpoints/sft-mem1-text-n16",
     ),
+    "ppo-n16-n2": (
+        "ppo-mem1-n16-n2",
+        "mem1 ppo --preset standard --init data/checkpoints/sft-mem1-n16 --minutes 30 "
+        "--out data/checkpoints/ppo-mem1-n16-n2",
+    ),
+    "sft-full-n16": (
+        "sft-full-n16",
+        "mem1 sft --preset long --init data/checkpoints/sft-full --agent full --tasks 800 "
+        "--out data/checkpoints/sft-full-n16",
+    ),
 }
 """policy names that stand for shipped checkpoints: name -> (folder under data/checkpoints, command)"""
 
@@ -1005,6 +1015,9 @@ def load_records(paths: Sequence[str | Path]) -> list[dict]:
             missing = [f for f in RECORD_FIELDS if f not in r]
             if missing:
                 raise EvalError(f"{path}: record {i} lacks {', '.join(missing)}")
+            wrong = _wrongly_typed(r)
+            if wrong:
+                raise EvalError(f"{path}: record {i} has wrong types: {', '.join(wrong)}")
             key = (r["policy"], r["agent"], r["objectives"], r.get("split"))
             if key in seen:
                 raise EvalError(f"{path}: {key[:3]} is also in {seen[key]}")
@@ -1013,6 +1026,25 @@ def load_records(paths: Sequence[str | Path]) -> list[dict]:
     if not records:
         raise EvalError("no records in " + ", ".join(map(str, paths)))
     return records
+
+
+def _wrongly_typed(record: dict) -> list[str]:
+    """`field=value` for each contract field of the wrong type: names are strings, sizes integers,
+    measures numbers (None allowed where a measure can be undefined, as NaN is saved as null)."""
+    wrong = []
+    for f in RECORD_FIELDS:
+        v = record[f]
+        if f in ("agent", "policy"):
+            ok = isinstance(v, str)
+        elif f in ("objectives", "episodes"):
+            ok = isinstance(v, int) and not isinstance(v, bool) and v > 0
+        else:
+            ok = (v is None and f.startswith(("state_", "early_"))) or (
+                isinstance(v, int | float) and not isinstance(v, bool)
+            )
+        if not ok:
+            wrong.append(f"{f}={v!r}")
+    return wrong
 
 
 def _jsonable(records):

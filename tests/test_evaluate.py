@@ -388,10 +388,14 @@ def test_saved_records_are_joined_and_rebuild_the_same_tables(cli_sweep, tmp_pat
         ("{not json", "is not a records file"),
         ('{"a": 1}', "expected a list"),
         ('[{"policy": "x"}]', "record 0 lacks agent"),
+        ("WRONG_TYPES", "record 0 has wrong types: objectives='2', em=[1]"),
     ],
 )
 def test_bad_records_files_are_one_line_errors(tmp_path, capsys, content, message):
     path = tmp_path / "r.json"
+    if content == "WRONG_TYPES":  # a good record with a size as text and a measure as a list
+        good = {f: 1.0 for f in RECORD_FIELDS} | {"agent": "mem1", "policy": "p", "episodes": 4}
+        content = json.dumps([good | {"objectives": "2", "em": [1]}])
     if content is not None:
         path.write_text(content)
     assert main(["eval", "--records", str(path), "--markdown", str(tmp_path / "m.md")]) == 2
