@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 from .files import lock, write_text
-from .world import DEFAULT_WORLD_DIR, SPLITS, DataError
+from .store import DataError
+from .world import DEFAULT_WORLD_DIR, SPLITS
 
 LAYOUTS = ("per_turn", "packed", "packed_dense", "stitched")
 """masks.LAYOUTS, spelled here so that `mem1 --help` does not import torch (a test checks they agree)"""
@@ -158,7 +159,8 @@ def check_world(path: Path, samples: int = 3) -> dict:
 
 
 def cmd_tokenizer(args: argparse.Namespace) -> None:
-    from .model import TINY_DIR, build_tiny_assets
+    from .assets import build_tiny_assets
+    from .model import TINY_DIR
     from .webshop import load_catalogue
     from .world import load_world
 
@@ -234,7 +236,8 @@ def cmd_webshop(args: argparse.Namespace) -> None:
 def check_webshop(path: Path, samples: int = 3) -> dict:
     """Load (and verify) the catalogue, print its statistics, search figures and a few goals."""
     from .webshop import catalogue_statistics, load_catalogue
-    from .webshop_env import Shop, search_recall
+    from .webshop_env import Shop
+    from .webshop_teacher import search_recall
 
     t0 = time.perf_counter()
     catalogue = load_catalogue(path)

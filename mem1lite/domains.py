@@ -19,8 +19,20 @@ QA-shaped defaults of sft.py / ppo.py (N = 1..4, N = 2) within it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
 from typing import Protocol
+
+from . import webshop
+from .protocol import QAEnvironment
+from .retrieval import PoolRetrievers
+from .teacher import teacher_for
+from .webshop_env import Shop, WebShopEnvironment
+from .webshop_teacher import teacher_response as shop_teacher_response
+from .world import SPLITS, load_world, make_tasks
 
 
 class Domain(Protocol):
@@ -57,10 +69,6 @@ class QADomain:
     max_objectives = None
 
     def __init__(self, world=None, world_dir=None, pointer: str = "text"):
-        from .retrieval import PoolRetrievers
-        from .teacher import teacher_for
-        from .world import SPLITS, load_world
-
         self.pointer = pointer
         self._teacher = teacher_for(pointer)  # checks the name before the world loads
         self.world = world if world is not None else load_world(world_dir)
@@ -68,13 +76,9 @@ class QADomain:
         self.splits = SPLITS
 
     def tasks(self, split: str, objectives: int, count: int, seed: int = 0) -> list:
-        from .world import make_tasks
-
         return make_tasks(self.world, split, objectives, count, seed=seed)
 
     def environment(self, task):
-        from .protocol import QAEnvironment
-
         return QAEnvironment.from_task(task, self.retrievers[task.split])
 
     def teacher(self) -> Callable[[str], str]:
@@ -83,6 +87,35 @@ class QADomain:
     def fingerprint(self) -> str:
         pointer = "" if self.pointer == "text" else f"-pointer-{self.pointer}"
         return f"qa-seed{self.world.config.seed}-docs{len(self.world.documents)}{pointer}"
+
+
+class WebShopDomain:
+    """WebShop-lite (webshop.py, webshop_env.py, webshop_teacher.py) behind the `Domain` interface."""
+
+    name = "webshop"
+    splits = webshop.SPLITS
+    score_name = "reward"
+    max_objectives = 1
+    """a task is one goal: N = 1 (sft.py / ppo.py fit their default task sizes to this)"""
+
+    def __init__(self, path: str | Path | None = None, catalogue: webshop.Catalogue | None = None):
+        self.catalogue = catalogue if catalogue is not None else webshop.load_catalogue(path)
+        self.shop = Shop(self.catalogue)
+
+    def tasks(self, split: str, objectives: int = 1, count: int = 1, seed: int = 0) -> list:
+        return webshop.make_tasks(self.catalogue, split, objectives, count, seed=seed)
+
+    def environment(self, task):
+        return WebShopEnvironment(task.goal, self.shop)
+
+    def teacher(self) -> Callable[[str], str]:
+        return shop_teacher_response
+
+    def fingerprint(self) -> str:
+        """Changes with the stored files (their sha256), or with the config of an in-memory store."""
+        cat = self.catalogue
+        digest = cat.digest or hashlib.sha256(json.dumps(asdict(cat.config)).encode()).hexdigest()
+        return f"webshop-v{webshop.WEBSHOP_VERSION}-{digest[:16]}"
 
 
 DOMAINS = ("qa", "webshop")
@@ -96,9 +129,5 @@ def load_domain(name: str = "qa", path=None, pointer: str = "text") -> Domain:
     if pointer != "text":
         raise ValueError(f"--pointer {pointer} is a QA teacher option; the {name} teacher has one state form")
     if name == "webshop":
-        try:
-            from .webshop import WebShopDomain
-        except ImportError as exc:  # until the module exists
-            raise ValueError("the webshop domain is not available in this version") from exc
         return WebShopDomain(path)
     raise ValueError(f"unknown environment {name!r}: expected one of {', '.join(DOMAINS)}")

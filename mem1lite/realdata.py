@@ -12,7 +12,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .world import DataError, Document
+from .store import DataError
+from .world import Document
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,7 @@ from pathlib import Path
 import torch
 
 from .files import commit_folder, find_folder, fsync_tree, new_folder, remove_folder, write_text
+from .store import sha256_file
 
 
 @dataclass
@@ -649,10 +650,6 @@ def _fast_sft_trainer():
     return FastSFTTrainer
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def train_sft(args: SFTArgs) -> dict:
     """Run every stage, save the model with its card, and return the card."""
     import datasets
@@ -856,7 +853,7 @@ def train_sft(args: SFTArgs) -> dict:
         "samples": len(rows),
         "tokens": n_tokens,
         "dev_metrics": final,
-        "sha256": {"model.safetensors": _sha256(work / "model.safetensors")},
+        "sha256": {"model.safetensors": sha256_file(work / "model.safetensors")},
         "torch_threads": args.threads,
     }
     (work / "card.json").write_text(json.dumps(card, indent=2) + "\n")

@@ -29,7 +29,7 @@ this module generates a store with the same structure from one integer seed:
    it and the rebuild command.
 
 The environment (pages, actions, reward) is in webshop_env.py, the scripted shopper in
-webshop_teacher.py; `WebShopDomain` below ties them to the `Domain` interface (domains.py).
+webshop_teacher.py; `domains.WebShopDomain` ties them to the `Domain` interface.
 """
 
 from __future__ import annotations
@@ -39,11 +39,10 @@ import hashlib
 import json
 import math
 import random
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .world import DataError
+from .store import open_store, read_parquet, save_store, write_parquet
 
 WEBSHOP_VERSION = 1
 SPLITS = ("sft", "rl", "dev", "test")
@@ -449,99 +448,48 @@ def make_tasks(catalogue: Catalogue, split: str, objectives: int, count: int, se
 
 
 # ---------------------------------------------------------------------------------------------
-# Storage: parquet files written with `datasets`, plus a manifest with their sha256 (as world.py).
+# Storage: parquet files plus a manifest with their sha256, as the QA world (store.py).
 
 _FILES = ("products.parquet", "goals.parquet")
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def save_catalogue(catalogue: Catalogue, out: str | Path, force: bool = False) -> Path:
     """Write the store to `out` (atomically: a temporary folder renamed into place)."""
-    import shutil
-    import tempfile
 
-    import datasets
-    from datasets import Dataset
-
-    datasets.disable_progress_bars()
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) and not force:
-        raise FileExistsError(f"{out} already holds a catalogue; pass --force to overwrite it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".webshop-", dir=out.parent))
-    try:
+    def write(tmp: Path) -> None:
         rows = [asdict(p) | {"options": json.dumps(p.options)} for p in catalogue.products]
-        Dataset.from_list(rows).to_parquet(str(tmp / "products.parquet"))
+        write_parquet(rows, tmp / "products.parquet")
         goals = [asdict(g) | {"options": json.dumps(g.options)} for s in SPLITS for g in catalogue.goals[s]]
-        Dataset.from_list(goals).to_parquet(str(tmp / "goals.parquet"))
-        manifest = {
-            "version": WEBSHOP_VERSION,
-            "config": asdict(catalogue.config),
-            "counts": {"products": len(catalogue.products)}
-            | {f"goals_{s}": len(catalogue.goals[s]) for s in SPLITS},
-            "sha256": {name: _sha256(tmp / name) for name in _FILES},
-        }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        tmp.chmod(0o755)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+        write_parquet(goals, tmp / "goals.parquet")
+
+    manifest = {
+        "version": WEBSHOP_VERSION,
+        "config": asdict(catalogue.config),
+        "counts": {"products": len(catalogue.products)}
+        | {f"goals_{s}": len(catalogue.goals[s]) for s in SPLITS},
+    }
+    return save_store(out, write, manifest, _FILES, "catalogue", force)
 
 
-def _read_parquet(path: Path) -> list[dict]:
-    import pyarrow.parquet as pq
-
-    try:
-        return pq.read_table(path).to_pylist()
-    except Exception as exc:  # pyarrow raises many types for a damaged file
-        raise DataError(
-            f"{path} is unreadable ({type(exc).__name__}); rebuild it with `{REBUILD_COMMAND}`"
-        ) from exc
+def _config(cfg: dict) -> CatalogueConfig:
+    cfg = dict(cfg)
+    cfg["pool_fractions"] = tuple(cfg["pool_fractions"])
+    cfg["title_attributes"] = tuple(cfg["title_attributes"])
+    return CatalogueConfig(**cfg)
 
 
 def load_catalogue(path: str | Path | None = None, verify: bool = True) -> Catalogue:
     """Read a store written by `save_catalogue`; every file is checked against the manifest."""
     path = Path(path) if path is not None else DEFAULT_WEBSHOP_DIR
-    manifest_path = path / "manifest.json"
-    if not manifest_path.is_file():
-        raise DataError(f"{manifest_path} is missing; build the catalogue with `{REBUILD_COMMAND}`")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        expected = manifest["sha256"]
-        cfg_dict = dict(manifest["config"])
-        cfg_dict["pool_fractions"] = tuple(cfg_dict["pool_fractions"])
-        cfg_dict["title_attributes"] = tuple(cfg_dict["title_attributes"])
-        cfg = CatalogueConfig(**cfg_dict)
-    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{manifest_path} is corrupted; rebuild it with `{REBUILD_COMMAND}`") from exc
-    if manifest.get("version") != WEBSHOP_VERSION:
-        raise DataError(
-            f"{manifest_path} has catalogue version {manifest.get('version')}, this code reads "
-            f"{WEBSHOP_VERSION}; rebuild it with `{REBUILD_COMMAND}`"
-        )
-    for name in _FILES:
-        f = path / name
-        if not f.is_file():
-            raise DataError(f"{f} is missing; rebuild it with `{REBUILD_COMMAND}`")
-        if verify and _sha256(f) != expected.get(name):
-            raise DataError(
-                f"{f} is corrupted (sha256 differs from the manifest); rebuild it with `{REBUILD_COMMAND}`"
-            )
+    manifest, cfg = open_store(path, _FILES, WEBSHOP_VERSION, "catalogue", REBUILD_COMMAND, verify, _config)
     products = [
         Product(**(row | {"options": json.loads(row["options"])}))
-        for row in _read_parquet(path / "products.parquet")
+        for row in read_parquet(path / "products.parquet", REBUILD_COMMAND)
     ]
     goals: dict[str, list[Goal]] = {s: [] for s in SPLITS}
-    for row in _read_parquet(path / "goals.parquet"):
+    for row in read_parquet(path / "goals.parquet", REBUILD_COMMAND):
         goals[row["split"]].append(Goal(**(row | {"options": json.loads(row["options"])})))
-    digest = hashlib.sha256(json.dumps(expected, sort_keys=True).encode()).hexdigest()
+    digest = hashlib.sha256(json.dumps(manifest["sha256"], sort_keys=True).encode()).hexdigest()
     return Catalogue(cfg, products, goals, digest)
 
 
@@ -565,50 +513,19 @@ def catalogue_statistics(catalogue: Catalogue) -> dict:
     return stats
 
 
+def satisfies(product: Product, goal: Goal) -> bool:
+    """The product can earn reward 1 for the goal (its type, attributes, the options on offer, price)."""
+    return (
+        product.type == goal.type
+        and all(a in product.attributes for a in goal.attributes)
+        and all(v in product.options.get(t, ()) for t, v in goal.options.items())
+        and product.price <= goal.price_bound
+    )
+
+
 def _satisfying_mean(catalogue: Catalogue, goals: list[Goal]) -> float:
     """How many products satisfy a goal fully (type, attributes, options on offer, price)."""
-    from .webshop_env import satisfies
-
     by_type: dict[str, list[Product]] = {}
     for p in catalogue.products:
         by_type.setdefault(p.type, []).append(p)
     return sum(sum(satisfies(p, g) for p in by_type[g.type]) for g in goals) / max(1, len(goals))
-
-
-# ---------------------------------------------------------------------------------------------
-# The domain
-
-
-class WebShopDomain:
-    """WebShop-lite behind the `Domain` interface (domains.py)."""
-
-    name = "webshop"
-    splits = SPLITS
-    score_name = "reward"
-    max_objectives = 1
-    """a task is one goal: N = 1 (sft.py / ppo.py fit their default task sizes to this)"""
-
-    def __init__(self, path: str | Path | None = None, catalogue: Catalogue | None = None):
-        from .webshop_env import Shop
-
-        self.catalogue = catalogue if catalogue is not None else load_catalogue(path)
-        self.shop = Shop(self.catalogue)
-
-    def tasks(self, split: str, objectives: int = 1, count: int = 1, seed: int = 0) -> list:
-        return make_tasks(self.catalogue, split, objectives, count, seed=seed)
-
-    def environment(self, task):
-        from .webshop_env import WebShopEnvironment
-
-        return WebShopEnvironment(task.goal, self.shop)
-
-    def teacher(self) -> Callable[[str], str]:
-        from .webshop_teacher import teacher_response
-
-        return teacher_response
-
-    def fingerprint(self) -> str:
-        """Changes with the stored files (their sha256), or with the config of an in-memory store."""
-        cat = self.catalogue
-        digest = cat.digest or hashlib.sha256(json.dumps(asdict(cat.config)).encode()).hexdigest()
-        return f"webshop-v{WEBSHOP_VERSION}-{digest[:16]}"

@@ -118,16 +118,6 @@ def purchase_reward(goal: Goal, product: Product, selected: dict[str, str]) -> R
     return Reward(r_type * share, r_type, attrs, opts, price, share)
 
 
-def satisfies(product: Product, goal: Goal) -> bool:
-    """The product can earn reward 1 for the goal (its type, attributes, the options on offer, price)."""
-    return (
-        product.type == goal.type
-        and all(a in product.attributes for a in goal.attributes)
-        and all(v in product.options.get(t, ()) for t, v in goal.options.items())
-        and product.price <= goal.price_bound
-    )
-
-
 # ---------------------------------------------------------------------------------------------
 # The shop: search over the catalogue (shared by every environment of a domain)
 
@@ -395,22 +385,3 @@ class WebShopEnvironment:
             format_errors=self.format_errors,
             searches=self.searches,
         )
-
-
-def search_recall(shop: Shop, goals: list[Goal]) -> dict[str, float]:
-    """How often the teacher's query finds the goal's target / any product that satisfies the goal
-    on the first results page (`@page`) and among all results (`@50`), and the query time."""
-    from .webshop_teacher import parse_instruction, search_query
-
-    hits = {"target@page": 0, "target@50": 0, "satisfying@page": 0, "satisfying@50": 0}
-    t0 = time.perf_counter()
-    for goal in goals:
-        found = shop.search(search_query(parse_instruction(goal.instruction)))
-        ids = [p.id for p in found]
-        hits["target@page"] += goal.target in ids[:PAGE_SIZE]
-        hits["target@50"] += goal.target in ids
-        hits["satisfying@page"] += any(satisfies(p, goal) for p in found[:PAGE_SIZE])
-        hits["satisfying@50"] += any(satisfies(p, goal) for p in found)
-    out = {k: v / max(1, len(goals)) for k, v in hits.items()}
-    out["query_ms"] = 1000 * (time.perf_counter() - t0) / max(1, len(goals))
-    return out

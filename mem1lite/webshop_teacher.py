@@ -33,10 +33,19 @@ The policy, with the shortcuts that keep it from being perfect:
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 
-from .webshop import ALL_ATTRIBUTES, ALL_TYPES, CATEGORIES, option_phrase
-from .webshop_env import parse_prompt_instruction
+from .webshop import ALL_ATTRIBUTES, ALL_TYPES, CATEGORIES, SPLITS, Goal, option_phrase, satisfies
+from .webshop_env import (
+    PAGE_SIZE,
+    TURN_LIMIT,
+    Shop,
+    WebShopEnvironment,
+    item_page,
+    parse_prompt_instruction,
+    task_prompt,
+)
 
 MAX_REJECTED = 2
 """items rejected before the teacher settles for the one it is looking at [6]"""
@@ -240,8 +249,6 @@ def play_text(goal, shop, turn_limit: int | None = None) -> list[tuple[str, str 
 
     Each turn the teacher reads the mem1 view (prompt + last response + last observation), as in
     `rollout.run_episodes` with the mem1 agent."""
-    from .webshop_env import TURN_LIMIT, WebShopEnvironment
-
     env = WebShopEnvironment(goal, shop, turn_limit=turn_limit or TURN_LIMIT)
     head = f"<|im_start|>user\n{env.prompt()}<|im_end|>\n<|im_start|>assistant\n"
     turns: list[tuple[str, str | None]] = []
@@ -256,9 +263,6 @@ def corpus_texts(catalogue, goals_per_split: int | None = 500):
     """The text webshop episodes are made of, for the tokenizer: every item page, and the prompts,
     responses and pages of teacher episodes on the goals (all splits, as the QA tokenizer reads
     questions of every pool)."""
-    from .webshop import SPLITS
-    from .webshop_env import Shop, item_page, task_prompt
-
     shop = Shop(catalogue)
     for p in catalogue.products:
         yield item_page(p, {})
@@ -267,3 +271,20 @@ def corpus_texts(catalogue, goals_per_split: int | None = 500):
             yield task_prompt(goal.instruction)
             for response, obs in play_text(goal, shop):
                 yield response + (obs or "")
+
+
+def search_recall(shop: Shop, goals: list[Goal]) -> dict[str, float]:
+    """How often the teacher's query finds the goal's target / any product that satisfies the goal
+    on the first results page (`@page`) and among all results (`@50`), and the query time."""
+    hits = {"target@page": 0, "target@50": 0, "satisfying@page": 0, "satisfying@50": 0}
+    t0 = time.perf_counter()
+    for goal in goals:
+        found = shop.search(search_query(parse_instruction(goal.instruction)))
+        ids = [p.id for p in found]
+        hits["target@page"] += goal.target in ids[:PAGE_SIZE]
+        hits["target@50"] += goal.target in ids
+        hits["satisfying@page"] += any(satisfies(p, goal) for p in found[:PAGE_SIZE])
+        hits["satisfying@50"] += any(satisfies(p, goal) for p in found)
+    out = {k: v / max(1, len(goals)) for k, v in hits.items()}
+    out["query_ms"] = 1000 * (time.perf_counter() - t0) / max(1, len(goals))
+    return out

@@ -26,21 +26,18 @@ Design choices, each made so that a tiny model trained from scratch must *read* 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .store import open_store, read_parquet, save_store, write_parquet
+
 WORLD_VERSION = 1
 SPLITS = ("sft", "rl", "dev", "test")
 REBUILD_COMMAND = "mem1 world --out data/qa --seed 0 --force"
 DEFAULT_WORLD_DIR = Path(__file__).resolve().parent.parent / "data" / "qa"
-
-
-class DataError(RuntimeError):
-    """A data file is missing, unreadable or not what its manifest says (message is one line)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -503,70 +500,33 @@ def make_tasks(world: World, split: str, objectives: int, count: int, seed: int 
 
 
 # ---------------------------------------------------------------------------------------------
-# Storage: parquet files written with `datasets`, plus a manifest with their sha256.
+# Storage: parquet files plus a manifest with their sha256 (store.py).
 
 _FILES = ("entities.parquet", "documents.parquet", "questions.parquet", "name_parts.json")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def save_world(world: World, out: str | Path, force: bool = False) -> Path:
     """Write the world to `out` (atomically: a temporary folder renamed into place)."""
-    import shutil
-    import tempfile
 
-    import datasets
-    from datasets import Dataset
-
-    datasets.disable_progress_bars()
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) and not force:
-        raise FileExistsError(f"{out} already holds a world; pass --force to overwrite it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".world-", dir=out.parent))
-    try:
+    def write(tmp: Path) -> None:
         ents = [asdict(e) | {"facts": json.dumps(e.facts, sort_keys=True)} for e in world.entities]
-        Dataset.from_list(ents).to_parquet(str(tmp / "entities.parquet"))
-        Dataset.from_list([asdict(d) for d in world.documents]).to_parquet(str(tmp / "documents.parquet"))
-        qs = [asdict(q) for split in SPLITS for q in world.questions[split]]
-        Dataset.from_list(qs).to_parquet(str(tmp / "questions.parquet"))
+        write_parquet(ents, tmp / "entities.parquet")
+        write_parquet([asdict(d) for d in world.documents], tmp / "documents.parquet")
+        write_parquet(
+            [asdict(q) for split in SPLITS for q in world.questions[split]], tmp / "questions.parquet"
+        )
         (tmp / "name_parts.json").write_text(json.dumps(asdict(world.parts), indent=0) + "\n")
-        manifest = {
-            "version": WORLD_VERSION,
-            "config": asdict(world.config),
-            "counts": {
-                "entities": len(world.entities),
-                "documents": len(world.documents),
-                **{f"questions_{s}": len(world.questions[s]) for s in SPLITS},
-            },
-            "sha256": {name: _sha256(tmp / name) for name in _FILES},
-        }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        tmp.chmod(0o755)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
 
-
-def _read_parquet(path: Path) -> list[dict]:
-    import pyarrow.parquet as pq
-
-    try:
-        return pq.read_table(path).to_pylist()
-    except Exception as exc:  # pyarrow raises many types for a damaged file
-        raise DataError(
-            f"{path} is unreadable ({type(exc).__name__}); rebuild it with `{REBUILD_COMMAND}`"
-        ) from exc
+    manifest = {
+        "version": WORLD_VERSION,
+        "config": asdict(world.config),
+        "counts": {
+            "entities": len(world.entities),
+            "documents": len(world.documents),
+            **{f"questions_{s}": len(world.questions[s]) for s in SPLITS},
+        },
+    }
+    return save_store(out, write, manifest, _FILES, "world", force)
 
 
 def config_from_manifest(cfg) -> WorldConfig:
@@ -603,41 +563,15 @@ def _same_kind(value, default) -> bool:
 def load_world(path: str | Path | None = None, verify: bool = True) -> World:
     """Read a world written by `save_world`; every file is checked against the manifest's sha256."""
     path = Path(path) if path is not None else DEFAULT_WORLD_DIR
-    manifest_path = path / "manifest.json"
-    if not manifest_path.is_file():
-        raise DataError(f"{manifest_path} is missing; build the world with `{REBUILD_COMMAND}`")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        if not isinstance(manifest, dict):
-            raise TypeError("the manifest is not an object")
-        expected = manifest["sha256"]
-        if not isinstance(expected, dict):
-            raise TypeError("sha256 is not a table of files")
-        cfg = config_from_manifest(manifest["config"])
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        why = f"{type(exc).__name__}: {exc}" if isinstance(exc, (KeyError, TypeError)) else "not JSON"
-        raise DataError(f"{manifest_path} is corrupted ({why}); rebuild it with `{REBUILD_COMMAND}`") from exc
-    if manifest.get("version") != WORLD_VERSION:
-        raise DataError(
-            f"{manifest_path} has world version {manifest.get('version')}, this code reads "
-            f"{WORLD_VERSION}; rebuild it with `{REBUILD_COMMAND}`"
-        )
-    for name in _FILES:
-        f = path / name
-        if not f.is_file():
-            raise DataError(f"{f} is missing; rebuild it with `{REBUILD_COMMAND}`")
-        if verify and _sha256(f) != expected.get(name):
-            raise DataError(
-                f"{f} is corrupted (sha256 differs from the manifest); rebuild it with `{REBUILD_COMMAND}`"
-            )
+    _, cfg = open_store(path, _FILES, WORLD_VERSION, "world", REBUILD_COMMAND, verify, config_from_manifest)
     parts = NameParts(**json.loads((path / "name_parts.json").read_text()))
     entities = [
         Entity(**(row | {"facts": json.loads(row["facts"])}))
-        for row in _read_parquet(path / "entities.parquet")
+        for row in read_parquet(path / "entities.parquet", REBUILD_COMMAND)
     ]
-    documents = [Document(**row) for row in _read_parquet(path / "documents.parquet")]
+    documents = [Document(**row) for row in read_parquet(path / "documents.parquet", REBUILD_COMMAND)]
     questions: dict[str, list[Question]] = {s: [] for s in SPLITS}
-    for row in _read_parquet(path / "questions.parquet"):
+    for row in read_parquet(path / "questions.parquet", REBUILD_COMMAND):
         questions[row["split"]].append(Question(**row))
     return World(config=cfg, parts=parts, entities=entities, documents=documents, questions=questions)
 

@@ -4,7 +4,7 @@ import pytest
 
 from mem1lite.realdata import load_search_r1_corpus, load_search_r1_questions
 from mem1lite.retrieval import Retriever
-from mem1lite.world import DataError
+from mem1lite.store import DataError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

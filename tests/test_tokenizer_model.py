@@ -8,10 +8,10 @@ import shutil
 import pytest
 import torch
 
+from mem1lite.assets import build_tiny_assets
 from mem1lite.model import (
     TINY_DIR,
     ModelLoadError,
-    build_tiny_assets,
     build_tiny_model,
     count_parameters,
     load_policy,

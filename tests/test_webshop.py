@@ -17,7 +17,7 @@ import re
 import pytest
 
 from mem1lite.cli import main
-from mem1lite.domains import QADomain, fit_objectives, load_domain
+from mem1lite.domains import QADomain, WebShopDomain, fit_objectives, load_domain
 from mem1lite.model import TINY_DIR, build_tiny_model, load_tokenizer
 from mem1lite.rollout import (
     GenerationConfig,
@@ -29,15 +29,16 @@ from mem1lite.rollout import (
     summarize,
     write_jsonl,
 )
+from mem1lite.store import DataError
 from mem1lite.webshop import (
     DEFAULT_WEBSHOP_DIR,
     SPLITS,
     CatalogueConfig,
     Goal,
     Product,
-    WebShopDomain,
     generate_catalogue,
     load_catalogue,
+    satisfies,
     save_catalogue,
 )
 from mem1lite.webshop_env import (
@@ -46,10 +47,8 @@ from mem1lite.webshop_env import (
     TURN_LIMIT,
     WebShopEnvironment,
     purchase_reward,
-    satisfies,
 )
 from mem1lite.webshop_teacher import parse_instruction, parse_state, play_text, teacher_response
-from mem1lite.world import DataError
 
 SMALL = CatalogueConfig(seed=3, products=300, goals_per_product=2)
 TEACHER_DEV_REWARD = 0.93

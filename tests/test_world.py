@@ -5,11 +5,11 @@ from dataclasses import replace
 import pytest
 
 from mem1lite.cli import main
+from mem1lite.store import DataError
 from mem1lite.world import (
     DEFAULT_WORLD_DIR,
     RELATIONS,
     SPLITS,
-    DataError,
     WorldConfig,
     generate_world,
     load_world,

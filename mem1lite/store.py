@@ -1,0 +1,115 @@
+"""A data store: a folder of files plus manifest.json holding their sha256, written whole.
+
+The QA world (world.py) and the WebShop-lite catalogue (webshop.py) are both stored this way: a few
+parquet files written with `datasets`, and a manifest with the store's version, its config, counts
+and each file's sha256. The same seed gives the same bytes, and a missing or damaged file is one
+line (`DataError`) naming it and the command that rebuilds it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+# datasets and pyarrow are imported where they are used: world.py (and so the `mem1` command,
+# whose --help must stay fast) needs this module's DataError without paying ~1 s for them.
+
+
+class DataError(RuntimeError):
+    """A data file is missing, unreadable or not what its manifest says (message is one line)."""
+
+
+def sha256_file(path: str | Path) -> str:
+    """The file's sha256, read in 1 MiB chunks (checkpoints run to hundreds of MB)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_store(
+    out: str | Path,
+    write: Callable[[Path], None],
+    manifest: dict,
+    files: tuple[str, ...],
+    what: str,
+    force: bool,
+) -> Path:
+    """Write a store to `out` atomically: `write(tmp)` fills a temporary folder beside it, the
+    manifest (`manifest` plus the sha256 of `files`) goes last, then the folder is renamed into place."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not force:
+        raise FileExistsError(f"{out} already holds a {what}; pass --force to overwrite it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{what}-", dir=out.parent))
+    try:
+        write(tmp)
+        manifest = manifest | {"sha256": {name: sha256_file(tmp / name) for name in files}}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        tmp.chmod(0o755)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def write_parquet(rows: list[dict], path: Path) -> None:
+    import datasets
+
+    datasets.Dataset.from_list(rows).to_parquet(str(path))
+
+
+def open_store(
+    path: Path, files: tuple[str, ...], version: int, what: str, rebuild: str, verify: bool, config
+):
+    """Check a store written by `save_store` and return (manifest, config): the manifest must be an
+    object of the code's `version`, `config(manifest["config"])` must succeed (it raises KeyError or
+    TypeError otherwise), and every file must be there with the manifest's sha256 (when `verify`)."""
+    manifest_path = path / "manifest.json"
+    if not manifest_path.is_file():
+        raise DataError(f"{manifest_path} is missing; build the {what} with `{rebuild}`")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        if not isinstance(manifest, dict):
+            raise TypeError("the manifest is not an object")
+        expected = manifest["sha256"]
+        if not isinstance(expected, dict):
+            raise TypeError("sha256 is not a table of files")
+        cfg = config(manifest["config"])
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        why = f"{type(exc).__name__}: {exc}" if isinstance(exc, (KeyError, TypeError)) else "not JSON"
+        raise DataError(f"{manifest_path} is corrupted ({why}); rebuild it with `{rebuild}`") from exc
+    if manifest.get("version") != version:
+        raise DataError(
+            f"{manifest_path} has {what} version {manifest.get('version')}, this code reads "
+            f"{version}; rebuild it with `{rebuild}`"
+        )
+    for name in files:
+        f = path / name
+        if not f.is_file():
+            raise DataError(f"{f} is missing; rebuild it with `{rebuild}`")
+        if verify and sha256_file(f) != expected.get(name):
+            raise DataError(
+                f"{f} is corrupted (sha256 differs from the manifest); rebuild it with `{rebuild}`"
+            )
+    return manifest, cfg
+
+
+def read_parquet(path: Path, rebuild: str) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path).to_pylist()
+    except Exception as exc:  # pyarrow raises many types for a damaged file
+        raise DataError(f"{path} is unreadable ({type(exc).__name__}); rebuild it with `{rebuild}`") from exc
