@@ -286,3 +286,41 @@ if PPO_SHIPPED.exists():
 # with N because its 7B base already handles long prompts. The KL to the reference grew steadily
 # (its coefficient, 1e-3, barely resists), the clip fraction stayed under 1%, and the value head
 # never explained the returns: with one reward at the end it acts as a baseline.
+
+# %% [markdown]
+# ### Exact log-probs or the paper's stitched layout: what PPO is fed
+#
+# PPO's ratio, KL and gradient all come from the log-probs the training forward computes
+# (notebook 02). The paper's `stitched` layout lays every token out once under one 2D mask, so
+# from mem1's turn 2 on a kept token's hidden state is computed under a context the policy never
+# saw at generation: on the trained checkpoints its log-probs are off by a mean of ~1.5 nats.
+# Two runs from `sft-mem1-n16` with the same seed, scored with `packed` (exact) and with
+# `--layout stitched`, compared over their first 25 steps (logs committed under
+# `docs/results/ppo-layout/`; the commands are in the README, "Masked trajectories"):
+
+# %%
+from mem1lite.plots import ppo_layout_comparison  # noqa: E402
+
+layout_dir = CHECKPOINTS.parent.parent / "docs" / "results" / "ppo-layout"
+runs = {
+    name: [json.loads(line) for line in (layout_dir / f"{name}-log.jsonl").read_text().splitlines()]
+    for name in ("packed", "stitched")
+}
+runs["packed"] = [r for r in runs["packed"] if r.get("step", 0) <= 25]  # the same steps as stitched
+for name, history in runs.items():
+    steps = [r for r in history if "clipfrac" in r]
+    mean = {k: sum(r[k] for r in steps) / len(steps) for k in ("clipfrac", "approx_kl", "entropy", "reward")}
+    negative = sum(r["kl"] < 0 for r in steps)
+    shown = "  ".join(f"{k} {v:.4f}" for k, v in mean.items())
+    print(f"{name:8s} {shown}  KL estimate < 0 on {negative} steps")
+fig = ppo_layout_comparison(runs, title="PPO from sft-mem1-n16: packed (exact) vs stitched")
+
+# %% [markdown]
+# Both runs score their "old" log-probs with their own layout, so the first-minibatch ratio is 1
+# in both: the error hides there. It shows in what the optimizer is fed: under stitched the
+# sampled tokens sit in a distribution 2.4x as entropic, where they are often improbable; their
+# gradients are larger, six times as many ratios leave the clip range, the approximate KL per
+# update is 12x, and the KL estimate to the reference (a sum of log-prob differences at tokens
+# the *generation* distribution sampled) goes negative on 3 of 25 steps, which an honest estimate
+# cannot. At this size learning still moved (dev N = 2: 0.417 -> 0.510 after 25 stitched steps;
+# packed 0.542 after 51): the bias is there, its cost is not separable from noise in 25 steps.
