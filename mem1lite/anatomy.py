@@ -23,7 +23,15 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
+from tqdm.auto import tqdm
+
+from .domains import load_domain
+from .generate import GenerationConfig, ModelPolicy
+from .model import DATA_DIR, load_policy
+from .probe import teacher_trajectories
 from .protocol import parse_prompt_questions, parse_response
+from .rollout import RolloutConfig, run_episodes
 from .teacher import held_state, parse_state, split_context
 
 CLASSES = (
@@ -384,7 +392,6 @@ def trained_pointer(path) -> str:
     base = args.get("init")
     if not base:
         return "text"
-    from .model import DATA_DIR
 
     base = Path(base) if Path(base).is_dir() else DATA_DIR.parent / base  # cards name it from the repo root
     return trained_pointer(base) if base.is_dir() and base.resolve() != Path(path).resolve() else "text"
@@ -402,13 +409,6 @@ def diagnose(
     progress: bool = True,
 ) -> Anatomy:
     """Free play and teacher-forced turns of the checkpoint at `path` beside the teacher (mem1 agent)."""
-    import torch
-    from tqdm.auto import tqdm
-
-    from .domains import load_domain
-    from .model import load_policy
-    from .probe import teacher_trajectories
-    from .rollout import GenerationConfig, ModelPolicy, RolloutConfig, run_episodes
 
     model, tokenizer = load_policy(path)
     domain = load_domain("qa", world, pointer=trained_pointer(path))

@@ -2,22 +2,26 @@
 
 Errors the user can fix (bad flags, missing or corrupted data, an existing output) print one
 line, `mem1: error: ...`, and exit with status 2; nothing half-written is left behind.
+
+Imports: only light modules (files, store, terms, world: no torch, no numpy) at the top, so that
+`mem1 --help` and argument errors answer at once; each command imports what it runs inside its
+function (torch, transformers and the training stack take seconds to import). A test checks that
+importing this module leaves torch unimported.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 from .files import lock, write_text
 from .store import DataError
+from .terms import AGENTS, LAYOUTS
 from .world import DEFAULT_WORLD_DIR, SPLITS
-
-LAYOUTS = ("per_turn", "packed", "packed_dense", "stitched")
-"""masks.LAYOUTS, spelled here so that `mem1 --help` does not import torch (a test checks they agree)"""
 
 
 class UserError(Exception):
@@ -59,15 +63,24 @@ _objectives = _at_most(MAX_OBJECTIVES, "4x the paper's largest N; MAX_OBJECTIVES
 _episodes = _at_most(MAX_EPISODES, "hours of play already; MAX_EPISODES in mem1lite/cli.py")
 
 
-def _objective_list(text: str) -> str:
-    """An argparse type: comma-separated task sizes, each in 1..MAX_OBJECTIVES, checked here and
-    returned as given (each command reads the list as before)."""
+def _objective_list(text: str) -> tuple[int, ...]:
+    """An argparse type: comma-separated task sizes, each in 1..MAX_OBJECTIVES, in the order given
+    (the one parser of a list of numbers; `_sizes` sorts it for the commands that sweep)."""
     parts = [part.strip() for part in text.split(",") if part.strip()]
     if not parts:
         raise argparse.ArgumentTypeError(f"expected comma-separated task sizes, got {text!r}")
-    for part in parts:
-        _objectives(part)
-    return text
+    try:
+        values = tuple(int(part) for part in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
+    if min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected numbers >= 1, got {text!r}")
+    return tuple(_objectives(str(v)) for v in values)
+
+
+def _sizes(values: tuple[int, ...]) -> tuple[int, ...]:
+    """A sweep's task sizes: sorted, without repeats."""
+    return tuple(sorted(set(values)))
 
 
 def _finite(text: str) -> float:
@@ -109,49 +122,33 @@ def cmd_world(args: argparse.Namespace) -> None:
     from .world import WorldConfig, generate_world, save_world
 
     if args.check:
+        from .data_check import check_world
+
         check_world(Path(args.path or args.out or DEFAULT_WORLD_DIR))
         return
-    out = Path(args.out or DEFAULT_WORLD_DIR)
+
+    def write(out: Path) -> None:
+        save_world(generate_world(WorldConfig(seed=args.seed)), out, force=True)
+
+    _build_store(Path(args.out or DEFAULT_WORLD_DIR), "world", args.seed, args.force, write)
+
+
+def _build_store(out: Path, what: str, seed: int, force: bool, write) -> None:
+    """Build a data store (the world, the catalogue) into `out` under its lock; one that is already
+    there is kept unless --force."""
     t0 = time.perf_counter()
     with lock(_lock_path(out), f"writing {out}"):  # two builds must not both pass the check below
-        if out.exists() and any(out.iterdir()) and not args.force:
-            raise UserError(f"{out} already holds a world; pass --force to overwrite it")
-        world = generate_world(WorldConfig(seed=args.seed))
-        save_world(world, out, force=True)
+        if out.exists() and any(out.iterdir()) and not force:
+            raise UserError(f"{out} already holds a {what}; pass --force to overwrite it")
+        write(out)
     size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
-    print(f"wrote world seed={args.seed} to {out} ({size:.1f} MB) in {time.perf_counter() - t0:.1f} s")
+    print(f"wrote {what} seed={seed} to {out} ({size:.1f} MB) in {time.perf_counter() - t0:.1f} s")
 
 
 def _lock_path(folder: Path) -> Path:
     """The lock file of a data folder's builders: beside the folder, which is replaced whole."""
     folder = folder.resolve()
     return folder.with_name(folder.name + ".lock")
-
-
-def check_world(path: Path, samples: int = 3) -> dict:
-    """Load (and verify) the world, print its statistics, retrieval figures and a few tasks."""
-    from .retrieval import retrieval_recall
-    from .world import load_world, make_tasks, world_statistics
-
-    t0 = time.perf_counter()
-    world = load_world(path)
-    load_s = time.perf_counter() - t0
-    stats = world_statistics(world)
-    print(f"world {path} (seed {world.config.seed}), loaded and verified in {load_s:.1f} s")
-    for key, value in stats.items():
-        print(f"  {key:32s} {value}")
-    recall = retrieval_recall(world, "dev")
-    print(
-        f"retrieval on dev ({recall['hops']} hops, canonical queries): "
-        f"recall@1 {recall['recall@1']:.3f}  recall@3 {recall['recall@3']:.3f}  "
-        f"index build {recall['index_seconds']:.2f} s  query {recall['query_ms']:.3f} ms"
-    )
-    for n in (1, 2):
-        for task in make_tasks(world, "dev", n, samples, seed=0)[: 1 if n == 1 else samples - 1]:
-            print(f"sample task {task.id}:")
-            for i, (q, a) in enumerate(zip(task.questions, task.answers), 1):
-                print(f"  {i}. {q}  ->  {a}")
-    return stats | {f"dev_{k}": v for k, v in recall.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,32 +166,21 @@ def cmd_tokenizer(args: argparse.Namespace) -> None:
     print(f"wrote the tokenizer (QA world + WebShop-lite text) and the untrained tiny Qwen2 config to {out}")
 
 
-def load_named_policy(name: str, dtype=None, generation=None, respond_text=None):
-    """'teacher', 'tiny' (untrained) or a checkpoint directory -> (policy, tokenizer).
-    `respond_text`: the teacher's function (a domain's `teacher()`; default the QA teacher)."""
-    from .model import TINY_DIR, load_policy, load_tokenizer
-    from .rollout import ModelPolicy, TeacherPolicy
-
-    if name == "teacher":
-        tokenizer = load_tokenizer(TINY_DIR)
-        return TeacherPolicy(tokenizer, respond_text), tokenizer
-    model, tokenizer = load_policy(name, dtype=dtype)
-    return ModelPolicy(model, tokenizer, generation, name=Path(name).name or name), tokenizer
-
-
 def cmd_rollout(args: argparse.Namespace) -> None:
     import torch
 
-    from .domains import load_domain
-    from .rollout import GenerationConfig, RolloutConfig, run_episodes, summarize, write_jsonl
+    from .domains import fit_objectives, load_domain
+    from .generate import GenerationConfig, load_engine
+    from .rollout import RolloutConfig, run_episodes
+    from .trajectory import summarize, write_jsonl
 
     _check_outputs((args.out,))
     torch.manual_seed(args.seed)
     domain = load_domain(args.env, args.world)
-    objectives = args.objectives or min(2, getattr(domain, "max_objectives", None) or 2)
+    objectives = args.objectives or fit_objectives((2,), domain)[0]
     tasks = domain.tasks(args.split, objectives, args.episodes, seed=args.seed)
     generation = GenerationConfig(temperature=args.temperature, top_p=args.top_p, batch_size=args.batch_size)
-    policy, tokenizer = load_named_policy(args.policy, generation=generation, respond_text=domain.teacher())
+    policy, tokenizer = load_engine(args.policy, generation, respond_text=domain.teacher())
     envs = [domain.environment(t) for t in tasks]
     trajs = run_episodes(
         policy,
@@ -221,36 +207,15 @@ def cmd_webshop(args: argparse.Namespace) -> None:
     if args.eval or args.records:
         return webshop_eval(args)
     if args.check:
+        from .data_check import check_webshop
+
         check_webshop(Path(args.path or args.out or DEFAULT_WEBSHOP_DIR))
         return
-    out = Path(args.out or DEFAULT_WEBSHOP_DIR)
-    t0 = time.perf_counter()
-    with lock(_lock_path(out), f"writing {out}"):  # two builds must not both pass the check below
-        if out.exists() and any(out.iterdir()) and not args.force:
-            raise UserError(f"{out} already holds a catalogue; pass --force to overwrite it")
+
+    def write(out: Path) -> None:
         save_catalogue(generate_catalogue(CatalogueConfig(seed=args.seed)), out, force=True)
-    size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
-    print(f"wrote catalogue seed={args.seed} to {out} ({size:.1f} MB) in {time.perf_counter() - t0:.1f} s")
 
-
-def check_webshop(path: Path, samples: int = 3) -> dict:
-    """Load (and verify) the catalogue, print its statistics, search figures and a few goals."""
-    from .webshop import catalogue_statistics, load_catalogue
-    from .webshop_env import Shop
-    from .webshop_teacher import search_recall
-
-    t0 = time.perf_counter()
-    catalogue = load_catalogue(path)
-    seconds = time.perf_counter() - t0
-    print(f"catalogue {path} (seed {catalogue.config.seed}), loaded and verified in {seconds:.1f} s")
-    stats = catalogue_statistics(catalogue)
-    for key, value in stats.items():
-        print(f"  {key:32s} {value}")
-    recall = search_recall(Shop(catalogue), catalogue.goals["dev"][:300])
-    print("search on dev (the teacher's query): " + "  ".join(f"{k} {v:.3f}" for k, v in recall.items()))
-    for goal in catalogue.goals["dev"][:samples]:
-        print(f"sample goal {goal.id}: {goal.instruction}\n  -> {goal.summary()}")
-    return stats | {f"dev_{k}": v for k, v in recall.items()}
+    _build_store(Path(args.out or DEFAULT_WEBSHOP_DIR), "catalogue", args.seed, args.force, write)
 
 
 def webshop_eval(args: argparse.Namespace) -> None:
@@ -308,7 +273,7 @@ def _base_model(args: argparse.Namespace, default: str | None) -> str | None:
 def cmd_sft(args: argparse.Namespace) -> None:
     from .sft import make_args, train_sft
 
-    objectives = tuple(int(x) for x in args.objectives.split(",")) if args.objectives else None
+    objectives = args.objectives
     sft_args = make_args(
         args.preset,
         out=args.out,
@@ -345,7 +310,7 @@ def cmd_sft(args: argparse.Namespace) -> None:
 def cmd_ppo(args: argparse.Namespace) -> None:
     from .ppo import PPOError, make_args, train_ppo
 
-    objectives = tuple(int(x) for x in args.objectives.split(",")) if args.objectives else None
+    objectives = args.objectives
     init = _base_model(args, None)
     if init is None:
         raise UserError("name the base under the adapter: --init DIR (an SFT checkpoint) or --model PRESET")
@@ -378,12 +343,12 @@ def cmd_ppo(args: argparse.Namespace) -> None:
 
 
 def _eval_config(args: argparse.Namespace):
-    from .evaluate import EvalConfig, parse_agents, parse_int_list
+    from .evaluate import EvalConfig
 
     return EvalConfig(
         policies=_names(args.policy),
-        agents=parse_agents(args.agents),
-        objectives=parse_int_list(args.objectives),
+        agents=_names(args.agents),
+        objectives=_sizes(args.objectives),
         episodes=args.episodes,
         split=args.split,
         seed=args.seed,
@@ -400,14 +365,8 @@ def _eval_config(args: argparse.Namespace):
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from .evaluate import (
-        check_targets,
-        evaluate,
-        per_objective_table,
-        results_table,
-        to_markdown,
-        write_outputs,
-    )
+    from .evaluate import evaluate
+    from .report import check_targets, per_objective_table, results_table, to_markdown, write_outputs
 
     _check_outputs((args.json, args.markdown, args.html), (args.figures, args.trajectories))
     if args.records:  # rebuild the outputs from saved records: nothing is played
@@ -435,7 +394,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_diagnose(args: argparse.Namespace) -> None:
-    from .evaluate import parse_int_list, resolve_policy
+    from .evaluate import resolve_policy
 
     _check_outputs((args.json, args.markdown, args.figure))
     if (args.policy is None) == (args.records is None):
@@ -451,7 +410,7 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
                 f"{args.records} is not a saved diagnosis ({type(exc).__name__}: {exc})"
             ) from None
     else:
-        objectives = parse_int_list(args.objectives)
+        objectives = _sizes(args.objectives)
         path = resolve_policy(args.policy)
         if path in ("teacher", "tiny", "paced"):
             raise UserError(f"diagnose compares a trained checkpoint with the teacher, not {path!r}")
@@ -478,9 +437,8 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    import os
-
-    from .evaluate import DemoConfig, parse_int_list, run_demo
+    from .data_check import check_world
+    from .demo import DemoConfig, run_demo
 
     path = Path(args.path or DEFAULT_WORLD_DIR)
     if not (path / "manifest.json").exists():
@@ -491,7 +449,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     cfg = DemoConfig(
         out=args.out,
         train=args.train or os.environ.get("TRAIN", "0") not in ("", "0"),
-        objectives=parse_int_list(args.objectives),
+        objectives=_sizes(args.objectives),
         episodes=args.episodes,
         threads=args.threads,
         world=str(path),
@@ -506,7 +464,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> None:
     if args.what == "rollout":
-        from .rollout_bench import RolloutBenchConfig, bench_rollout
+        from .bench import RolloutBenchConfig, bench_rollout
 
         cfg = RolloutBenchConfig(
             teacher_episodes=args.teacher_episodes,
@@ -520,7 +478,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
         _write_json(args.json, bench_rollout(cfg))
         return
     if args.what == "generate":
-        from .engines import ENGINES, GenerateBenchConfig, bench_generate
+        from .bench import GenerateBenchConfig, bench_generate
+        from .generate import ENGINES
 
         engines = _names(args.engines) if args.engines else tuple(ENGINES)
         cfg = GenerateBenchConfig(
@@ -545,9 +504,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
             plot_stitched_by_turn(records).savefig(args.figure, dpi=110)
         return
     if args.what == "masks":
-        from .masks import bench_masks
+        from .bench import bench_masks
 
-        objectives = _int_list(args.objectives)
+        objectives = args.objectives
         records = bench_masks(
             objectives,
             episodes=args.episodes or 4,
@@ -557,34 +516,15 @@ def cmd_bench(args: argparse.Namespace) -> None:
         )
         _write_json(args.json, records)
         return
-    from .retrieval import retrieval_recall
-    from .world import load_world
+    from .bench import bench_retrieval
 
-    world = load_world(Path(args.path or DEFAULT_WORLD_DIR))
-    records = []
-    for split in SPLITS:
-        r = retrieval_recall(world, split, limit=args.limit)
-        records.append({"bench": "retrieval", "split": split} | r)
-        print(
-            f"{split:5s} index {r['index_seconds']:.2f} s  query {r['query_ms']:.3f} ms  "
-            f"recall@1 {r['recall@1']:.3f}  recall@3 {r['recall@3']:.3f}"
-        )
+    records = bench_retrieval(Path(args.path or DEFAULT_WORLD_DIR), limit=args.limit)
     _write_json(args.json, records)
 
 
 def _names(text: str) -> tuple[str, ...]:
     """'a, b,,c' -> ('a', 'b', 'c'): a comma-separated option, blanks dropped."""
     return tuple(x.strip() for x in text.split(",") if x.strip())
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise UserError(f"expected comma-separated whole numbers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise UserError(f"expected numbers >= 1, got {text!r}")
-    return values
 
 
 def _check_outputs(files=(), folders=()) -> None:
@@ -614,7 +554,8 @@ def _write_json(path: str | None, payload) -> None:
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
-    from .inspector import InspectorError, export_html
+    from .inspector import InspectorError
+    from .inspector_html import export_html
 
     warn = lambda msg: print(f"mem1: warning: {msg} (line skipped)", file=sys.stderr)  # noqa: E731
     try:
@@ -654,7 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("rollout", help="play episodes with a policy and an agent, write jsonl trajectories")
     p.add_argument("--policy", default="teacher", help="teacher, tiny (untrained) or a checkpoint directory")
-    p.add_argument("--agent", default="mem1", choices=["mem1", "full", "truncate"])
+    p.add_argument("--agent", default="mem1", choices=AGENTS)
     p.add_argument("--env", default="qa", choices=["qa", "webshop"], help="the domain")
     p.add_argument(
         "--objectives", type=_objectives, default=None, help="questions per task (N; default 2, webshop 1)"
@@ -819,7 +760,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("what", choices=["retrieval", "masks", "rollout", "generate"], help="what to measure")
     p.add_argument("--path", help="world folder (retrieval, rollout)")
     p.add_argument("--limit", type=_positive_int, default=None, help="questions per split (retrieval)")
-    p.add_argument("--objectives", default="2,8", help="N values, comma-separated (masks)")
+    p.add_argument(
+        "--objectives", type=_objective_list, default="2,8", help="N values, comma-separated (masks)"
+    )
     p.add_argument(
         "--episodes",
         type=_positive_int,
@@ -837,9 +780,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=3,
         help="timed rounds, median reported (masks, rollout, generate)",
     )
-    p.add_argument(
-        "--agent", default="mem1", choices=["mem1", "full", "truncate"], help="memory policy (masks)"
-    )
+    p.add_argument("--agent", default="mem1", choices=AGENTS, help="memory policy (masks)")
     p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads (masks, rollout)")
     p.add_argument(
         "--teacher-episodes", type=_positive_int, default=100, help="tasks per agent and N (rollout)"

@@ -13,8 +13,8 @@ An environment (protocol.QAEnvironment is the reference) has:
 - `questions` and `golds`: what the trajectory records keep about the task;
 - optionally `env_name`, the domain's name, which the trajectory records keep (default "qa").
 
-A domain may cap its task size with `max_objectives` (WebShop-lite: 1); `fit_objectives` brings the
-QA-shaped defaults of sft.py / ppo.py (N = 1..4, N = 2) within it.
+A domain may cap its task size with `max_objectives` (WebShop-lite: 1); `fit_default` brings the
+QA-shaped defaults of sft.py / ppo.py / evaluate.py (N = 1..4, N = 2, N = 1..16) within it.
 """
 
 from __future__ import annotations
@@ -59,6 +59,13 @@ def fit_objectives(sizes, domain) -> tuple[int, ...]:
     if limit is None:
         return tuple(sizes)
     return tuple(n for n in sizes if n <= limit) or (limit,)
+
+
+def fit_default(sizes, default, domain) -> tuple[int, ...]:
+    """The one rule for a command's task sizes: as the user chose them, but when left at the
+    QA-shaped `default`, fitted to the domain (`fit_objectives`). A size a user chose is never
+    changed: the domain then says what is wrong with it."""
+    return fit_objectives(sizes, domain) if tuple(sizes) == tuple(default) else tuple(sizes)
 
 
 class QADomain:

@@ -1,4 +1,4 @@
-"""GPU checks (issue 11): the masks' exactness on a GPU in float32 and bfloat16, and one PPO step of
+"""GPU checks: the masks' exactness on a GPU in float32 and bfloat16, and one PPO step of
 the real-size Qwen2.5-0.5B per trajectory layout, timed, as a table.
 
     scripts/gpu_check.sh                                    # on a CUDA machine: ~3-6 minutes
@@ -41,6 +41,34 @@ from pathlib import Path
 
 import torch
 
+from .domains import QADomain
+from .files import write_text
+from .generate import GenerationConfig, ModelPolicy
+from .masks import (
+    ValueHead,
+    additive_mask,
+    bool_mask_as_float,
+    build_layout,
+    causal_lm,
+    layout_forward,
+    logprob_deviation,
+    run_layout,
+)
+from .model import (
+    TINY_DIR,
+    ModelLoadError,
+    TinyConfig,
+    build_tiny_model,
+    load_tokenizer,
+    qwen2_5_0_5b_config,
+    qwen_dir,
+    resolve_model,
+    tiny_qwen2_config,
+)
+from .ppo import PPOArgs, build_policy, play, score, trainable_parameters, update
+from .rollout import RolloutConfig, run_episodes
+from .terms import EXACT_LAYOUTS, LAYOUTS
+
 NO_CUDA_EXIT = 0
 """exit status when there is no CUDA device (the check is skipped, not failed)"""
 FLOAT32_LIMIT = 1e-3
@@ -63,8 +91,6 @@ def _sync(device) -> None:
 def _small_lora_model(tokenizer, dtype, device, seed=0):
     from peft import LoraConfig, get_peft_model
 
-    from .model import TinyConfig, build_tiny_model, tiny_qwen2_config
-
     size = TinyConfig(
         hidden_size=64,
         intermediate_size=128,
@@ -80,8 +106,6 @@ def _small_lora_model(tokenizer, dtype, device, seed=0):
 
 
 def _sample(model, tokenizer, domain, agent, max_new_tokens, per_n=2):
-    from .rollout import GenerationConfig, ModelPolicy, RolloutConfig, run_episodes
-
     trajs = []
     for n in (1, 2):  # different prompts and turn counts in one batch
         tasks = domain.tasks("dev", n, per_n, seed=n)
@@ -96,8 +120,6 @@ def _sample(model, tokenizer, domain, agent, max_new_tokens, per_n=2):
 
 def _layout_grads(model, trajs, head, params, layout):
     """Gradients of a fixed weighting of log-probs and values, through `layout`."""
-    from .masks import layout_forward
-
     out = layout_forward(model, trajs, layout, value_head=head)
     flat = torch.cat(out.per_trajectory("logprobs"))
     w = torch.linspace(-1, 1, len(flat), device=flat.device)
@@ -107,20 +129,6 @@ def _layout_grads(model, trajs, head, params, layout):
 
 def exactness(device: str, quick: bool = False, log=print) -> list[dict]:
     """Records of every (dtype, attention, agent, layout) deviation, gradient and mask check."""
-    from .domains import QADomain
-    from .masks import (
-        EXACT_LAYOUTS,
-        ValueHead,
-        additive_mask,
-        bool_mask_as_float,
-        build_layout,
-        causal_lm,
-        layout_forward,
-        logprob_deviation,
-        run_layout,
-    )
-    from .model import TINY_DIR, load_tokenizer
-
     tokenizer = load_tokenizer(TINY_DIR)
     domain = QADomain()
     agents = ("mem1", "full") if quick else ("mem1", "full", "truncate")
@@ -218,8 +226,6 @@ def _real_size_model(tmp: Path, quick: bool) -> tuple[str, str]:
     """(path, what) of the model to time: the local Qwen2.5-0.5B-Instruct, or a random one of its size."""
     from transformers import Qwen2ForCausalLM
 
-    from .model import TINY_DIR, ModelLoadError, load_tokenizer, qwen2_5_0_5b_config, qwen_dir
-
     if not quick:
         try:
             return str(qwen_dir()), "Qwen2.5-0.5B-Instruct weights"
@@ -250,11 +256,6 @@ def ppo_step_timing(
     log=print,
 ) -> list[dict]:
     """Rollout once, then per layout: scoring + one epoch of updates, timed; peak memory per layout."""
-    from .domains import QADomain
-    from .masks import LAYOUTS
-    from .model import resolve_model
-    from .ppo import PPOArgs, build_policy, play, score, trainable_parameters, update
-
     records = []
     with tempfile.TemporaryDirectory() as tmp:
         path, what = _real_size_model(Path(tmp), quick)
@@ -396,8 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print("\n" + table(records) + "\n")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(records, indent=2, default=str) + "\n")
+        write_text(args.json, json.dumps(records, indent=2, default=str) + "\n")
     exact = [r["max_abs"] for r in records if r["check"] == "exact"]
     print(
         f"{len(records)} records in {time.perf_counter() - t0:.0f} s; exactness "

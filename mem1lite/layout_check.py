@@ -37,8 +37,8 @@ from pathlib import Path
 
 import torch
 
+from .generate import GenerationConfig, ModelPolicy
 from .masks import (
-    LAYOUTS,
     LayoutOutput,
     additive_mask,
     bool_mask_as_float,
@@ -46,8 +46,13 @@ from .masks import (
     layout_forward,
     without_float32_islands,
 )
-from .model import DATA_DIR
-from .rollout import Trajectory
+from .model import DATA_DIR, build_tiny_model, load_policy
+from .protocol import QAEnvironment
+from .retrieval import Retriever
+from .rollout import RolloutConfig, run_episodes
+from .terms import LAYOUTS
+from .trajectory import Trajectory
+from .world import load_world, make_tasks
 
 DEFAULT_CHECKPOINTS = tuple(str(DATA_DIR / "checkpoints" / name) for name in ("sft-mem1", "ppo-mem1"))
 SETUPS = (("mem1", 4), ("truncate", 2))
@@ -68,9 +73,6 @@ FLOOR = 1e-17
 
 @functools.lru_cache(maxsize=2)
 def _world_and_retriever(split: str):
-    from .retrieval import Retriever
-    from .world import load_world
-
     world = load_world()
     return world, Retriever(world.documents_of(split))
 
@@ -86,10 +88,6 @@ def sample_rollouts(
     max_new_tokens: int = MAX_NEW_TOKENS,
 ) -> list[Trajectory]:
     """`episodes` tasks of the shipped world played by `model` at temperature 1 (seeded per episode)."""
-    from .protocol import QAEnvironment
-    from .rollout import GenerationConfig, ModelPolicy, RolloutConfig, run_episodes
-    from .world import make_tasks
-
     world, retriever = _world_and_retriever(split)
     tasks = make_tasks(world, split, objectives, episodes, seed=seed)
     envs = [QAEnvironment.from_task(t, retriever) for t in tasks]
@@ -262,8 +260,6 @@ def bench_layout_deviation(
     checkpoint scores its rollouts with `packed` in `float64-stock` too. Then the official
     mask's leak on the first rollout, for the first checkpoint and the tiny model. Flat records.
     """
-    from .model import build_tiny_model, load_policy
-
     log = log or (lambda s: None)
     if threads:
         torch.set_num_threads(threads)

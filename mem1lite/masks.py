@@ -54,28 +54,21 @@ Implementation details (the code repeats the numbers):
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import gc
-import os
-import statistics
-import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pad_sequence
 
-from .rollout import KIND_LETTERS, PROMPT, Trajectory
+from .terms import (
+    DEFAULT_LAYOUT,
+    KIND_LETTERS,
+    LAYOUTS,
+    PAD_KIND,
+)
+from .trajectory import PROMPT, Trajectory
 
-LAYOUTS = ("per_turn", "packed", "packed_dense", "stitched")
-EXACT_LAYOUTS = ("per_turn", "packed", "packed_dense")
-DEFAULT_LAYOUT = "packed"
-"""the training default: exact, and the fastest layout measured by `mem1 bench masks` (1 thread,
-4 mem1 teacher trajectories, LoRA + value head, forward + backward, median of 5): 1.83x the
-policy tokens/s of `per_turn` at N = 2 and 1.91x at N = 8, with 29-37% less peak memory;
-`packed_dense` was 1.15x / 0.67x and `stitched` 1.34x / 0.80x"""
-PAD_KIND = "."
 PAD_ID = 0
 """the id on padding positions: never read, since padding keys are hidden and padding queries never scored"""
 
@@ -110,7 +103,7 @@ class Stage:
     position_ids: torch.Tensor
     """(R, L) generation-time positions [1]; pads continue their row's count"""
     kinds: list[str]
-    """per row, one kind letter per position (rollout.KIND_LETTERS; '.' for padding)"""
+    """per row, one kind letter per position (terms.KIND_LETTERS; '.' for padding)"""
     lengths: list[int]
     """real tokens per row"""
     visible: torch.Tensor | None = None
@@ -575,8 +568,6 @@ def run_layout(
 
 
 def _to_padded(batch: LayoutBatch, logprobs, entropy, values) -> LayoutOutput:
-    from torch.nn.utils.rnn import pad_sequence
-
     def pad(x, value=0.0):
         return pad_sequence(list(torch.split(x, batch.counts)), batch_first=True, padding_value=value)
 
@@ -665,266 +656,3 @@ def without_float32_islands():
         yield
     finally:
         mq.Qwen2RMSNorm.forward, mq.eager_attention_forward = saved
-
-
-# ---------------------------------------------------------------------------------------------
-# Pictures
-
-KIND_COLORS = {
-    "p": "#8c8c8c",
-    "s": "#4c72b0",
-    "a": "#55a868",
-    "A": "#c44e52",
-    "i": "#dd8452",
-    "e": "#8172b3",
-    "o": "#937860",
-    ".": "#ffffff",
-}
-KIND_NAMES = {v: k for k, v in KIND_LETTERS.items()} | {".": "padding"}
-
-
-def plot_mask(
-    batch_or_traj, layout: str = "packed_dense", row: int = 0, stage: int = -1, ax=None, title=None
-):
-    """Draw one row's attention visibility (queries down, keys across), banded by token kind.
-
-    Accepts a LayoutBatch or a Trajectory (built with `layout`). For the `packed` layout's block
-    stage the key axis is the prompt (prefix) then the row's own block; draw `packed_dense` to
-    see a whole trajectory. Returns the Figure.
-    """
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import to_rgb
-    from matplotlib.patches import Patch
-
-    batch = batch_or_traj
-    if isinstance(batch_or_traj, Trajectory):
-        batch = build_layout([batch_or_traj], layout)
-    st = batch.stages[stage]
-    vis = st.visible_matrix()[row]
-    n = st.lengths[row]
-    P = st.prefix_length
-    q_kinds = st.kinds[row][:n]
-    if st.prefix_rows is not None:
-        prow = int(st.prefix_rows[row])
-        k_kinds = batch.stages[0].kinds[prow] + st.kinds[row]
-        keep = list(range(st.prefix_lengths[row])) + [P + i for i in range(n)]
-        vis = vis[:n][:, keep]
-        k_kinds = "".join(k_kinds[i] for i in keep)
-    else:
-        vis = vis[:n, :n]
-        k_kinds = q_kinds
-    img = torch.ones(*vis.shape, 3)
-    for j, letter in enumerate(k_kinds):  # visible cells take the key's kind colour
-        img[:, j][vis[:, j]] = torch.tensor(to_rgb(KIND_COLORS.get(letter, "#000000"))) * 0.85
-    if ax is None:
-        fig = plt.figure(figsize=(6.4, 6.4))
-        grid = fig.add_gridspec(2, 2, width_ratios=(1, 30), height_ratios=(1, 30), wspace=0.12, hspace=0.02)
-        ax = fig.add_subplot(grid[1, 1])
-        top = fig.add_subplot(grid[0, 1], sharex=ax)
-        left = fig.add_subplot(grid[1, 0], sharey=ax)
-        band = lambda s: torch.tensor([to_rgb(KIND_COLORS.get(c, "#000000")) for c in s]).numpy()  # noqa: E731
-        top.imshow(band(k_kinds)[None], aspect="auto", interpolation="nearest")
-        left.imshow(band(q_kinds)[:, None], aspect="auto", interpolation="nearest")
-        top.tick_params(bottom=False, labelbottom=False, left=False, labelleft=False)
-        left.tick_params(bottom=False, labelbottom=False, left=False, labelleft=False)
-        left.set_ylabel("query (token whose hidden state is computed)")
-        top.set_title(
-            title or f"{batch.layout}: who sees whom (row {row}, {n} queries x {vis.shape[1]} keys)"
-        )
-    else:
-        fig = ax.figure
-        ax.set_ylabel("query")
-        if title:
-            ax.set_title(title)
-    ax.imshow(img.numpy(), aspect="auto", interpolation="nearest")
-    ax.set_xlabel("key (attended token)")
-    ax.tick_params(labelsize=7)
-    present = sorted(set(k_kinds) | set(q_kinds), key="psaAieo.".index)
-    ax.legend(
-        handles=[Patch(color=KIND_COLORS[c], label=KIND_NAMES.get(c, c)) for c in present],
-        loc="upper right",
-        fontsize=7,
-        framealpha=0.9,
-    )
-    return fig
-
-
-# ---------------------------------------------------------------------------------------------
-# Benchmark
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _trim_heap() -> None:
-    """Return freed heap pages to the OS so the RSS baseline is honest (glibc only)."""
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-class PeakRSS:
-    """Peak resident set size above the starting RSS, sampled by a thread every `interval` s.
-
-    torch's CPU allocator is plain malloc, invisible to tracemalloc; RSS sampling sees it. The
-    heap is trimmed first so freed memory of an earlier measurement does not hide this one's.
-    """
-
-    def __init__(self, interval: float = 0.0005):
-        self.interval = interval
-        self.peak = 0
-
-    def __enter__(self):
-        _trim_heap()
-        self.base = _rss_bytes()
-        self.peak = self.base
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-        return self
-
-    def _poll(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, _rss_bytes())
-            time.sleep(self.interval)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, _rss_bytes())
-
-    @property
-    def delta_mb(self) -> float:
-        return (self.peak - self.base) / 2**20
-
-
-def train_step_time(model, batch: LayoutBatch, value_head=None) -> float:
-    """Seconds for one forward + backward of a surrogate PPO-like loss through the layout."""
-    t0 = time.perf_counter()
-    out = run_layout(model, batch, value_head=value_head)
-    loss = -(out.logprobs * out.mask).sum() - 0.01 * (out.entropy * out.mask).sum()
-    if out.values is not None:
-        loss = loss + ((out.values * out.mask) ** 2).sum()
-    loss.backward()
-    return time.perf_counter() - t0
-
-
-def teacher_trajectories(
-    objectives: int, episodes: int, agent: str = "mem1", split: str = "dev", seed: int = 0
-):
-    """Teacher rollouts on the shipped world (teacher-forced tokens: recorded log-probs are 0)."""
-    from .model import TINY_DIR, load_tokenizer
-    from .protocol import QAEnvironment
-    from .retrieval import Retriever
-    from .rollout import RolloutConfig, TeacherPolicy, run_episodes
-    from .world import load_world, make_tasks
-
-    world = load_world()
-    tokenizer = load_tokenizer(TINY_DIR)
-    retriever = Retriever(world.documents_of(split))
-    tasks = make_tasks(world, split, objectives, episodes, seed=seed)
-    envs = [QAEnvironment.from_task(t, retriever) for t in tasks]
-    cfg = RolloutConfig(agent=agent, seed=seed, progress=False)
-    return run_episodes(TeacherPolicy(tokenizer), tokenizer, envs, cfg, tasks)
-
-
-def bench_masks(
-    objectives: Sequence[int] = (2, 8),
-    episodes: int = 4,
-    repeats: int = 3,
-    layouts: Sequence[str] = LAYOUTS,
-    agent: str = "mem1",
-    lora: bool = True,
-    seed: int = 0,
-    threads: int | None = None,
-    log: Callable[[str], None] | None = print,
-) -> list[dict]:
-    """Forward + backward time, policy tokens/s and peak memory of each layout, measured side by side.
-
-    The tiny model (float32, shipped config, LoRA r=8 on every projection as PPO uses it, plus a
-    value head) is trained on `episodes` teacher trajectories with N = `objectives`. One round
-    measures memory (and warms up): peak RSS above the pre-step RSS (`PeakRSS`). Then `repeats`
-    timed rounds, interleaving the layouts so that background load hits them alike; the median is
-    reported (and the fastest round beside it: on a shared machine the minimum is the steadier
-    estimate of cost), and ratios are against `per_turn` from the same rounds. `threads` sets
-    torch's CPU threads (default: torch's own choice).
-    """
-    from .model import build_tiny_model
-
-    log = log or (lambda s: None)
-    if threads:
-        torch.set_num_threads(threads)
-    records = []
-    for n in objectives:
-        trajs = teacher_trajectories(n, episodes, agent=agent, seed=seed)
-        model = build_tiny_model(seed=seed)
-        if lora:
-            from peft import LoraConfig, get_peft_model
-
-            targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-            model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=targets))
-        head = ValueHead(causal_lm(model).config.hidden_size)
-        batches = {name: build_layout(trajs, name) for name in layouts}
-        for name in layouts:  # first calls of each code path, on one short trajectory
-            train_step_time(model, build_layout(trajs[:1], name), head)
-        memory = {}
-        for name in layouts:
-            model.zero_grad(set_to_none=True)
-            head.zero_grad(set_to_none=True)
-            with PeakRSS() as m:
-                train_step_time(model, batches[name], head)
-            memory[name] = m.delta_mb
-        times = {name: [] for name in layouts}
-        for _ in range(repeats):
-            for name in layouts:
-                model.zero_grad(set_to_none=True)
-                head.zero_grad(set_to_none=True)
-                times[name].append(train_step_time(model, batches[name], head))
-        base = statistics.median(times["per_turn"]) if "per_turn" in times else None
-        base_min = min(times["per_turn"]) if "per_turn" in times else None
-        base_mem = memory.get("per_turn")
-        for name in layouts:
-            b = batches[name]
-            sec = statistics.median(times[name])
-            rec = {
-                "bench": "masks",
-                "layout": name,
-                "exact": name in EXACT_LAYOUTS,
-                "default": name == DEFAULT_LAYOUT,
-                "agent": agent,
-                "policy": "teacher",
-                "objectives": n,
-                "episodes": episodes,
-                "turns": sum(len(t.turns) for t in trajs),
-                "policy_tokens": b.policy_tokens,
-                "layout_tokens": b.layout_tokens,
-                "padded_tokens": b.padded_tokens,
-                "seconds": sec,
-                "seconds_min": min(times[name]),
-                "seconds_max": max(times[name]),
-                "repeats": repeats,
-                "tokens_per_s": b.policy_tokens / sec,
-                "speedup_vs_per_turn": base / sec if base else None,
-                "speedup_min_vs_per_turn": base_min / min(times[name]) if base_min else None,
-                "peak_rss_mb": memory[name],
-                "memory_vs_per_turn": memory[name] / base_mem if base_mem else None,
-                "memory_method": "peak RSS above pre-step RSS (heap trimmed), /proc/self/statm every 0.5 ms",
-                "threads": torch.get_num_threads(),
-                "lora": lora,
-            }
-            records.append(rec)
-            speed = (
-                f"x{rec['speedup_vs_per_turn']:.2f} (min x{rec['speedup_min_vs_per_turn']:.2f})"
-                if base
-                else "-"
-            )
-            log(
-                f"N={n:<2d} {name:12s} {sec:7.3f} s (min {min(times[name]):6.3f})  "
-                f"{rec['tokens_per_s']:6.0f} policy tok/s  {speed} vs per_turn  "
-                f"fed {b.layout_tokens:6d} tok (padded {b.padded_tokens:6d})  peak +{memory[name]:7.1f} MB"
-            )
-    return records

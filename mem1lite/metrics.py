@@ -18,6 +18,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCT = set(string.punctuation)
 
@@ -100,8 +102,6 @@ def paired_bootstrap(a, b, samples: int = 10_000, seed: int = 0, level: float = 
     Resamples the items with replacement `samples` times; the interval is the central `level`
     share of the resampled means. `excludes_zero` says whether b is reliably above (or below) a.
     """
-    import numpy as np
-
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
         raise ValueError("paired_bootstrap needs two non-empty 1-D sequences of the same length")
@@ -124,8 +124,6 @@ def paired_bootstrap(a, b, samples: int = 10_000, seed: int = 0, level: float = 
 def ratio_bootstrap(a, b, samples: int = 10_000, seed: int = 0, level: float = 0.95) -> dict:
     """mean(b) / mean(a) of two independent samples (e.g. EM per objective at N = 16 over N = 2:
     different tasks) and its bootstrap interval, each sample resampled on its own."""
-    import numpy as np
-
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.ndim != 1 or b.ndim != 1 or len(a) == 0 or len(b) == 0:
         raise ValueError("ratio_bootstrap needs two non-empty 1-D sequences")

@@ -17,8 +17,8 @@ Model presets (`--model` of `mem1 sft` / `mem1 ppo`, `resolve_model`):
   else `data/models/Qwen2.5-0.5B-Instruct`, else the Hugging Face cache of a user who fetched it with
   `huggingface-cli download Qwen/Qwen2.5-0.5B-Instruct`. bfloat16 on a GPU (float32 on CPU),
   activation checkpointing where the trajectory layout allows it, LoRA on every linear map of a
-  Qwen2 block. Its tokenizer has no tag tokens: the tags are plain text (rollout.stop_checker and
-  rollout.token_kinds read text, not ids).
+  Qwen2 block. Its tokenizer has no tag tokens: the tags are plain text (generate.stop_checker and
+  trajectory.token_kinds read text, not ids).
 - any local directory (a checkpoint `mem1 sft` wrote, or another Qwen2 model): the real-model
   settings when its width is `REAL_MODEL_WIDTH` or more, else the tiny ones.
 """

@@ -14,7 +14,7 @@ retriever, models trained on N = 2 objectives and tested on N = 1..16):
    1.3 M-parameter model: only the shape across N and agents compares, never the values.
 4. `RL_VS_SFT`: EM (summed) of MEM1 trained with RL vs with SFT on the same data, mem1 agent.
 
-Which of our rows each paper row stands beside (`evaluate.paper_comparison`):
+Which of our rows each paper row stands beside (`report.paper_comparison`):
 - `MEM1-QA (7B)` <-> our RL policy (ppo) under the mem1 agent;
 - `Qwen2.5-14B-Instruct` (full context, no MEM1 training) <-> our full-context baseline
   (ppo-full under the full agent, else the RL policy under the full agent);
@@ -78,7 +78,7 @@ def qa_row(agent: str, objectives: int) -> PaperRow | None:
 
 
 def paper_ratios() -> dict[str, float]:
-    """The paper's own values of the quantities issue 8 sets targets on (computed, not quoted)."""
+    """The paper's own values of the quantities the targets are set on (report.py; computed, not quoted)."""
     m2, m16, f16 = qa_row("mem1", 2), qa_row("mem1", 16), qa_row("full", 16)
     return {
         "mem1_peak_growth": m16.peak_tokens / m2.peak_tokens,  # 1040 / 640

@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections import Counter
 
 import matplotlib.pyplot as plt
+import torch
+from matplotlib.colors import to_rgb
+from matplotlib.patches import Patch
 
+from .masks import build_layout
+from .terms import KIND_COLORS, KIND_LABELS
+from .trajectory import Trajectory
 from .world import SPLITS, World
 
 
@@ -117,7 +123,7 @@ AGENT_COLORS = {"mem1": "#c44e52", "full": "#4c72b0", "truncate": "#55a868"}
 def context_per_turn(trajectories: dict, title: str = "context fed to the model at each turn"):
     """One line per agent: tokens the model was fed at each turn of one episode (prompt included).
 
-    `trajectories` maps an agent name to a `rollout.Trajectory` of the same task.
+    `trajectories` maps an agent name to a `trajectory.Trajectory` of the same task.
     """
     fig, ax = plt.subplots(figsize=(6.4, 3.4))
     for agent, traj in trajectories.items():
@@ -136,7 +142,7 @@ def context_per_turn(trajectories: dict, title: str = "context fed to the model 
 
 
 def peak_tokens_vs_n(records: list[dict], title: str = "peak tokens vs number of objectives"):
-    """Mean peak tokens per task against N, one line per agent (records as `rollout.summarize` + agent, N)."""
+    """Mean peak tokens per task against N, one line per agent (records: `summarize` + agent, N)."""
     fig, ax = plt.subplots(figsize=(6.4, 3.4))
     for agent in sorted({r["agent"] for r in records}, key=list(AGENT_COLORS).index):
         pts = sorted((r["objectives"], r["peak_tokens"]) for r in records if r["agent"] == agent)
@@ -307,4 +313,71 @@ def ppo_layout_comparison(histories: dict[str, list[dict]], title: str = "PPO: o
         ax.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Masks
+
+
+def plot_mask(
+    batch_or_traj, layout: str = "packed_dense", row: int = 0, stage: int = -1, ax=None, title=None
+):
+    """Draw one row's attention visibility (queries down, keys across), banded by token kind.
+
+    Accepts a LayoutBatch or a Trajectory (built with `layout`). For the `packed` layout's block
+    stage the key axis is the prompt (prefix) then the row's own block; draw `packed_dense` to
+    see a whole trajectory. Returns the Figure.
+    """
+
+    batch = batch_or_traj
+    if isinstance(batch_or_traj, Trajectory):
+        batch = build_layout([batch_or_traj], layout)
+    st = batch.stages[stage]
+    vis = st.visible_matrix()[row]
+    n = st.lengths[row]
+    P = st.prefix_length
+    q_kinds = st.kinds[row][:n]
+    if st.prefix_rows is not None:
+        prow = int(st.prefix_rows[row])
+        k_kinds = batch.stages[0].kinds[prow] + st.kinds[row]
+        keep = list(range(st.prefix_lengths[row])) + [P + i for i in range(n)]
+        vis = vis[:n][:, keep]
+        k_kinds = "".join(k_kinds[i] for i in keep)
+    else:
+        vis = vis[:n, :n]
+        k_kinds = q_kinds
+    img = torch.ones(*vis.shape, 3)
+    for j, letter in enumerate(k_kinds):  # visible cells take the key's kind colour
+        img[:, j][vis[:, j]] = torch.tensor(to_rgb(KIND_COLORS.get(letter, "#000000"))) * 0.85
+    if ax is None:
+        fig = plt.figure(figsize=(6.4, 6.4))
+        grid = fig.add_gridspec(2, 2, width_ratios=(1, 30), height_ratios=(1, 30), wspace=0.12, hspace=0.02)
+        ax = fig.add_subplot(grid[1, 1])
+        top = fig.add_subplot(grid[0, 1], sharex=ax)
+        left = fig.add_subplot(grid[1, 0], sharey=ax)
+        band = lambda s: torch.tensor([to_rgb(KIND_COLORS.get(c, "#000000")) for c in s]).numpy()  # noqa: E731
+        top.imshow(band(k_kinds)[None], aspect="auto", interpolation="nearest")
+        left.imshow(band(q_kinds)[:, None], aspect="auto", interpolation="nearest")
+        top.tick_params(bottom=False, labelbottom=False, left=False, labelleft=False)
+        left.tick_params(bottom=False, labelbottom=False, left=False, labelleft=False)
+        left.set_ylabel("query (token whose hidden state is computed)")
+        top.set_title(
+            title or f"{batch.layout}: who sees whom (row {row}, {n} queries x {vis.shape[1]} keys)"
+        )
+    else:
+        fig = ax.figure
+        ax.set_ylabel("query")
+        if title:
+            ax.set_title(title)
+    ax.imshow(img.numpy(), aspect="auto", interpolation="nearest")
+    ax.set_xlabel("key (attended token)")
+    ax.tick_params(labelsize=7)
+    present = sorted(set(k_kinds) | set(q_kinds), key="psaAieo.".index)
+    ax.legend(
+        handles=[Patch(color=KIND_COLORS[c], label=KIND_LABELS.get(c, c)) for c in present],
+        loc="upper right",
+        fontsize=7,
+        framealpha=0.9,
+    )
     return fig

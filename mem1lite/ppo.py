@@ -50,18 +50,29 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
+import os
 import random
 import shutil
 import time
 from dataclasses import asdict, dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
+from tqdm.auto import tqdm
 
+from .domains import fit_default, load_domain
 from .files import commit_folder, find_folder, new_folder, write_text
-from .masks import DEFAULT_LAYOUT, ValueHead, layout_forward
-from .model import LORA_TARGETS  # noqa: F401  (re-exported: every linear map of a Qwen2 block)
+from .generate import GenerationConfig, ModelPolicy
+from .masks import ValueHead, layout_forward
+from .metrics import paired_bootstrap
+from .model import (
+    LORA_TARGETS,  # noqa: F401  (re-exported: every linear map of a Qwen2 block)
+    load_policy,
+    resolve_model,
+)
+from .plots import ppo_curves
 from .ppo_math import (
     explained_variance,
     gae,
@@ -72,6 +83,9 @@ from .ppo_math import (
     token_rewards,
     value_loss,
 )
+from .probe import greedy_em
+from .rollout import RolloutConfig, run_episodes
+from .terms import DEFAULT_LAYOUT
 
 
 class PPOError(RuntimeError):
@@ -207,8 +221,6 @@ def build_policy(init: str, args: PPOArgs, device=None):
     """
     from peft import LoraConfig, get_peft_model
 
-    from .model import load_policy, resolve_model
-
     spec = resolve_model(init)
     base, tokenizer = load_policy(spec.path, dtype=spec.dtype(device))
     base.config.use_cache = True
@@ -278,7 +290,7 @@ class Processes:
         self.module = module
         """the DDP-wrapped PolicyWithValue (several processes only)"""
         self.rank = accelerator.process_index if accelerator is not None else 0
-        self.world = accelerator.num_processes if accelerator is not None else 1
+        self.count = accelerator.num_processes if accelerator is not None else 1
 
     @property
     def main(self) -> bool:
@@ -287,11 +299,11 @@ class Processes:
 
     def shard(self, n: int) -> tuple[int, int]:
         """[9] This process's contiguous share [lo, hi) of n episodes."""
-        return n * self.rank // self.world, n * (self.rank + 1) // self.world
+        return n * self.rank // self.count, n * (self.rank + 1) // self.count
 
     def gather(self, items: list) -> list:
         """Every process's `items` (picklable), concatenated in rank order."""
-        if self.world == 1:
+        if self.count == 1:
             return items
         from accelerate.utils import gather_object
 
@@ -299,21 +311,21 @@ class Processes:
 
     def sum(self, values: list[float]) -> list[float]:
         """Element-wise sums over the processes."""
-        if self.world == 1:
+        if self.count == 1:
             return values
         t = torch.tensor(values, dtype=torch.float64, device=self.accelerator.device)
         return self.accelerator.reduce(t, reduction="sum").tolist()
 
     def decide(self, flag: bool) -> bool:
         """The main process's `flag`, on every process (a time budget is read on one clock)."""
-        if self.world == 1:
+        if self.count == 1:
             return flag
         from accelerate.utils import broadcast_object_list
 
         return bool(broadcast_object_list([flag], from_process=0)[0])
 
     def wait(self) -> None:
-        if self.world > 1:
+        if self.count > 1:
             self.accelerator.wait_for_everyone()
 
     def backward(self, loss: torch.Tensor) -> None:
@@ -324,8 +336,6 @@ class Processes:
 
     def gather_scored(self, trajs, logprobs, ref_logprobs, values, mask, seconds: float):
         """[9] The whole batch on every process: trajectories and their (B, T) scores, re-padded."""
-        from torch.nn.utils.rnn import pad_sequence
-
         counts = mask.sum(-1).tolist()
         rows = self.gather(
             [
@@ -382,8 +392,6 @@ def collect(
 
 def play(model, tokenizer, domain, args: PPOArgs, step: int, procs: Processes | None = None):
     """[1] This process's share of step `step`'s episodes, rolled out: (trajectories, N, seconds)."""
-    from .rollout import GenerationConfig, ModelPolicy, RolloutConfig, run_episodes
-
     procs = procs or Processes()
     n = args.objectives[step % len(args.objectives)]
     seed = step_seed(args.seed, step)
@@ -421,7 +429,7 @@ def score(
         with model.disable_adapter():  # [3] the reference policy
             ref = layout_forward(model, trajs, args.layout, temperature=args.temperature)
     logprobs, ref_logprobs, values, mask = out.logprobs, ref.logprobs, out.values, out.mask
-    if procs.world > 1:  # [9]
+    if procs.count > 1:  # [9]
         trajs, logprobs, ref_logprobs, values, mask, rollout_s = procs.gather_scored(
             trajs, logprobs, ref_logprobs, values, mask, rollout_s
         )
@@ -479,11 +487,11 @@ def update(
         order = torch.randperm(n, generator=g).tolist()
         for s in range(0, n, args.minibatch_episodes):
             idx = order[s : s + args.minibatch_episodes]
-            if procs.world > 1:  # [9] this process's share of the minibatch, and the minibatch's tokens
+            if procs.count > 1:  # [9] this process's share of the minibatch, and the minibatch's tokens
                 minibatch_tokens = int(batch.mask[torch.tensor(idx)].sum())
-                idx = idx[procs.rank :: procs.world]
+                idx = idx[procs.rank :: procs.count]
             trajs = [batch.trajs[i] for i in idx]
-            if procs.world > 1:
+            if procs.count > 1:
                 out = procs.module(Episodes(trajs))  # through DDP, which all-reduces the gradients
             else:
                 out = layout_forward(model, trajs, args.layout, value_head=head, temperature=args.temperature)
@@ -496,9 +504,9 @@ def update(
             v_loss = value_loss(out.values, old_v, ret, mask, args.clip_value)
             entropy = masked_mean(out.entropy, mask)
             loss = pg_loss + args.vf_coef * v_loss - args.entropy_coef * entropy
-            if procs.world > 1:  # [9] sum over this share / minibatch tokens, times the processes
+            if procs.count > 1:  # [9] sum over this share / minibatch tokens, times the processes
                 share = float(mask.sum()) / max(minibatch_tokens, 1)
-                loss = loss * (share * procs.world)
+                loss = loss * (share * procs.count)
                 ratio = masked_mean(torch.exp(out.logprobs - old_lp).detach(), mask)
                 local = [pg_loss, v_loss, entropy, clipfrac, approx_kl, ratio]
                 agreed = procs.sum(
@@ -517,7 +525,7 @@ def update(
                 logs["max_abs_log_ratio_first"] = [
                     float(((out.logprobs - old_lp).abs() * mask).max().detach())
                 ]
-                if procs.world > 1:
+                if procs.count > 1:
                     first_ratio = float(ratio)
                     worst = procs.gather(logs["max_abs_log_ratio_first"])
                     logs["max_abs_log_ratio_first"] = [max(worst)]
@@ -527,7 +535,7 @@ def update(
             grad_norm = torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
             for opt in optimizers:
                 opt.step()
-            trained_tokens += minibatch_tokens if procs.world > 1 else int(mask.sum())
+            trained_tokens += minibatch_tokens if procs.count > 1 else int(mask.sum())
             for k, v in (
                 ("policy_loss", pg_loss),
                 ("value_loss", v_loss),
@@ -602,8 +610,6 @@ def save_adapter(path: Path, model, head, base: str) -> None:
 
 
 def _relpath(target: Path, start: Path) -> str:
-    import os
-
     return os.path.relpath(target, start)
 
 
@@ -681,8 +687,6 @@ def check_base(checkpoint: Path, init: str) -> None:
 
 
 def evaluate_dev(model, tokenizer, domain, args: PPOArgs) -> dict:
-    from .probe import greedy_em
-
     n = args.objectives[0] if domain.name != "qa" else 2
     s = greedy_em(
         model,
@@ -715,9 +719,6 @@ def card_command(args: PPOArgs) -> str:
 def compare_to_start(model, tokenizer, domain, args: PPOArgs) -> dict:
     """Greedy dev EM of the trained policy and of its SFT start (the same model with the adapter
     off) on the same tasks, with a paired bootstrap interval of the difference per N."""
-    from .metrics import paired_bootstrap
-    from .probe import greedy_em
-
     out = {}
     limit = getattr(domain, "max_objectives", None)
     for n, count in args.final_eval:
@@ -749,15 +750,8 @@ def compare_to_start(model, tokenizer, domain, args: PPOArgs) -> dict:
 
 def train_ppo(args: PPOArgs) -> dict:
     """The run. Under `accelerate launch` every process runs this; the main one writes [9]."""
-    from datetime import timedelta
-
     from accelerate import Accelerator
     from accelerate.utils import InitProcessGroupKwargs
-    from tqdm.auto import tqdm
-
-    from .domains import load_domain
-    from .model import resolve_model
-    from .plots import ppo_curves
 
     # [9] one process unless `accelerate launch` started several (gloo on CPU, NCCL on GPUs); the
     # main process may evaluate for a while as the others wait at the next gather
@@ -781,9 +775,9 @@ def train_ppo(args: PPOArgs) -> dict:
     found = find_checkpoint(ckpt) if args.resume else None
     if args.resume and found is None:
         raise PPOError(f"--resume: no checkpoint at {ckpt} or {ckpt}.old (a complete one holds state.json)")
-    if args.episodes_per_step % procs.world or args.minibatch_episodes % procs.world:
+    if args.episodes_per_step % procs.count or args.minibatch_episodes % procs.count:
         raise PPOError(
-            f"{procs.world} processes: episodes per step ({args.episodes_per_step}) and per minibatch "
+            f"{procs.count} processes: episodes per step ({args.episodes_per_step}) and per minibatch "
             f"({args.minibatch_episodes}) must both be multiples of the number of processes"
         )
     spec = resolve_model(args.init)
@@ -791,10 +785,7 @@ def train_ppo(args: PPOArgs) -> dict:
         check_base(found, spec.path)
     procs.wait()  # every process has looked at `out` before the main one writes into it
     domain = load_domain(args.env, args.data)
-    if args.objectives == PPOArgs.objectives:  # the QA default, N = 2: within the domain's sizes
-        from .domains import fit_objectives
-
-        args = replace(args, objectives=fit_objectives(args.objectives, domain))
+    args = replace(args, objectives=fit_default(args.objectives, PPOArgs.objectives, domain))
     model, head, tokenizer = build_policy(args.init, args, device=accelerator.device)
     actor = torch.optim.AdamW(trainable_parameters(model), lr=args.actor_lr, weight_decay=0.0)
     critic = torch.optim.AdamW(head.parameters(), lr=args.critic_lr, weight_decay=0.0)
@@ -858,7 +849,7 @@ def train_ppo(args: PPOArgs) -> dict:
     bar.close()
     digests = procs.digests(model, head)  # [9] every process must hold the very same parameters
     if len(set(digests)) > 1:
-        raise PPOError(f"the {procs.world} processes ended with different parameters: {digests}")
+        raise PPOError(f"the {procs.count} processes ended with different parameters: {digests}")
     if not procs.main:
         return {}
     save_adapter(out, model, head, spec.path)
@@ -874,21 +865,11 @@ def train_ppo(args: PPOArgs) -> dict:
         "minutes": round((time.perf_counter() - t_start) / 60, 1),
         "last": history[-1] if history else {},
         "dev_comparison": comparison,
-        "processes": procs.world,
+        "processes": procs.count,
         "parameter_sha256_per_process": digests,
     }
     (out / "card.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
     return card
 
 
-def with_overrides(args: PPOArgs, **kw) -> PPOArgs:
-    return replace(args, **{k: v for k, v in kw.items() if v is not None})
-
-
-def load_value_head(path: str | Path, hidden_size: int) -> ValueHead:
-    head = ValueHead(hidden_size)
-    head.load_state_dict(torch.load(Path(path) / "value_head.pt"))
-    return head
-
-
-__all__ = ["PPOArgs", "PPOError", "make_args", "train_ppo", "build_policy", "collect", "update", "math"]
+__all__ = ["PPOArgs", "PPOError", "make_args", "train_ppo", "build_policy", "collect", "update"]

@@ -19,15 +19,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .rollout import (
-    GenerationConfig,
-    ModelPolicy,
-    RolloutConfig,
-    TeacherPolicy,
-    Trajectory,
-    run_episodes,
-    summarize,
-)
+from .generate import GenerationConfig, ModelPolicy, TeacherPolicy
+from .rollout import RolloutConfig, run_episodes
+from .trajectory import Trajectory, summarize
 from .world import World
 
 _INFO = re.compile(r"<information>.*?</information>", re.S)
@@ -137,7 +131,7 @@ def greedy_em(
     max_new_tokens: int = 192,
     batch_size: int = 64,
 ) -> dict:
-    """Greedy rollouts of `count` tasks; returns `rollout.summarize` plus the trajectories."""
+    """Greedy rollouts of `count` tasks; returns `trajectory.summarize` plus the trajectories."""
     tasks = domain.tasks(split, objectives, count, seed=seed)
     envs = [domain.environment(t) for t in tasks]
     config = GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0, batch_size=batch_size)

@@ -54,8 +54,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
+from .domains import fit_default, fit_objectives, load_domain
 from .files import commit_folder, find_folder, fsync_tree, new_folder, remove_folder, write_text
+from .model import TINY_DIR, build_tiny_model, count_parameters, load_policy, load_tokenizer, resolve_model
+from .plots import probe_curves
+from .probe import greedy_em, name_token_ids, probe_samples, teacher_forced_accuracy, teacher_trajectories
 from .store import sha256_file
 
 
@@ -218,8 +223,6 @@ def teacher_sft_data(domain, tokenizer, args: SFTArgs, split: str = "sft"):
     """Play `args.tasks` teacher tasks; one row per turn: `input_ids` (context + response) and
     `response_mask`. Cached under runs/cache, keyed by everything that changes the rows."""
     from datasets import Dataset, load_from_disk
-
-    from .probe import teacher_trajectories
 
     key = hashlib.sha256(
         json.dumps(
@@ -574,8 +577,6 @@ class ReadingProbe:
     world of named entities (QA); elsewhere the teacher-forced part measures response tokens only."""
 
     def __init__(self, domain, tokenizer, args: SFTArgs):
-        from .probe import name_token_ids, probe_samples, teacher_trajectories
-
         self.domain, self.tokenizer, self.args = domain, tokenizer, args
         self.objectives = 2 if 2 in args.objectives or domain.name == "qa" else args.objectives[0]
         trajs = teacher_trajectories(
@@ -586,14 +587,9 @@ class ReadingProbe:
         self.samples = probe_samples(trajs, tokenizer, names)
 
     def teacher_forced(self, model) -> dict:
-        from .probe import teacher_forced_accuracy
-
         return teacher_forced_accuracy(model, self.samples, pad_id=self.tokenizer.pad_token_id)
 
     def em(self, model, objectives=(1, 2), tasks: int | None = None, split: str = "dev") -> dict:
-        from .domains import fit_objectives
-        from .probe import greedy_em
-
         out = {}
         for n in fit_objectives(objectives, self.domain):
             s = greedy_em(
@@ -620,7 +616,6 @@ def _fast_sft_trainer():
     """TRL's SFTTrainer with a plain loss: the LM head on the scored positions, then one
     cross-entropy. TRL's default tiled log-prob head (built to spare GPU memory on big
     vocabularies) took ~38% of a step of the tiny model here; this is the same loss, faster."""
-    import torch.nn.functional as F
     from trl import SFTTrainer
 
     class FastSFTTrainer(SFTTrainer):
@@ -656,17 +651,6 @@ def train_sft(args: SFTArgs) -> dict:
     from accelerate import PartialState
     from transformers import set_seed
     from trl import SFTConfig
-
-    from .domains import load_domain
-    from .model import (
-        TINY_DIR,
-        build_tiny_model,
-        count_parameters,
-        load_policy,
-        load_tokenizer,
-        resolve_model,
-    )
-    from .plots import probe_curves
 
     datasets.disable_progress_bars()
     cuda = torch.cuda.is_available()
@@ -879,14 +863,9 @@ def _parameter_digests(model, processes) -> list[str]:
 def fit_to_domain(args: SFTArgs, domain) -> SFTArgs:
     """Bring the QA-shaped default task sizes within the domain's (WebShop-lite tasks have N = 1).
     Sizes a user chose are left alone: the domain then says what is wrong with them."""
-    from .domains import fit_objectives
-
-    objectives = args.objectives
-    if objectives == SFTArgs.objectives:
-        objectives = fit_objectives(objectives, domain)
     return replace(
         args,
-        objectives=objectives,
+        objectives=fit_default(args.objectives, SFTArgs.objectives, domain),
         final_eval_objectives=fit_objectives(args.final_eval_objectives, domain),
     )
 
@@ -901,7 +880,3 @@ def fit_pack_length(args: SFTArgs, longest: int) -> SFTArgs:
         max_length *= 2
         grad_accum = max(1, grad_accum // 2)
     return replace(args, max_length=max_length, grad_accum=grad_accum)
-
-
-def with_overrides(args: SFTArgs, **kw) -> SFTArgs:
-    return replace(args, **{k: v for k, v in kw.items() if v is not None})

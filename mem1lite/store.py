@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from .files import commit_folder, new_folder
 
 # datasets and pyarrow are imported where they are used: world.py (and so the `mem1` command,
 # whose --help must stay fast) needs this module's DataError without paying ~1 s for them.
@@ -40,24 +41,23 @@ def save_store(
     what: str,
     force: bool,
 ) -> Path:
-    """Write a store to `out` atomically: `write(tmp)` fills a temporary folder beside it, the
-    manifest (`manifest` plus the sha256 of `files`) goes last, then the folder is renamed into place."""
+    """Write a store to `out` atomically: `write(tmp)` fills a new folder beside it, the manifest
+    (`manifest` plus the sha256 of `files`) goes last, then files.commit_folder swaps it in whole."""
     import datasets
 
     datasets.disable_progress_bars()
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not force:
         raise FileExistsError(f"{out} already holds a {what}; pass --force to overwrite it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{what}-", dir=out.parent))
+    tmp = new_folder(out)
     try:
         write(tmp)
         manifest = manifest | {"sha256": {name: sha256_file(tmp / name) for name in files}}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         tmp.chmod(0o755)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        if out.exists() and not (out / "manifest.json").is_file():
+            shutil.rmtree(out)  # --force over a folder that is no store: nothing to keep while swapping
+        commit_folder(tmp, out, "manifest.json")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

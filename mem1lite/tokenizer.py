@@ -22,8 +22,12 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 
-from .protocol import INSTRUCTION, TAG_TOKENS, format_error_observation, observation
-from .world import RELATIONS, World
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from .protocol import INSTRUCTION, TAG_TOKENS, QAEnvironment, format_error_observation, observation
+from .retrieval import PoolRetrievers
+from .teacher import teacher_response
+from .world import RELATIONS, World, make_tasks
 
 PAD, EOS, IM_START, IM_END = "<|pad|>", "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 SPECIAL_TOKENS = [PAD, EOS, IM_START, IM_END, *TAG_TOKENS]
@@ -60,7 +64,6 @@ def _training_text(world: World, name_part_repeats: int) -> Iterator[str]:
 
 def train_tokenizer(world: World, vocab_size: int = DEFAULT_VOCAB_SIZE, name_part_repeats: int = 100):
     """Train the tokenizer on `world` and wrap it as a `PreTrainedTokenizerFast`."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
@@ -99,11 +102,6 @@ def qa_texts(world: World, tasks: int = 20) -> Iterator[str]:
     """The QA text whose encoding an extension must keep: documents, every question, the protocol,
     and whole teacher episodes in the chat template (prompts at N = 1..4, 8, 16, responses, passages,
     format errors), the way rollouts and SFT data put them together."""
-    from .protocol import QAEnvironment
-    from .retrieval import PoolRetrievers
-    from .teacher import teacher_response
-    from .world import make_tasks
-
     for doc in world.documents:
         yield f"Doc 1(Title: {doc.title}) {doc.text}"
     for split in world.questions:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .evaluate import EvalConfig, evaluate
 from .paper import WEBSHOP
 
 
@@ -64,8 +65,6 @@ def webshop_record(record: dict, trajs) -> dict:
 def evaluate_webshop(cfg: WebShopEvalConfig, keep: dict | None = None) -> list[dict]:
     """One record per (policy, agent), from evaluate.py's sweep at N = 1 on the webshop domain;
     `keep`, if given, receives the trajectories by (policy, agent)."""
-    from .evaluate import EvalConfig, evaluate
-
     run = evaluate(
         EvalConfig(
             policies=cfg.policies,

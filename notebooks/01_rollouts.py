@@ -32,18 +32,13 @@
 # %%
 import time
 
+from mem1lite.generate import GenerationConfig, ModelPolicy, TeacherPolicy
 from mem1lite.model import TINY_DIR, build_tiny_model, count_parameters, load_tokenizer
 from mem1lite.plots import context_per_turn, peak_tokens_vs_n
 from mem1lite.protocol import QAEnvironment, max_turns, parse_response
 from mem1lite.retrieval import Retriever
-from mem1lite.rollout import (
-    GenerationConfig,
-    ModelPolicy,
-    RolloutConfig,
-    TeacherPolicy,
-    run_episodes,
-    summarize,
-)
+from mem1lite.rollout import RolloutConfig, run_episodes
+from mem1lite.trajectory import summarize
 from mem1lite.world import load_world, make_tasks
 
 t_start = time.perf_counter()

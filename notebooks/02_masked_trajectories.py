@@ -37,8 +37,8 @@ import time
 import matplotlib.pyplot as plt
 import torch
 
+from mem1lite.generate import GenerationConfig, ModelPolicy, TeacherPolicy
 from mem1lite.masks import (
-    LAYOUTS,
     additive_mask,
     bool_mask_as_float,
     build_layout,
@@ -46,14 +46,15 @@ from mem1lite.masks import (
     logprob_deviation,
     mask_row,
     packed_blocks,
-    plot_mask,
     run_layout,
     without_float32_islands,
 )
 from mem1lite.model import DATA_DIR, TINY_DIR, build_tiny_model, load_policy, load_tokenizer
+from mem1lite.plots import plot_mask
 from mem1lite.protocol import QAEnvironment
 from mem1lite.retrieval import Retriever
-from mem1lite.rollout import GenerationConfig, ModelPolicy, RolloutConfig, TeacherPolicy, run_episodes
+from mem1lite.rollout import RolloutConfig, run_episodes
+from mem1lite.terms import LAYOUTS
 from mem1lite.world import load_world, make_tasks
 
 torch.set_num_threads(1)
@@ -383,7 +384,8 @@ assert pick(rows, dtype="float64", layout="packed", reference="per_turn")["max_a
 # > mask, and is the training default (`DEFAULT_LAYOUT`).
 
 # %%
-from mem1lite.masks import DEFAULT_LAYOUT, bench_masks  # noqa: E402
+from mem1lite.bench import bench_masks  # noqa: E402
+from mem1lite.terms import DEFAULT_LAYOUT  # noqa: E402
 
 records = bench_masks(objectives=(2,), episodes=2, repeats=1)
 print("default training layout:", DEFAULT_LAYOUT)

@@ -37,19 +37,16 @@ from pathlib import Path
 from IPython.display import HTML, display
 
 from mem1lite.inspector import (
-    Inspector,
     Origins,
     TokenText,
-    css,
     find_partner,
     load_trajectories,
     mask_row_of,
     piece_label,
-    render_compare,
-    render_mask_row,
-    render_turn,
     turn_view,
 )
+from mem1lite.inspector_html import css, render_compare, render_mask_row, render_turn
+from mem1lite.inspector_widget import Inspector
 from mem1lite.model import TINY_DIR, load_tokenizer
 
 EXAMPLES = Path("../data/examples") if Path("../data/examples").is_dir() else Path("data/examples")

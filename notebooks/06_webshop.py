@@ -37,14 +37,16 @@ from IPython.display import Markdown, display
 
 from mem1lite.domains import load_domain
 from mem1lite.evaluate import CHECKPOINT_DIR
-from mem1lite.inspector import Inspector
+from mem1lite.generate import TeacherPolicy
+from mem1lite.inspector_widget import Inspector
 from mem1lite.model import TINY_DIR, load_tokenizer
 from mem1lite.plots import context_per_turn
 from mem1lite.ppo import make_args as ppo_args
 from mem1lite.ppo import train_ppo
-from mem1lite.rollout import RolloutConfig, TeacherPolicy, run_episodes, summarize
+from mem1lite.rollout import RolloutConfig, run_episodes
 from mem1lite.sft import make_args as sft_args
 from mem1lite.sft import train_sft
+from mem1lite.trajectory import summarize
 from mem1lite.webshop import SPLITS, catalogue_statistics
 from mem1lite.webshop_env import TURN_LIMIT, item_page, purchase_reward, results_page
 from mem1lite.webshop_eval import WebShopEvalConfig, evaluate_webshop, webshop_table

@@ -1,4 +1,4 @@
-"""The fault table of issue 18 ("nothing lost, nothing silent"): each fault is made on a temporary
+"""The fault table ("nothing lost, nothing silent"): each fault is made on a temporary
 copy (a copied tiny checkpoint, world or PPO run), the command is run as a user would run it, and
 its behaviour is read from the exit code, stderr and what is left on disk:
 
@@ -253,7 +253,7 @@ def faults() -> list[Fault]:
             lambda t: read_only(t / "ro"),
             note="root: the folder is made immutable (chattr +i)" if os.geteuid() == 0 else "",
         ),
-        # issue 18, this round: PPO checkpoints
+        # PPO checkpoints
         Fault(
             "ppo killed between the checkpoint swap's renames",
             [*ppo, "--out", "$T/killed", *resume],

@@ -9,7 +9,7 @@ of the difference (B - A), e.g. a mem1 model against the full-context baseline a
 import sys
 
 from mem1lite.metrics import paired_bootstrap
-from mem1lite.rollout import read_jsonl
+from mem1lite.trajectory import read_jsonl
 
 
 def per_task(path: str) -> dict[str, float]:

@@ -55,7 +55,7 @@ else
 # ---
 
 # %%
-from mem1lite.inspector import Inspector
+from mem1lite.inspector_widget import Inspector
 
 insp = Inspector.from_paths(["$PWD/data/examples/teacher-mem1-n4.jsonl", "$PWD/data/examples/teacher-full-n4.jsonl"])
 insp.turn.value = 2

@@ -5,6 +5,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from mem1lite.model import TINY_DIR, TinyConfig, build_tiny_model, load_tokenizer, tiny_qwen2_config  # noqa: E402
 from mem1lite.world import DEFAULT_WORLD_DIR, WorldConfig, generate_world, load_world  # noqa: E402
 
 SMALL = WorldConfig(
@@ -27,6 +28,12 @@ def world():
 
 
 @pytest.fixture(scope="session")
+def tokenizer():
+    """The shipped tokenizer (data/tiny), shared by both domains."""
+    return load_tokenizer(TINY_DIR)
+
+
+@pytest.fixture(scope="session")
 def small_world():
     """A small generated world for fast tests."""
     return generate_world(SMALL)
@@ -36,8 +43,6 @@ def write_small_qwen(path) -> str:
     """A small random Qwen2 (2 layers, width 32, seed 0) with the shipped tokenizer, saved in `path`
     as an SFT-style checkpoint: the base the training tests start from. Built like the tiny model
     (model.py), only smaller."""
-    from mem1lite.model import TINY_DIR, TinyConfig, build_tiny_model, load_tokenizer, tiny_qwen2_config
-
     tok = load_tokenizer(TINY_DIR)
     size = TinyConfig(
         hidden_size=32,
@@ -56,3 +61,9 @@ def write_small_qwen(path) -> str:
 def small_qwen():
     """`write_small_qwen`, for fixtures that make their own folder."""
     return write_small_qwen
+
+
+@pytest.fixture(scope="module")
+def tiny_init(tmp_path_factory, small_qwen):
+    """A small random Qwen2 with the shipped tokenizer, saved as an SFT-style checkpoint (per module)."""
+    return small_qwen(tmp_path_factory.mktemp("init"))

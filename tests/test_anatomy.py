@@ -248,7 +248,9 @@ def test_cli_refuses_what_it_cannot_diagnose(tmp_path, capsys):
     assert "not 'teacher'" in capsys.readouterr().err
     assert main(["diagnose", "--policy", str(tmp_path / "nothing")]) == 2
     assert "unknown policy" in capsys.readouterr().err
-    assert main(["diagnose", "--policy", str(tmp_path), "--objectives", "0"]) == 2
+    with pytest.raises(SystemExit) as exit_:  # argparse refuses the size itself (cli._objective_list)
+        main(["diagnose", "--policy", str(tmp_path), "--objectives", "0"])
+    assert exit_.value.code == 2 and "expected numbers >= 1" in capsys.readouterr().err
     assert main(["diagnose", "--policy", str(tmp_path), "--json", str(tmp_path)]) == 2
     assert "is a directory" in capsys.readouterr().err
 

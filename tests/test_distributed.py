@@ -1,4 +1,4 @@
-"""Data parallelism under `accelerate launch` (issue 11): two CPU processes (gloo) against one.
+"""Data parallelism under `accelerate launch`: two CPU processes (gloo) against one.
 
 `mem1 ppo` split over 2 processes plays each its half of a step's episodes (seeded as in the whole
 batch), gathers the scored batch, takes half of every minibatch and all-reduces the gradients: both
@@ -29,11 +29,6 @@ from distributed_worker import float64_everywhere  # noqa: E402
 WORKER = Path(__file__).with_name("distributed_worker.py")
 TOLERANCE = 1e-10
 """largest |difference| allowed between the 2-process and the 1-process parameters (float64)"""
-
-
-@pytest.fixture(scope="module")
-def tiny_init(tmp_path_factory, small_qwen):
-    return small_qwen(tmp_path_factory.mktemp("init"))
 
 
 def ppo_args(init, out) -> PPOArgs:

@@ -1,4 +1,4 @@
-"""Generation engines behind rollout.Engine (issue 11): the same tokens from every engine, and the
+"""Generation engines behind rollout.Engine: the same tokens from every engine, and the
 `mem1 bench generate` smoke run. The compiled engine is measured by the bench, not here (its
 compilation takes ~40 s on the dev machine); its static cache is tested without compilation."""
 
@@ -6,11 +6,20 @@ import json
 
 import pytest
 
-from mem1lite.engines import DEFAULT_ENGINE, ENGINES, HFGeneratePolicy, make_engine
+from mem1lite.generate import (
+    DEFAULT_ENGINE,
+    ENGINES,
+    Engine,
+    GenerationConfig,
+    HFGeneratePolicy,
+    ModelPolicy,
+    TeacherPolicy,
+    make_engine,
+)
 from mem1lite.model import TINY_DIR, build_tiny_model, load_tokenizer
 from mem1lite.protocol import QAEnvironment
 from mem1lite.retrieval import PoolRetrievers
-from mem1lite.rollout import Engine, GenerationConfig, ModelPolicy, RolloutConfig, TeacherPolicy, run_episodes
+from mem1lite.rollout import RolloutConfig, run_episodes
 from mem1lite.world import make_tasks
 
 

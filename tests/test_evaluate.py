@@ -5,20 +5,11 @@ import json
 
 import pytest
 
+from mem1lite import demo, report
 from mem1lite import evaluate as ev
 from mem1lite.cli import main
-from mem1lite.evaluate import (
-    RECORD_FIELDS,
-    Check,
-    EvalConfig,
-    EvalError,
-    check_targets,
-    per_objective_table,
-    read_state,
-    results_table,
-    state_behaviour,
-    to_markdown,
-)
+from mem1lite.evaluate import RECORD_FIELDS, EvalConfig, EvalError, read_state, state_behaviour
+from mem1lite.report import Check, check_targets, per_objective_table, results_table, to_markdown
 
 CONTRACT = (
     "agent",
@@ -87,7 +78,7 @@ def test_records_have_the_contract_fields_and_counts(cli_sweep):
 
 
 def test_the_same_tasks_for_every_policy_and_agent(cli_sweep):
-    from mem1lite.rollout import read_jsonl
+    from mem1lite.trajectory import read_jsonl
 
     out, _ = cli_sweep
     files = sorted((out / "traj").glob("*.jsonl"))
@@ -263,7 +254,7 @@ def test_markdown_tables_from_numbers():
     assert "| ppo | mem1 | 16 | 4.800 | 0.300 |" in md
     pivot = to_markdown(per_objective_table(recs))
     assert "| ppo | mem1 | 0.500 | 0.450 | 0.300 |" in pivot and "N=16" in pivot.splitlines()[0]
-    text = ev.reproduction_text(recs, check_targets(recs))
+    text = report.reproduction_text(recs, check_targets(recs))
     assert text.count("Reproduces:") == 1 and "ours 0.500 -> 0.300" in text
     assert "MEM1-QA 0.354 -> 0.123 (kept 35%)" in text  # the paper's, computed
 
@@ -284,11 +275,28 @@ def test_paper_ratios_are_computed():
 @pytest.mark.parametrize(
     "flags, message",
     [
+        (["--objectives", "1,x"], "expected comma-separated whole numbers"),
+        (["--objectives", "0,2"], "expected numbers >= 1"),
+    ],
+)
+def test_bad_flags_exit_2_before_any_work(flags, message, tmp_path, capsys):
+    """Flags argparse checks (cli.py's types): exit status 2, the message on the last line."""
+    import re
+
+    out = tmp_path / "out.json"
+    with pytest.raises(SystemExit) as exit_:
+        main(["eval", "--episodes", "1", "--objectives", "1", *flags, "--json", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_.value.code == 2 and re.search(message, err), err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
         (["--policy", "nosuch"], "unknown policy 'nosuch'"),
         (["--policy", "sft"], "no checkpoint at .*sft-mem1 for policy 'sft': train it with `mem1 sft"),
         (["--agents", "mem1,react"], "unknown agent react"),
-        (["--objectives", "1,x"], "expected comma-separated whole numbers"),
-        (["--objectives", "0,2"], "expected numbers >= 1"),
         (["--split", "test", "--top-p", "0"], "top-p"),
     ],
 )
@@ -305,9 +313,6 @@ def test_bad_input_is_one_line_and_writes_nothing(flags, message, tmp_path, caps
 
 
 def test_validate_and_roles(tmp_path):
-    assert ev.parse_int_list("16,2,2,4") == (2, 4, 16)
-    with pytest.raises(EvalError):
-        ev.parse_int_list("")
     assert ev.policy_role("ppo") == "rl" and ev.policy_role("sft-full") == "sft-full"
     assert ev.policy_role("data/checkpoints/ppo-mem1") == "rl" and ev.policy_role("runs/demo/sft/") == "sft"
     assert ev.policy_role("sft-n2") == "sft-n2" and ev.policy_role("runs/x") == "model"
@@ -319,17 +324,17 @@ def test_validate_and_roles(tmp_path):
 def test_demo_falls_back_to_the_teacher(tmp_path, monkeypatch):
     monkeypatch.setattr(ev, "CHECKPOINT_DIR", tmp_path)
     said = []
-    assert ev.demo_policies(ev.DemoConfig(out=str(tmp_path / "demo")), said.append) == ["teacher"]
+    assert demo.demo_policies(demo.DemoConfig(out=str(tmp_path / "demo")), said.append) == ["teacher"]
     assert len(said) == 1 and "no shipped checkpoint at" in said[0] and "TRAIN=1" in said[0]
     (tmp_path / "sft-mem1").mkdir()
     (tmp_path / "sft-full").mkdir()
-    assert ev.demo_policies(ev.DemoConfig(), said.append) == ["teacher", "sft", "sft-full"]
+    assert demo.demo_policies(demo.DemoConfig(), said.append) == ["teacher", "sft", "sft-full"]
     (tmp_path / "ppo-full").mkdir()  # the baseline after PPO replaces its SFT
-    assert ev.demo_policies(ev.DemoConfig(), said.append) == ["teacher", "sft", "ppo-full"]
+    assert demo.demo_policies(demo.DemoConfig(), said.append) == ["teacher", "sft", "ppo-full"]
 
 
 def test_demo_sweeps_plan():
-    plan = ev.demo_sweeps(["teacher", "sft", "ppo", "ppo-full"], (2, 16), 4, threads=1)
+    plan = demo.demo_sweeps(["teacher", "sft", "ppo", "ppo-full"], (2, 16), 4, threads=1)
     assert [(c.policies, c.agents) for c in plan] == [
         (("teacher",), ("mem1", "full", "truncate")),
         (("sft", "ppo"), ("mem1",)),
@@ -338,9 +343,9 @@ def test_demo_sweeps_plan():
     ]
     assert all(c.objectives == (2, 16) and c.episodes == 4 and c.threads == 1 for c in plan)
     # no full-context checkpoint: the main model stands in; the teacher alone gets one part
-    plan = ev.demo_sweeps(["teacher", "runs/demo/sft", "runs/demo/ppo"], (2,), 4)
+    plan = demo.demo_sweeps(["teacher", "runs/demo/sft", "runs/demo/ppo"], (2,), 4)
     assert plan[-1].policies == ("runs/demo/ppo",) and plan[-1].agents == ("full",)
-    assert [c.policies for c in ev.demo_sweeps(["teacher"], (2,), 4)] == [("teacher",)]
+    assert [c.policies for c in demo.demo_sweeps(["teacher"], (2,), 4)] == [("teacher",)]
 
 
 def test_paced_plays_like_the_teacher_at_a_model_cost():
@@ -359,8 +364,12 @@ def test_demo_trains_quick_checkpoints_with_valid_args(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(sft, "train_sft", lambda args: calls.append(("sft", args)))
     monkeypatch.setattr(ppo, "train_ppo", lambda args: calls.append(("ppo", args)))
-    cfg = ev.DemoConfig(out=str(tmp_path), train=True, threads=1, world="data/qa")
-    assert ev.demo_policies(cfg, lambda s: None) == ["teacher", str(tmp_path / "sft"), str(tmp_path / "ppo")]
+    cfg = demo.DemoConfig(out=str(tmp_path), train=True, threads=1, world="data/qa")
+    assert demo.demo_policies(cfg, lambda s: None) == [
+        "teacher",
+        str(tmp_path / "sft"),
+        str(tmp_path / "ppo"),
+    ]
     (_, s), (_, p) = calls
     assert s.preset == "quick" and s.out == str(tmp_path / "sft") and s.threads == 1
     assert p.preset == "quick" and p.init == str(tmp_path / "sft") and p.out == str(tmp_path / "ppo")
@@ -373,7 +382,9 @@ def test_saved_records_are_joined_and_rebuild_the_same_tables(cli_sweep, tmp_pat
     (tmp_path / "b.json").write_text(json.dumps(records[7:]))
     joined = ev.load_records([tmp_path / "a.json", tmp_path / "b.json"])
     assert len(joined) == len(records)
-    assert ev.to_markdown(ev.results_table(joined)) == ev.to_markdown(ev.results_table(records))
+    assert report.to_markdown(report.results_table(joined)) == report.to_markdown(
+        report.results_table(records)
+    )
     argv = ["eval", "--records", f"{tmp_path / 'a.json'},{tmp_path / 'b.json'}"]
     argv += ["--markdown", str(tmp_path / "joined.md")]
     assert main(argv) == 0

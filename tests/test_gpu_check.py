@@ -1,4 +1,4 @@
-"""scripts/gpu_check.sh without a GPU, and its code path on CPU at toy sizes (issue 11).
+"""scripts/gpu_check.sh without a GPU, and its code path on CPU at toy sizes.
 
 The GPU table itself needs a CUDA machine; here the same functions run on CPU with a 2-layer model
 and a handful of tokens, so that the script is known to work before a GPU is at hand.

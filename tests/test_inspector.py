@@ -21,30 +21,19 @@ from pathlib import Path
 import pytest
 
 from mem1lite import inspector as I
+from mem1lite import inspector_html as H
+from mem1lite import inspector_widget as W
 from mem1lite.cli import main
-from mem1lite.masks import EXACT_LAYOUTS, KIND_COLORS, LAYOUTS
+from mem1lite.generate import TeacherPolicy
 from mem1lite.model import TINY_DIR, load_tokenizer
 from mem1lite.protocol import QAEnvironment
 from mem1lite.retrieval import PoolRetrievers
-from mem1lite.rollout import (
-    FullAgent,
-    RolloutConfig,
-    TeacherPolicy,
-    Trajectory,
-    Turn,
-    make_agent,
-    run_episodes,
-    token_kinds,
-    write_jsonl,
-)
+from mem1lite.rollout import FullAgent, RolloutConfig, make_agent, run_episodes
+from mem1lite.terms import EXACT_LAYOUTS, KIND_COLORS, LAYOUTS
+from mem1lite.trajectory import Trajectory, Turn, token_kinds, write_jsonl
 from mem1lite.world import make_tasks
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return load_tokenizer(TINY_DIR)
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +142,7 @@ def test_turn_view_is_the_recorded_context_then_the_response(tokenizer):
 def test_render_turn_colours_kinds_and_marks_the_loss(tokenizer, text_of):
     traj = hand_made(tokenizer, "mem1")
     view = I.turn_view(traj, 1)
-    out = I.render_turn(traj, 1, text_of, selected=view.n_context)
+    out = H.render_turn(traj, 1, text_of, selected=view.n_context)
     # the response's state tokens are underlined (loss); the prompt's are not
     assert '<span class="mi-t k-state loss sel"' in out  # the first response token, selected
     shown = html.unescape(re.sub(r"<[^>]+>", "", out))
@@ -162,23 +151,23 @@ def test_render_turn_colours_kinds_and_marks_the_loss(tokenizer, text_of):
     assert '<span class="mi-t k-prompt" title="pos 0' in out
     assert 'class="mi-t k-action loss"' in out and 'class="mi-t k-info"' in out
     assert "k-info loss" not in out and "k-prompt loss" not in out
-    style = I.css()
+    style = H.css()
     for letter, name in (("s", "state"), ("a", "action"), ("i", "info"), ("A", "answer"), ("e", "error")):
         assert (
-            f".k-{name}{{background:{I._tint(KIND_COLORS[letter], 0.28)};--mi-c:{KIND_COLORS[letter]}}}"
+            f".k-{name}{{background:{H._tint(KIND_COLORS[letter], 0.28)};--mi-c:{KIND_COLORS[letter]}}}"
             in style
         )
-    last = I.render_turn(traj, 2, text_of)
+    last = H.render_turn(traj, 2, text_of)
     assert "k-answer loss" in last and "→ answer" in last
 
 
 def test_windows_and_gap_marker():
-    assert I.windows(10, 20) == [(0, 10)]
-    w = I.windows(10_000, 100, focus=5_000)
+    assert H.windows(10, 20) == [(0, 10)]
+    w = H.windows(10_000, 100, focus=5_000)
     assert sum(e - s for s, e in w) == 100 and any(s <= 5_000 < e for s, e in w)
     assert w[0][0] == 0 and w[-1][1] == 10_000
-    assert I.windows(10_000, 100) == [(0, 12), (9_912, 10_000)]
-    assert "⋯ 88 tokens not shown (positions 12–99) ⋯" in I.gap_marker(12, 100)
+    assert H.windows(10_000, 100) == [(0, 12), (9_912, 10_000)]
+    assert "⋯ 88 tokens not shown (positions 12–99) ⋯" in H.gap_marker(12, 100)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,7 +200,7 @@ def test_packed_dense_row_hides_what_mem1_pruned(tokenizer):
     hidden = {o.piece_of(c)[0] for c, v in zip(row.key_codes, row.visible) if not v}
     assert {0, 1, 3} <= hidden  # earlier turns are in the row but masked out
     assert row.blocks is not None and max(row.blocks) >= 2
-    pane = I.render_mask_row(row, traj, I.TokenText(tokenizer))
+    pane = H.render_mask_row(row, traj, I.TokenText(tokenizer))
     assert "observation 0 (block 1)" in pane and "hidden" in pane and "data:image/png;base64," in pane
 
 
@@ -226,7 +215,7 @@ def test_stitched_row_of_a_kept_copy_is_its_home_turn(tokenizer):
     # at its home turn 2 it saw response 1 and observation 1: stitched shows that, not turn 3's view
     assert {o.piece_of(c)[0] for c in stitched.visible_codes()} == {-1, 2, 3, 4}
     assert I.home_turn(traj, view.codes[first_copy], o) == 2
-    assert "home turn (turn 2" in I.render_mask_row(stitched, traj)
+    assert "home turn (turn 2" in H.render_mask_row(stitched, traj)
 
 
 def test_a_layout_that_cannot_be_built_falls_back_to_per_turn(tokenizer):
@@ -255,7 +244,7 @@ def test_find_partner_prefers_the_other_agent_and_policy(tokenizer):
 
 def test_widget_controls_change_the_rendered_html(teacher, tokenizer):
     trajs = teacher["mem1"] + teacher["full"]
-    insp = I.Inspector(trajs, tokenizer=tokenizer)
+    insp = W.Inspector(trajs, tokenizer=tokenizer)
     assert insp.episode.value == 0 and insp.turn.value == 0
     first = insp.html()
     assert trajs[0].task_id in insp.panes["header"].value
@@ -290,7 +279,7 @@ def test_widget_controls_change_the_rendered_html(teacher, tokenizer):
 def test_widget_filters(teacher, tokenizer):
     trajs = teacher["mem1"] + teacher["full"] + [hand_made(tokenizer, "mem1")]
     trajs[-1].em = 0.0
-    insp = I.Inspector(trajs, tokenizer=tokenizer)
+    insp = W.Inspector(trajs, tokenizer=tokenizer)
     assert len(insp.episode.options) == 5
     insp.agent_filter.value = "full"
     assert [v for _, v in insp.episode.options] == [2, 3] and insp.current.agent == "full"
@@ -322,7 +311,7 @@ def test_malformed_lines_are_named_and_the_rest_loads(tmp_path, tokenizer):
     col = I.load_trajectories(tmp_path)
     assert [t.task_id for t in col.trajectories] == ["hand-0", "hand-1", "hand-2"]
     assert [w.split(": ")[0] for w in col.warnings] == [f"{path}:2", f"{path}:4", f"{path}:6"]
-    insp = I.Inspector.from_paths([path, tmp_path / "missing.jsonl"], tokenizer=tokenizer)
+    insp = W.Inspector.from_paths([path, tmp_path / "missing.jsonl"], tokenizer=tokenizer)
     banner = insp.widget.children[0].value
     assert f"{path}:2" in banner and f"{path}:4" in banner and "missing.jsonl: no such file" in banner
     assert len(insp.episode.options) == 3
@@ -336,7 +325,7 @@ def test_long_trajectory_stays_responsive(tokenizer, text_of):
     cache = I.LayoutCache()
     for layout in LAYOUTS:
         t0 = time.perf_counter()
-        panes = I.render_state(traj, j, view.n_context // 2, layout, text_of, cache=cache)
+        panes = H.render_state(traj, j, view.n_context // 2, layout, text_of, cache=cache)
         seconds = time.perf_counter() - t0
         assert seconds < 3.0, (layout, seconds)
         turn = panes["turn"]
@@ -349,7 +338,7 @@ def test_long_trajectory_stays_responsive(tokenizer, text_of):
     assert row.shown_layout == "per_turn" and "too big" not in row.note and "per_turn row" in row.note
     assert row.n_visible == view.n_context // 2 + 1
     # the widget over it: moving the token re-renders fast
-    insp = I.Inspector([traj], tokenizer=tokenizer)
+    insp = W.Inspector([traj], tokenizer=tokenizer)
     insp.turn.value = j
     t0 = time.perf_counter()
     insp.token_box.value = 12_345  # the exact-entry box drives the slider
@@ -438,7 +427,7 @@ def test_headless_chromium_screenshot(tmp_path):
     colours = {c for _, c in im.convert("RGB").getcolors(1 << 20)}
     # the page drew: many colours, among them the kind colours of the tokens
     assert len(colours) > 16
-    near = lambda c, hexc: all(abs(a - b) <= 24 for a, b in zip(c, I._rgb(hexc)))  # noqa: E731
+    near = lambda c, hexc: all(abs(a - b) <= 24 for a, b in zip(c, H._rgb(hexc)))  # noqa: E731
     assert any(near(c, KIND_COLORS["s"]) for c in colours) and any(near(c, KIND_COLORS["i"]) for c in colours)
 
 

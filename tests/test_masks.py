@@ -17,10 +17,8 @@ import pytest
 import torch
 from transformers import Qwen2Config
 
+from mem1lite.generate import GenerationConfig, ModelPolicy
 from mem1lite.masks import (
-    DEFAULT_LAYOUT,
-    EXACT_LAYOUTS,
-    LAYOUTS,
     ValueHead,
     additive_mask,
     bool_mask_as_float,
@@ -30,14 +28,15 @@ from mem1lite.masks import (
     logprob_deviation,
     mask_row,
     packed_blocks,
-    plot_mask,
     run_layout,
     without_float32_islands,
 )
-from mem1lite.model import DATA_DIR, TINY_DIR, build_tiny_model, load_tokenizer
+from mem1lite.model import DATA_DIR, build_tiny_model
+from mem1lite.plots import plot_mask
 from mem1lite.protocol import QAEnvironment
 from mem1lite.retrieval import Retriever
-from mem1lite.rollout import GenerationConfig, ModelPolicy, RolloutConfig, run_episodes
+from mem1lite.rollout import RolloutConfig, run_episodes
+from mem1lite.terms import DEFAULT_LAYOUT, EXACT_LAYOUTS, LAYOUTS
 from mem1lite.world import make_tasks
 
 TRUNCATE_KEEP = 60
@@ -53,11 +52,6 @@ def float64_exact():
     """Stock Qwen2 computed in the model's dtype throughout (for the float64 tests)."""
     with without_float32_islands():
         yield
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return load_tokenizer(TINY_DIR)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""PPO: the arithmetic by hand, and the loop's invariants on a tiny model (issue 7)."""
+"""PPO: the arithmetic by hand, and the loop's invariants on a tiny model."""
 
 import json
 from dataclasses import replace
@@ -65,12 +65,6 @@ def test_masked_whiten_and_losses():
 
 # ---------------------------------------------------------------------------------------------
 # The loop on a tiny model
-
-
-@pytest.fixture(scope="module")
-def tiny_init(tmp_path_factory, small_qwen):
-    """A small random Qwen2 with the shipped tokenizer, saved as an SFT-style checkpoint."""
-    return small_qwen(tmp_path_factory.mktemp("init"))
 
 
 def _args(init, out, **kw):
@@ -202,7 +196,7 @@ def test_final_comparison_runs_each_size_once_where_the_domain_caps_sizes(monkey
     import contextlib
     from types import SimpleNamespace
 
-    import mem1lite.probe as probe
+    import mem1lite.ppo as ppo_module
     from mem1lite.ppo import compare_to_start
 
     calls = []
@@ -212,7 +206,7 @@ def test_final_comparison_runs_each_size_once_where_the_domain_caps_sizes(monkey
         trajs = [SimpleNamespace(em=1.0, objectives=n)] * count
         return {"trajectories": trajs, "em_per_objective": 1.0, "peak_tokens": 1, "format_errors": 0}
 
-    monkeypatch.setattr(probe, "greedy_em", fake_greedy_em)
+    monkeypatch.setattr(ppo_module, "greedy_em", fake_greedy_em)  # ppo.py imports it by name
     model = SimpleNamespace(disable_adapter=contextlib.nullcontext)
     args = PPOArgs(final_eval=((2, 200), (4, 50), (8, 30)))
     out = compare_to_start(model, None, SimpleNamespace(max_objectives=1), args)
@@ -266,7 +260,7 @@ def test_a_run_that_cannot_start_leaves_nothing_behind(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# Checkpoints that survive a kill; resume checks (issue 18)
+# Checkpoints that survive a kill; resume checks
 
 
 class Killed(BaseException):

@@ -1,4 +1,4 @@
-"""The real-Qwen path without a real Qwen (issue 11): model presets, tags as plain text, and the
+"""The real-Qwen path without a real Qwen: model presets, tags as plain text, and the
 real Qwen2.5-0.5B architecture through every trajectory layout.
 
 Nothing can be downloaded here, so:
@@ -19,6 +19,7 @@ import types
 import pytest
 import torch
 
+from mem1lite.generate import GenerationConfig, ModelPolicy, TeacherPolicy, stop_checker, stop_sequences
 from mem1lite.model import (
     MODEL_PRESETS,
     QWEN2_5_0_5B,
@@ -28,19 +29,8 @@ from mem1lite.model import (
     resolve_model,
 )
 from mem1lite.protocol import INSTRUCTION, STOP_STRINGS, parse_response
-from mem1lite.rollout import (
-    GenerationConfig,
-    Mem1Agent,
-    ModelPolicy,
-    RolloutConfig,
-    TeacherPolicy,
-    Trajectory,
-    Turn,
-    run_episodes,
-    stop_checker,
-    stop_sequences,
-    token_kinds,
-)
+from mem1lite.rollout import Mem1Agent, RolloutConfig, run_episodes
+from mem1lite.trajectory import Trajectory, Turn, token_kinds
 
 QWEN_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
@@ -278,8 +268,9 @@ def hand_made(tok, n_turns: int = 3) -> Trajectory:
 def test_real_size_qwen2_forward_backward_each_layout(plain_tokenizer, tmp_path, monkeypatch):
     from transformers import Qwen2ForCausalLM
 
-    from mem1lite.masks import EXACT_LAYOUTS, LAYOUTS, layout_forward
+    from mem1lite.masks import layout_forward
     from mem1lite.ppo import PPOArgs, build_policy
+    from mem1lite.terms import EXACT_LAYOUTS, LAYOUTS
 
     tok = plain_tokenizer
     config = qwen2_5_0_5b_config(

@@ -17,35 +17,15 @@ from dataclasses import asdict
 import pytest
 import torch
 
+from mem1lite.generate import GenerationConfig, ModelPolicy, TeacherPolicy
 from mem1lite.masks import without_float32_islands
 from mem1lite.metrics import dependency
-from mem1lite.model import TINY_DIR, build_tiny_model, load_tokenizer
+from mem1lite.model import build_tiny_model
 from mem1lite.protocol import QAEnvironment
 from mem1lite.retrieval import PoolRetrievers
-from mem1lite.rollout import (
-    PROMPT,
-    FullAgent,
-    GenerationConfig,
-    Mem1Agent,
-    ModelPolicy,
-    RolloutConfig,
-    TeacherPolicy,
-    Trajectory,
-    TruncateAgent,
-    Turn,
-    make_agent,
-    read_jsonl,
-    run_episodes,
-    summarize,
-    token_kinds,
-    write_jsonl,
-)
+from mem1lite.rollout import FullAgent, Mem1Agent, RolloutConfig, TruncateAgent, make_agent, run_episodes
+from mem1lite.trajectory import PROMPT, Trajectory, Turn, read_jsonl, summarize, token_kinds, write_jsonl
 from mem1lite.world import make_tasks
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return load_tokenizer(TINY_DIR)
 
 
 @pytest.fixture(scope="module")

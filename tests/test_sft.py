@@ -1,4 +1,4 @@
-"""SFT data and a miniature end-to-end run of the staged recipe (issue 6 mechanics)."""
+"""SFT data and a miniature end-to-end run of the staged recipe."""
 
 import hashlib
 import json
@@ -25,13 +25,6 @@ def qa():
     from mem1lite.domains import QADomain
 
     return QADomain()
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    from mem1lite.model import TINY_DIR, load_tokenizer
-
-    return load_tokenizer(TINY_DIR)
 
 
 def test_rows_are_the_mem1_view_with_loss_on_the_response_only(qa, tokenizer, tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ import matplotlib
 import pytest
 
 from mem1lite import evaluate as ev
-from mem1lite import study
+from mem1lite import report, study
 from mem1lite.metrics import ratio_bootstrap
 
 matplotlib.use("Agg")
@@ -79,8 +79,8 @@ def test_tables_mark_sizes_beyond_the_data_and_skip_absent_arms():
     _, claims = study.comparison_table(records)
     claim = next(row for row in claims if row[0] == "mem1 above full context, same budget")
     assert claim[3] == "–" and claim[4].startswith("+0.375 [")
-    assert "Generalisation study" in "".join(ev._study_sections(records))
-    assert ev._study_sections([_rec("someone-else", "mem1", 2, [1.0])]) == []
+    assert "Generalisation study" in "".join(report._study_sections(records))
+    assert report._study_sections([_rec("someone-else", "mem1", 2, [1.0])]) == []
 
 
 def test_figure_draws_one_line_per_arm():

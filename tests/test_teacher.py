@@ -2,18 +2,14 @@
 
 import pytest
 
-from mem1lite.model import TINY_DIR, load_tokenizer
+from mem1lite.generate import TeacherPolicy
 from mem1lite.protocol import QAEnvironment, max_turns, parse_response, task_prompt
 from mem1lite.retrieval import PoolRetrievers
-from mem1lite.rollout import RolloutConfig, TeacherPolicy, run_episodes, summarize
+from mem1lite.rollout import RolloutConfig, run_episodes
 from mem1lite.teacher import State, find_fact, parse_state, question_chain, teacher_for, teacher_response
+from mem1lite.trajectory import summarize
 
 EPISODES = {1: 200, 2: 200, 4: 150, 8: 100, 16: 60}  # ~3,000 questions in all, a few seconds
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return load_tokenizer(TINY_DIR)
 
 
 @pytest.fixture(scope="module")

@@ -20,12 +20,6 @@ from mem1lite.model import (
 from mem1lite.protocol import TAG_TOKENS
 from mem1lite.tokenizer import CHAT_TEMPLATE, EOS, IM_END, IM_START, PAD, check_name_parts
 
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return load_tokenizer(TINY_DIR)
-
-
 # ---------------------------------------------------------------------------------------------
 # Tokenizer
 
@@ -184,7 +178,7 @@ def test_cli_rollout_smoke_and_one_line_errors(tmp_path, capsys):
 def test_a_missing_or_partial_tokenizer_file_is_an_error_never_a_fallback(tmp_path, fault):
     import shutil
 
-    from mem1lite.model import TINY_DIR, ModelLoadError, load_tokenizer
+    from mem1lite.model import TINY_DIR, ModelLoadError
 
     copy = tmp_path / "tiny"
     shutil.copytree(TINY_DIR, copy)

@@ -18,18 +18,11 @@ import pytest
 
 from mem1lite.cli import main
 from mem1lite.domains import QADomain, WebShopDomain, fit_objectives, load_domain
+from mem1lite.generate import GenerationConfig, ModelPolicy, TeacherPolicy
 from mem1lite.model import TINY_DIR, build_tiny_model, load_tokenizer
-from mem1lite.rollout import (
-    GenerationConfig,
-    ModelPolicy,
-    RolloutConfig,
-    TeacherPolicy,
-    read_jsonl,
-    run_episodes,
-    summarize,
-    write_jsonl,
-)
+from mem1lite.rollout import RolloutConfig, run_episodes
 from mem1lite.store import DataError
+from mem1lite.trajectory import read_jsonl, summarize, write_jsonl
 from mem1lite.webshop import (
     DEFAULT_WEBSHOP_DIR,
     SPLITS,
@@ -59,11 +52,6 @@ goals, 0.955 on 500 test goals; success rate 0.84)"""
 @pytest.fixture(scope="module")
 def domain():
     return load_domain("webshop")
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return load_tokenizer(TINY_DIR)
 
 
 def _think(action: str) -> str:
@@ -389,7 +377,7 @@ def test_untrained_model_rolls_out_and_writes_jsonl(domain, tokenizer, tmp_path)
 
 
 def test_cli_rollout_and_inspector_render_a_shopping_episode(tmp_path, capsys):
-    from mem1lite.inspector import export_html
+    from mem1lite.inspector_html import export_html
 
     out = tmp_path / "shop.jsonl"
     assert main(["rollout", "--env", "webshop", "--episodes", "2", "--out", str(out)]) == 0

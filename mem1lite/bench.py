@@ -1,0 +1,560 @@
+"""Every `mem1 bench`: retrieval, rollout memory and batching, generation engines, layout speed.
+
+    mem1 bench retrieval --json runs/bench-retrieval.json     # index and query time, recall@k per pool
+    mem1 bench rollout --json runs/bench-rollout.json         # ~3 minutes on 2 cores
+    mem1 bench generate --json runs/bench-generate.json       # ~2 minutes on 2 cores
+    mem1 bench masks --json runs/bench_masks.json             # layouts' speed and memory, side by side
+
+(`mem1 bench masks --deviation` is layout_check.py: an accuracy study, not a timing.)
+
+Each benchmark plays the QA domain with the modules it measures, so this module sits above all of
+them and nothing below imports it.
+
+## Rollout
+1. Memory (teacher on dev, N = 2 and N = 16, agents mem1 / full / truncate): peak tokens, the
+   largest context fed in any turn, prompt included. Targets: at N = 16, `full` peaks at >= 5x
+   `mem1`; `mem1` at N = 16 peaks at <= 2x its N = 2 peak (the paper: 6.4 -> 10.4 hundred, 1.6x).
+2. Throughput (one tiny model, default the untrained one, mem1 agent, N = 2, sampling at T = 1):
+   64 episodes generated as one batch vs the same kind of episodes one at a time (batch size 1),
+   in generated tokens per second of the whole rollout (environment steps included). Target >= 5x.
+   The two are interleaved `repeats` times so that background load hits both alike; the median
+   ratio is reported, with the best and the CPU-time ratio beside it (CPU time does not count the
+   time other processes hold the cores, so it is the steadier figure on a shared machine). The
+   episodes played both ways must produce the same tokens: that is checked and reported.
+
+## Generation engines
+
+Every engine (generate.py) rolls out the same episodes with the same per-episode generators,
+interleaved, so they write the same tokens up to float rounding; tokens/s side by side.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import os
+import statistics
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .generate import DEFAULT_ENGINE, ENGINES, GenerationConfig, ModelPolicy, TeacherPolicy, make_engine
+from .masks import LayoutBatch, ValueHead, build_layout, causal_lm, run_layout
+from .model import TINY_DIR, build_tiny_model, load_policy, load_tokenizer
+from .protocol import QAEnvironment
+from .retrieval import PoolRetrievers, Retriever, retrieval_recall
+from .rollout import RolloutConfig, run_episodes
+from .terms import AGENTS, DEFAULT_LAYOUT, EXACT_LAYOUTS, LAYOUTS
+from .trajectory import summarize
+from .world import SPLITS, load_world, make_tasks
+
+# ---------------------------------------------------------------------------------------------
+# mem1 bench retrieval
+
+
+def bench_retrieval(world_dir: str | Path | None = None, limit: int | None = None, log=print) -> list[dict]:
+    """Index time, query time and recall@k of canonical queries, per pool."""
+    world = load_world(world_dir)
+    records = []
+    for split in SPLITS:
+        r = retrieval_recall(world, split, limit=limit)
+        records.append({"bench": "retrieval", "split": split} | r)
+        log(
+            f"{split:5s} index {r['index_seconds']:.2f} s  query {r['query_ms']:.3f} ms  "
+            f"recall@1 {r['recall@1']:.3f}  recall@3 {r['recall@3']:.3f}"
+        )
+    return records
+
+
+# ---------------------------------------------------------------------------------------------
+# mem1 bench rollout
+
+TARGETS = {
+    "full_vs_mem1_peak": (">=", 5.0),
+    "mem1_peak_growth": ("<=", 2.0),
+    "batched_vs_single_tokens_per_s": (">=", 5.0),
+}
+
+
+@dataclass
+class RolloutBenchConfig:
+    """What `bench_rollout` measures."""
+
+    split: str = "dev"
+    """pool the tasks come from"""
+    teacher_episodes: int = 100
+    """teacher tasks per (agent, N)"""
+    objectives: tuple[int, int] = (2, 16)
+    """the two task sizes compared for memory"""
+    policy: str = "tiny"
+    """model for the throughput part: `tiny` (untrained) or a checkpoint directory"""
+    throughput_objectives: int = 2
+    """task size of the throughput episodes (the paper trains at N = 2)"""
+    batch_episodes: int = 64
+    """episodes generated together"""
+    single_episodes: int = 8
+    """episodes generated one at a time (the first ones of the batched run's tasks)"""
+    max_new_tokens: int = 192
+    """response limit, as in GenerationConfig (an untrained model always reaches it)"""
+    repeats: int = 3
+    """interleaved timing rounds (batched, then single)"""
+    seed: int = 0
+    """tasks, model initialisation and sampling"""
+    threads: int | None = None
+    """torch CPU threads (None: torch's default)"""
+    world: str | Path | None = None
+    """world folder (default data/qa)"""
+
+
+def _check(name: str, value: float) -> bool:
+    op, target = TARGETS[name]
+    return value >= target if op == ">=" else value <= target
+
+
+def _ratio_record(name: str, value: float, **extra) -> dict:
+    op, target = TARGETS[name]
+    return (
+        {"bench": "rollout", "kind": "ratio", "name": name, "value": value, "target": f"{op} {target:g}"}
+        | {"met": _check(name, value)}
+        | extra
+    )
+
+
+def bench_rollout(
+    cfg: RolloutBenchConfig | None = None, log: Callable[[str], None] | None = print
+) -> list[dict]:
+    """Run both parts and return flat records (teacher runs, throughput runs, then the ratios)."""
+
+    cfg = cfg or RolloutBenchConfig()
+    log = log or (lambda s: None)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    world = load_world(cfg.world)
+    retriever = PoolRetrievers(world)[cfg.split]
+    tokenizer = load_tokenizer(TINY_DIR)
+    records: list[dict] = []
+
+    def envs_for(tasks):
+        return [QAEnvironment.from_task(t, retriever) for t in tasks]
+
+    # -- 1. memory: the teacher under each agent -----------------------------------------------
+    log(f"teacher on {cfg.split}, {cfg.teacher_episodes} tasks per row")
+    peaks = {}
+    for n in cfg.objectives:
+        tasks = make_tasks(world, cfg.split, n, cfg.teacher_episodes, seed=cfg.seed)
+        for agent in AGENTS:
+            t0 = time.perf_counter()
+            trajs = run_episodes(
+                TeacherPolicy(tokenizer),
+                tokenizer,
+                envs_for(tasks),
+                RolloutConfig(agent, seed=cfg.seed, progress=False),
+                tasks,
+            )
+            s = summarize(trajs)
+            peaks[agent, n] = s["peak_tokens"]
+            records.append(
+                {"bench": "rollout", "kind": "teacher", "agent": agent, "policy": "teacher", "objectives": n}
+                | s
+                | {
+                    "max_peak_tokens": max(t.peak_tokens for t in trajs),
+                    "wall_seconds": time.perf_counter() - t0,
+                }
+            )
+            log(
+                f"  N={n:<2d} {agent:8s} EM/objective {s['em_per_objective']:.3f}  peak tokens "
+                f"{s['peak_tokens']:7.1f} (max {records[-1]['max_peak_tokens']})  turns {s['turns']:.1f}"
+            )
+    small, large = cfg.objectives
+
+    # -- 2. throughput: one model, batched vs one at a time -------------------------------------
+    if cfg.policy == "tiny":
+        model = build_tiny_model(seed=cfg.seed)
+    else:
+        model, tokenizer = load_policy(cfg.policy)
+    tasks = make_tasks(world, cfg.split, cfg.throughput_objectives, cfg.batch_episodes, seed=cfg.seed)
+    runs = {"batched": [], "single": []}
+    outputs = {}
+    log(
+        f"throughput: {cfg.policy} model, mem1, N={cfg.throughput_objectives}, {cfg.batch_episodes} episodes "
+        f"batched vs {cfg.single_episodes} one at a time, {torch.get_num_threads()} threads"
+    )
+    for r in range(cfg.repeats):
+        for mode in ("batched", "single"):
+            batch_size, chosen = (
+                (cfg.batch_episodes, tasks) if mode == "batched" else (1, tasks[: cfg.single_episodes])
+            )
+            gen = GenerationConfig(max_new_tokens=cfg.max_new_tokens, temperature=1.0, batch_size=batch_size)
+            pol = ModelPolicy(model, tokenizer, gen, name=cfg.policy)
+            wall, cpu = time.perf_counter(), time.process_time()
+            trajs = run_episodes(
+                pol, tokenizer, envs_for(chosen), RolloutConfig("mem1", seed=cfg.seed, progress=False), chosen
+            )
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            tokens = sum(len(t.output_ids) for tr in trajs for t in tr.turns)
+            runs[mode].append({"tokens": tokens, "wall": wall, "cpu": cpu, "summary": summarize(trajs)})
+            outputs[mode] = [[t.output_ids for t in tr.turns] for tr in trajs[: cfg.single_episodes]]
+            log(
+                f"  round {r + 1} {mode:7s} {tokens:6d} tokens in {wall:6.1f} s: "
+                f"{tokens / wall:7.0f} tokens/s"
+            )
+    same = outputs["batched"] == outputs["single"]
+    speed = {m: [x["tokens"] / x["wall"] for x in runs[m]] for m in runs}
+    cpu_speed = {m: [x["tokens"] / x["cpu"] for x in runs[m]] for m in runs}
+    for mode, episodes in (("batched", cfg.batch_episodes), ("single", cfg.single_episodes)):
+        s = runs[mode][-1]["summary"]
+        records.append(
+            {"bench": "rollout", "kind": "throughput", "mode": mode, "agent": "mem1", "policy": cfg.policy}
+            | {"objectives": cfg.throughput_objectives, "batch_size": episodes if mode == "batched" else 1}
+            | s
+            | {
+                "episodes": episodes,
+                "tokens": runs[mode][-1]["tokens"],
+                "tokens_per_s": statistics.median(speed[mode]),
+                "tokens_per_s_all": speed[mode],
+                "tokens_per_cpu_s": statistics.median(cpu_speed[mode]),
+                "max_new_tokens": cfg.max_new_tokens,
+                "threads": torch.get_num_threads(),
+                "same_tokens_as_other_mode": same,
+            }
+        )
+
+    # -- ratios -----------------------------------------------------------------------------------
+    per_round = [b / s for b, s in zip(speed["batched"], speed["single"])]
+    per_round_cpu = [b / s for b, s in zip(cpu_speed["batched"], cpu_speed["single"])]
+    ratios = [
+        _ratio_record("full_vs_mem1_peak", peaks["full", large] / peaks["mem1", large], objectives=large),
+        _ratio_record(
+            "mem1_peak_growth", peaks["mem1", large] / peaks["mem1", small], objectives=[small, large]
+        ),
+        _ratio_record(
+            "batched_vs_single_tokens_per_s",
+            statistics.median(per_round),
+            best=max(per_round),
+            per_round=per_round,
+            cpu_time_ratio=statistics.median(per_round_cpu),
+            same_tokens=same,
+            threads=torch.get_num_threads(),
+        ),
+    ]
+    records += ratios
+    log("ratios (measured in this run):")
+    labels = {
+        "full_vs_mem1_peak": f"full / mem1 peak tokens at N={large}",
+        "mem1_peak_growth": f"mem1 peak tokens N={large} / N={small}",
+        "batched_vs_single_tokens_per_s": f"batched ({cfg.batch_episodes}) / one at a time, tokens/s",
+    }
+    for r in ratios:
+        extra = ""
+        if "best" in r:
+            extra = (
+                f"  (best round {r['best']:.2f}x, CPU-time {r['cpu_time_ratio']:.2f}x, same tokens: {same})"
+            )
+        log(
+            f"  {labels[r['name']]:44s} {r['value']:6.2f}x  target {r['target']}x  "
+            f"{'met' if r['met'] else 'MISSED'}{extra}"
+        )
+    return records
+
+
+# ---------------------------------------------------------------------------------------------
+# mem1 bench generate
+
+
+@dataclass
+class GenerateBenchConfig:
+    """What `bench_generate` measures."""
+
+    engines: tuple[str, ...] = ENGINES
+    """engines compared, the first one being the reference of the ratios"""
+    episodes: int = 16
+    """mem1 episodes rolled out together (one batch)"""
+    objectives: int = 2
+    """task size (the paper trains at N = 2)"""
+    max_new_tokens: int = 64
+    """response limit (the untrained model always reaches it)"""
+    repeats: int = 2
+    """timed rounds after one warm-up round (which holds any compilation), engines interleaved"""
+    policy: str = "tiny"
+    """model: `tiny` (untrained) or a checkpoint directory"""
+    seed: int = 0
+    """tasks, initialisation and sampling"""
+    threads: int | None = None
+    """torch CPU threads (None: torch's default)"""
+    world: str | None = None
+    """world folder (default data/qa)"""
+
+
+def bench_generate(
+    cfg: GenerateBenchConfig | None = None, log: Callable[[str], None] | None = print
+) -> list[dict]:
+    """Roll out the same episodes with each engine, interleaved, and report tokens/s side by side.
+
+    Every round plays the same tasks with the same per-episode generators, so every engine writes
+    the same tokens up to float rounding; the share of identical responses is reported. The
+    warm-up round is timed too (`warmup_seconds`: compilation for `hf-static`).
+    """
+
+    cfg = cfg or GenerateBenchConfig()
+    log = log or (lambda s: None)
+    for e in cfg.engines:
+        if e not in ENGINES:
+            raise ValueError(f"unknown engine {e!r}: expected some of {', '.join(ENGINES)}")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    world = load_world(cfg.world)
+    retriever = PoolRetrievers(world)["dev"]
+    if cfg.policy == "tiny":
+        model, tokenizer = build_tiny_model(seed=cfg.seed), load_tokenizer(TINY_DIR)
+    else:
+        model, tokenizer = load_policy(cfg.policy)
+    model.eval()
+    tasks = make_tasks(world, "dev", cfg.objectives, cfg.episodes, seed=cfg.seed)
+    gen = GenerationConfig(max_new_tokens=cfg.max_new_tokens, temperature=1.0, batch_size=cfg.episodes)
+    log(
+        f"generation engines: {cfg.policy} model, mem1, N={cfg.objectives}, {cfg.episodes} episodes in one "
+        f"batch, <= {cfg.max_new_tokens} new tokens, {torch.get_num_threads()} threads"
+    )
+
+    def play(engine_name):
+        engine = make_engine(engine_name, model, tokenizer, gen, name=cfg.policy)
+        envs = [QAEnvironment.from_task(t, retriever) for t in tasks]
+        wall, cpu = time.perf_counter(), time.process_time()
+        trajs = run_episodes(
+            engine, tokenizer, envs, RolloutConfig("mem1", seed=cfg.seed, progress=False), tasks
+        )
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        tokens = sum(len(t.output_ids) for tr in trajs for t in tr.turns)
+        return tokens, wall, cpu, [[t.output_ids for t in tr.turns] for tr in trajs]
+
+    runs: dict[str, list] = {e: [] for e in cfg.engines}
+    warmup, outputs = {}, {}
+    for r in range(cfg.repeats + 1):
+        for e in cfg.engines:
+            tokens, wall, cpu, outs = play(e)
+            if r == 0:
+                warmup[e] = wall
+                outputs[e] = outs
+            else:
+                runs[e].append((tokens, wall, cpu))
+            log(
+                f"  {'warm-up' if r == 0 else f'round {r}':8s} {e:10s} {tokens:6d} tokens in {wall:6.2f} s: "
+                f"{tokens / wall:7.0f} tokens/s"
+            )
+    ref = cfg.engines[0]
+    records = []
+    for e in cfg.engines:
+        speed = [t / w for t, w, _ in runs[e]]
+        cpu_speed = [t / c for t, _, c in runs[e]]
+        ratio = [s / r for s, r in zip(speed, [t / w for t, w, _ in runs[ref]])]
+        same = sum(a == b for a, b in zip(outputs[e], outputs[ref])) / len(outputs[ref])
+        records.append(
+            {
+                "bench": "generate",
+                "engine": e,
+                "default": e == DEFAULT_ENGINE,
+                "policy": cfg.policy,
+                "agent": "mem1",
+                "objectives": cfg.objectives,
+                "episodes": cfg.episodes,
+                "max_new_tokens": cfg.max_new_tokens,
+                "tokens": runs[e][-1][0],
+                "tokens_per_s": statistics.median(speed),
+                "tokens_per_cpu_s": statistics.median(cpu_speed),
+                "warmup_seconds": warmup[e],
+                "ratio_vs_" + ref: statistics.median(ratio),
+                "same_responses_as_" + ref: same,
+                "repeats": cfg.repeats,
+                "threads": torch.get_num_threads(),
+            }
+        )
+    log(f"ratios (median of {cfg.repeats} interleaved rounds, measured in this run):")
+    for rec in records:
+        log(
+            f"  {rec['engine']:10s} {rec['tokens_per_s']:7.0f} tokens/s  "
+            f"x{rec['ratio_vs_' + ref]:.2f} vs {ref}  "
+            f"warm-up {rec['warmup_seconds']:6.1f} s  same responses as {ref}: "
+            f"{rec['same_responses_as_' + ref]:.0%}"
+        )
+    fastest = max(records, key=lambda r: r["tokens_per_s"])["engine"]
+    log(f"fastest here: {fastest} (default: {DEFAULT_ENGINE})")
+    return records
+
+
+# ---------------------------------------------------------------------------------------------
+# mem1 bench masks
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _trim_heap() -> None:
+    """Return freed heap pages to the OS so the RSS baseline is honest (glibc only)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+class PeakRSS:
+    """Peak resident set size above the starting RSS, sampled by a thread every `interval` s.
+
+    torch's CPU allocator is plain malloc, invisible to tracemalloc; RSS sampling sees it. The
+    heap is trimmed first so freed memory of an earlier measurement does not hide this one's.
+    """
+
+    def __init__(self, interval: float = 0.0005):
+        self.interval = interval
+        self.peak = 0
+
+    def __enter__(self):
+        _trim_heap()
+        self.base = _rss_bytes()
+        self.peak = self.base
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def _poll(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _rss_bytes())
+            time.sleep(self.interval)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_bytes())
+
+    @property
+    def delta_mb(self) -> float:
+        return (self.peak - self.base) / 2**20
+
+
+def train_step_time(model, batch: LayoutBatch, value_head=None) -> float:
+    """Seconds for one forward + backward of a surrogate PPO-like loss through the layout."""
+    t0 = time.perf_counter()
+    out = run_layout(model, batch, value_head=value_head)
+    loss = -(out.logprobs * out.mask).sum() - 0.01 * (out.entropy * out.mask).sum()
+    if out.values is not None:
+        loss = loss + ((out.values * out.mask) ** 2).sum()
+    loss.backward()
+    return time.perf_counter() - t0
+
+
+def teacher_trajectories(
+    objectives: int, episodes: int, agent: str = "mem1", split: str = "dev", seed: int = 0
+):
+    """Teacher rollouts on the shipped world (teacher-forced tokens: recorded log-probs are 0)."""
+
+    world = load_world()
+    tokenizer = load_tokenizer(TINY_DIR)
+    retriever = Retriever(world.documents_of(split))
+    tasks = make_tasks(world, split, objectives, episodes, seed=seed)
+    envs = [QAEnvironment.from_task(t, retriever) for t in tasks]
+    cfg = RolloutConfig(agent=agent, seed=seed, progress=False)
+    return run_episodes(TeacherPolicy(tokenizer), tokenizer, envs, cfg, tasks)
+
+
+def bench_masks(
+    objectives: Sequence[int] = (2, 8),
+    episodes: int = 4,
+    repeats: int = 3,
+    layouts: Sequence[str] = LAYOUTS,
+    agent: str = "mem1",
+    lora: bool = True,
+    seed: int = 0,
+    threads: int | None = None,
+    log: Callable[[str], None] | None = print,
+) -> list[dict]:
+    """Forward + backward time, policy tokens/s and peak memory of each layout, measured side by side.
+
+    The tiny model (float32, shipped config, LoRA r=8 on every projection as PPO uses it, plus a
+    value head) is trained on `episodes` teacher trajectories with N = `objectives`. One round
+    measures memory (and warms up): peak RSS above the pre-step RSS (`PeakRSS`). Then `repeats`
+    timed rounds, interleaving the layouts so that background load hits them alike; the median is
+    reported (and the fastest round beside it: on a shared machine the minimum is the steadier
+    estimate of cost), and ratios are against `per_turn` from the same rounds. `threads` sets
+    torch's CPU threads (default: torch's own choice).
+    """
+
+    log = log or (lambda s: None)
+    if threads:
+        torch.set_num_threads(threads)
+    records = []
+    for n in objectives:
+        trajs = teacher_trajectories(n, episodes, agent=agent, seed=seed)
+        model = build_tiny_model(seed=seed)
+        if lora:
+            from peft import LoraConfig, get_peft_model
+
+            targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+            model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=targets))
+        head = ValueHead(causal_lm(model).config.hidden_size)
+        batches = {name: build_layout(trajs, name) for name in layouts}
+        for name in layouts:  # first calls of each code path, on one short trajectory
+            train_step_time(model, build_layout(trajs[:1], name), head)
+        memory = {}
+        for name in layouts:
+            model.zero_grad(set_to_none=True)
+            head.zero_grad(set_to_none=True)
+            with PeakRSS() as m:
+                train_step_time(model, batches[name], head)
+            memory[name] = m.delta_mb
+        times = {name: [] for name in layouts}
+        for _ in range(repeats):
+            for name in layouts:
+                model.zero_grad(set_to_none=True)
+                head.zero_grad(set_to_none=True)
+                times[name].append(train_step_time(model, batches[name], head))
+        base = statistics.median(times["per_turn"]) if "per_turn" in times else None
+        base_min = min(times["per_turn"]) if "per_turn" in times else None
+        base_mem = memory.get("per_turn")
+        for name in layouts:
+            b = batches[name]
+            sec = statistics.median(times[name])
+            rec = {
+                "bench": "masks",
+                "layout": name,
+                "exact": name in EXACT_LAYOUTS,
+                "default": name == DEFAULT_LAYOUT,
+                "agent": agent,
+                "policy": "teacher",
+                "objectives": n,
+                "episodes": episodes,
+                "turns": sum(len(t.turns) for t in trajs),
+                "policy_tokens": b.policy_tokens,
+                "layout_tokens": b.layout_tokens,
+                "padded_tokens": b.padded_tokens,
+                "seconds": sec,
+                "seconds_min": min(times[name]),
+                "seconds_max": max(times[name]),
+                "repeats": repeats,
+                "tokens_per_s": b.policy_tokens / sec,
+                "speedup_vs_per_turn": base / sec if base else None,
+                "speedup_min_vs_per_turn": base_min / min(times[name]) if base_min else None,
+                "peak_rss_mb": memory[name],
+                "memory_vs_per_turn": memory[name] / base_mem if base_mem else None,
+                "memory_method": "peak RSS above pre-step RSS (heap trimmed), /proc/self/statm every 0.5 ms",
+                "threads": torch.get_num_threads(),
+                "lora": lora,
+            }
+            records.append(rec)
+            speed = (
+                f"x{rec['speedup_vs_per_turn']:.2f} (min x{rec['speedup_min_vs_per_turn']:.2f})"
+                if base
+                else "-"
+            )
+            log(
+                f"N={n:<2d} {name:12s} {sec:7.3f} s (min {min(times[name]):6.3f})  "
+                f"{rec['tokens_per_s']:6.0f} policy tok/s  {speed} vs per_turn  "
+                f"fed {b.layout_tokens:6d} tok (padded {b.padded_tokens:6d})  peak +{memory[name]:7.1f} MB"
+            )
+    return records
