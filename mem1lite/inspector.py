@@ -58,6 +58,7 @@ from pathlib import Path
 import torch
 
 from .masks import build_layout, mask_row, packed_blocks, span_kinds
+from .model import TINY_DIR, load_tokenizer
 from .terms import DEFAULT_LAYOUT, LAYOUTS
 from .trajectory import PROMPT, LoadReport, Trajectory, read_jsonl
 
@@ -163,8 +164,6 @@ class TokenText:
 
     def __init__(self, tokenizer=None):
         if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
-            from .model import TINY_DIR, load_tokenizer
-
             tokenizer = load_tokenizer(tokenizer or TINY_DIR)
         self.tokenizer = tokenizer
         self._cache: dict[int, str] = {}

@@ -161,11 +161,7 @@ def compare_with_teacher(
     contexts = [(t, j) for t in trajs for j in range(len(t.turns))]
     config = GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0, batch_size=64)
     policy = ModelPolicy(model, tokenizer, config)
-    import torch as _torch
-
-    responses = policy.respond(
-        [t.context_ids(j) for t, j in contexts], [_torch.Generator() for _ in contexts]
-    )
+    responses = policy.respond([t.context_ids(j) for t, j in contexts], [torch.Generator() for _ in contexts])
     rows = []
     for (t, j), r in zip(contexts, responses):
         teacher = tokenizer.decode(t.turns[j].output_ids, skip_special_tokens=False)

@@ -50,6 +50,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 
 from .protocol import ANSWER, EpisodeResult, Parsed, StepOutcome, observation, parse_response
+from .retrieval import Retriever
 from .webshop import Catalogue, Goal, Product
 
 PAGE_SIZE = 5
@@ -133,8 +134,6 @@ class Shop:
     """bm25s over the whole catalogue, with a small cache (queries repeat a lot in a batch)."""
 
     def __init__(self, catalogue: Catalogue, cache_size: int = 4096):
-        from .retrieval import Retriever
-
         self.catalogue = catalogue
         docs = [
             _Doc(
