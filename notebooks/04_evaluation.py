@@ -48,26 +48,28 @@ import time
 import matplotlib.pyplot as plt
 from IPython.display import Image, Markdown, display
 
-from mem1lite import anatomy, paper
+from mem1lite import anatomy, paper, study
+from mem1lite.demo import demo_sweeps, run_sweeps
 from mem1lite.evaluate import (
     AGENTS,
     CHECKPOINT_DIR,
     SHIPPED,
     EvalConfig,
+    load_records,
+    read_state,
+    state_text,
+)
+from mem1lite.model import TINY_DIR, load_tokenizer
+from mem1lite.report import (
     behaviour_table,
     check_targets,
-    demo_sweeps,
     figures,
     paper_comparison,
     per_objective_table,
-    read_state,
     reproduction_text,
     results_table,
-    run_sweeps,
-    state_text,
     to_markdown,
 )
-from mem1lite.model import TINY_DIR, load_tokenizer
 from mem1lite.world import load_world, make_tasks
 
 QUICK = os.environ.get("MEM1_QUICK", "1") != "0"
@@ -251,6 +253,40 @@ for name in ("sft-n8", "ppo", "sft-n16", "sft-text-n16"):
 # > first turn's copy of the question. `sft-n8` is never exact once it holds 8 or more answers. The
 # > run with every size in the data (`sft-n16`) removes both walls; what is left is per-step
 # > reliability over 33 turns (README, "Failure anatomy").
+
+# %% [markdown]
+# ## The generalisation study: how far past its data does a model carry?
+#
+# The paper trains on N = 2 and tests at 16. Our runs differ in the largest N of their SFT data
+# (4, 8, 16) and in whether PPO followed, so `mem1lite.study` names each arm with what it was
+# trained on and marks with `*` every size beyond it. Two things keep it honest:
+#
+# - every policy plays the same tasks for a given N, so each record keeps its per-task EM
+#   (`em_by_task`) and two policies' differences are bootstrapped over *paired* tasks;
+# - a claim ("RL above SFT", "mem1 above the same-budget full-context baseline") is a row whose
+#   interval must sit above 0, not two means read side by side.
+#
+# The pairing, in full:
+
+# %%
+print(inspect.getsource(study.paired))
+
+# %% [markdown]
+# On this run's records (quick mode: 4 tasks per N, so the intervals are wide):
+
+# %%
+display(Markdown(to_markdown(study.study_table(records))))
+display(Markdown(to_markdown(study.comparison_table(records))))
+
+# %% [markdown]
+# And on the committed sweep (`docs/results/eval-qa.json`, 32 test tasks per N):
+
+# %%
+committed = load_records([CHECKPOINT_DIR.parent.parent / "docs" / "results" / "eval-qa.json"])
+display(Markdown(to_markdown(study.study_table(committed))))
+display(Markdown(to_markdown(study.comparison_table(committed))))
+display(study.figure(committed))
+plt.close("all")
 
 # %% [markdown]
 # ## Targets, computed from the numbers
