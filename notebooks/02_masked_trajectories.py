@@ -31,6 +31,7 @@
 
 # %%
 import copy
+import inspect
 import os
 import time
 
@@ -42,6 +43,7 @@ from mem1lite.masks import (
     additive_mask,
     bool_mask_as_float,
     build_layout,
+    build_packed,
     layout_forward,
     logprob_deviation,
     mask_row,
@@ -121,6 +123,53 @@ for layout in LAYOUTS:
         f"{layout:12s} stages {shapes:18s} tokens fed {b.layout_tokens:5d}  policy tokens {b.policy_tokens}"
     )
 print("packed blocks (tokens after the prompt):", [len(blk.ids) for blk in packed_blocks(traj)])
+
+# %% [markdown]
+# ## The code of the exact layout
+#
+# `packed` is one function, `build_packed`, on top of `packed_blocks`. It only builds tensors;
+# `run_layout` runs them. First the blocks: each turn's context *after the prompt*, then its
+# response. A turn joins the previous block when that block is a prefix of its context (same ids at
+# the same positions give the same hidden states, so there is nothing to recompute); otherwise it
+# opens a fresh block. `scores` remembers, for each response token, which block token predicts it.
+
+# %%
+print(inspect.getsource(packed_blocks))
+
+# %% [markdown]
+# Then `build_packed`. Skip the `if dense:` branch (the same blocks laid end to end in one row per
+# trajectory, with an L x L mask: the pictures below) and read the rest in four parts:
+#
+# 1. **The prompt's KV once** (`prompt_stage`): each trajectory's prompt is one plain causal row.
+#    `run_layout` keeps this stage's KV cache and hands every block its owner's rows
+#    (`prefix_rows`), so a prompt is encoded once per trajectory instead of once per turn, and every
+#    block's gradient flows back into it.
+# 2. **Turn blocks, padded** (`block_stage`): all blocks of all trajectories, right-padded to the
+#    longest (`Lb`), run as one batch: one forward for the whole rollout batch.
+# 3. **The mask** (`visible`, bool): a block row sees its owner's prompt (the first `P` keys, up to
+#    that prompt's own length, since prompts are padded too) and itself causally; padding is hidden,
+#    except that every row sees itself, so no softmax row is empty (NaN). `run_layout` turns it
+#    into the *additive* mask the model adds to its attention scores: 0 where visible, the dtype's
+#    most negative number where hidden (`additive_mask`, printed below). Never a bool cast to float;
+#    see the official pitfall further down.
+# 4. **Generation-time position ids** (`_positions(b_len, Lb, start=owner_p)`): a block counts on
+#    from its owner's prompt length, the positions its tokens had when the turn was sampled (the
+#    turn's context was the prompt followed by exactly these tokens). Rotary embeddings make a
+#    token at another position another computation, so positions are always passed explicitly.
+#
+# Last, `score_index` picks for every response token the hidden state of the token before it, in
+# trajectory and turn order across both stages (a block's first response token is predicted by the
+# prompt's last token). Only those rows reach the LM head.
+
+# %%
+print(inspect.getsource(build_packed))
+print(inspect.getsource(additive_mask))
+packed = build_layout([traj], "packed")
+prompt_stage, block_stage = packed.stages
+print("prompt stage", tuple(prompt_stage.input_ids.shape), " block stage", tuple(block_stage.input_ids.shape))
+for blk_pos, n in zip(block_stage.position_ids, block_stage.lengths):
+    print(f"block of {n:3d} tokens at positions {int(blk_pos[0])}..{int(blk_pos[n - 1])}")
+assert all(int(p[0]) == len(traj.prompt_ids) for p in block_stage.position_ids)
 
 # %% [markdown]
 # ## The masks
