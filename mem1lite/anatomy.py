@@ -404,14 +404,14 @@ def diagnose(
     episodes: int = 32,
     split: str = "dev",
     seed: int = 0,
-    world: str | None = None,
+    data: str | None = None,
     max_new_tokens: int = 192,
     progress: bool = True,
 ) -> Anatomy:
     """Free play and teacher-forced turns of the checkpoint at `path` beside the teacher (mem1 agent)."""
 
     model, tokenizer = load_policy(path)
-    domain = load_domain("qa", world, pointer=trained_pointer(path))
+    domain = load_domain("qa", data, pointer=trained_pointer(path))
     teacher = domain.teacher()
     policy = ModelPolicy(model, tokenizer, GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0))
     divergences, checks = [], []

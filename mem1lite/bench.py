@@ -106,8 +106,8 @@ class RolloutBenchConfig:
     """tasks, model initialisation and sampling"""
     threads: int | None = None
     """torch CPU threads (None: torch's default)"""
-    world: str | Path | None = None
-    """world folder (default data/qa)"""
+    data: str | Path | None = None
+    """the world folder (default data/qa)"""
 
 
 def _check(name: str, value: float) -> bool:
@@ -133,7 +133,7 @@ def bench_rollout(
     log = log or (lambda s: None)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    world = load_world(cfg.world)
+    world = load_world(cfg.data)
     retriever = PoolRetrievers(world)[cfg.split]
     tokenizer = load_tokenizer(TINY_DIR)
     records: list[dict] = []
@@ -285,8 +285,8 @@ class GenerateBenchConfig:
     """tasks, initialisation and sampling"""
     threads: int | None = None
     """torch CPU threads (None: torch's default)"""
-    world: str | None = None
-    """world folder (default data/qa)"""
+    data: str | None = None
+    """the world folder (default data/qa)"""
 
 
 def bench_generate(
@@ -306,7 +306,7 @@ def bench_generate(
             raise ValueError(f"unknown engine {e!r}: expected some of {', '.join(ENGINES)}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    world = load_world(cfg.world)
+    world = load_world(cfg.data)
     retriever = PoolRetrievers(world)["dev"]
     if cfg.policy == "tiny":
         model, tokenizer = build_tiny_model(seed=cfg.seed), load_tokenizer(TINY_DIR)

@@ -124,7 +124,7 @@ def cmd_world(args: argparse.Namespace) -> None:
     if args.check:
         from .data_check import check_world
 
-        check_world(Path(args.path or args.out or DEFAULT_WORLD_DIR))
+        check_world(Path(args.data or args.out or DEFAULT_WORLD_DIR))
         return
 
     def write(out: Path) -> None:
@@ -176,7 +176,7 @@ def cmd_rollout(args: argparse.Namespace) -> None:
 
     _check_outputs((args.out,))
     torch.manual_seed(args.seed)
-    domain = load_domain(args.env, args.world)
+    domain = load_domain(args.env, args.data)
     objectives = args.objectives or fit_objectives((2,), domain)[0]
     tasks = domain.tasks(args.split, objectives, args.episodes, seed=args.seed)
     generation = GenerationConfig(temperature=args.temperature, top_p=args.top_p, batch_size=args.batch_size)
@@ -209,7 +209,7 @@ def cmd_webshop(args: argparse.Namespace) -> None:
     if args.check:
         from .data_check import check_webshop
 
-        check_webshop(Path(args.path or args.out or DEFAULT_WEBSHOP_DIR))
+        check_webshop(Path(args.data or args.out or DEFAULT_WEBSHOP_DIR))
         return
 
     def write(out: Path) -> None:
@@ -241,7 +241,7 @@ def webshop_eval(args: argparse.Namespace) -> None:
         episodes=args.episodes,
         split=args.split,
         seed=args.seed,
-        data=args.path,
+        data=args.data,
         threads=args.threads,
     )
     try:
@@ -282,7 +282,7 @@ def cmd_sft(args: argparse.Namespace) -> None:
         objectives=objectives,
         agent=args.agent,
         env=args.env,
-        data=args.world,
+        data=args.data,
         threads=args.threads,
         tasks=args.tasks,
         pointer=args.pointer,
@@ -326,7 +326,7 @@ def cmd_ppo(args: argparse.Namespace) -> None:
         agent=args.agent,
         threads=args.threads,
         env=args.env,
-        data=args.world,
+        data=args.data,
         advantage=args.advantage,
         group=args.group,
         episodes_per_step=args.episodes_per_step,
@@ -358,7 +358,7 @@ def _eval_config(args: argparse.Namespace):
         batch_size=args.batch_size,
         truncate_tokens=args.truncate_tokens,
         threads=args.threads,
-        world=args.world,
+        data=args.data,
         env=args.env,
         trajectories=args.trajectories,
     )
@@ -420,7 +420,7 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
 
         if args.threads:
             torch.set_num_threads(args.threads)
-        anatomy = diagnose(path, args.policy, objectives, args.episodes, args.split, args.seed, args.world)
+        anatomy = diagnose(path, args.policy, objectives, args.episodes, args.split, args.seed, args.data)
     text = anatomy.markdown()
     print(text)
     if args.markdown:
@@ -440,10 +440,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from .data_check import check_world
     from .demo import DemoConfig, run_demo
 
-    path = Path(args.path or DEFAULT_WORLD_DIR)
+    path = Path(args.data or DEFAULT_WORLD_DIR)
     if not (path / "manifest.json").exists():
         print(f"no world at {path}: building it (seed 0)")
-        cmd_world(argparse.Namespace(check=False, out=str(path), path=None, seed=0, force=False))
+        cmd_world(argparse.Namespace(check=False, out=str(path), data=None, seed=0, force=False))
     check_world(path)
     t0 = time.perf_counter()
     cfg = DemoConfig(
@@ -452,7 +452,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
         objectives=_sizes(args.objectives),
         episodes=args.episodes,
         threads=args.threads,
-        world=str(path),
+        data=str(path),
     )
     run_demo(cfg)
     print(f"demo finished in {(time.perf_counter() - t0) / 60:.1f} min")
@@ -473,7 +473,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
             single_episodes=args.single_episodes,
             repeats=args.repeats,
             threads=args.threads,
-            world=args.path,
+            data=args.data,
         )
         _write_json(args.json, bench_rollout(cfg))
         return
@@ -489,7 +489,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
             repeats=args.repeats,
             policy=args.policy,
             threads=args.threads,
-            world=args.path,
+            data=args.data,
         )
         _write_json(args.json, bench_generate(cfg))
         return
@@ -518,7 +518,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         return
     from .bench import bench_retrieval
 
-    records = bench_retrieval(Path(args.path or DEFAULT_WORLD_DIR), limit=args.limit)
+    records = bench_retrieval(Path(args.data or DEFAULT_WORLD_DIR), limit=args.limit)
     _write_json(args.json, records)
 
 
@@ -574,6 +574,11 @@ def cmd_inspect(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def _data_flag(p: argparse.ArgumentParser, help: str) -> None:
+    """The domain's data folder, `args.data`; --world and --path are older spellings, still accepted."""
+    p.add_argument("--data", "--world", "--path", dest="data", metavar="FOLDER", help=help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mem1", description="mem1lite: MEM1 reproduced on a laptop CPU")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -583,7 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="world seed (same seed, same bytes)")
     p.add_argument("--force", action="store_true", help="overwrite an existing world")
     p.add_argument("--check", action="store_true", help="verify a world and print its figures")
-    p.add_argument("--path", help="world folder for --check (default: --out or the shipped one)")
+    _data_flag(p, "world folder for --check (default: --out or the shipped one)")
     p.set_defaults(func=cmd_world)
 
     p = sub.add_parser("tokenizer", help="train the tokenizer and write the untrained tiny config")
@@ -607,7 +612,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=_probability, default=1.0)
     p.add_argument("--batch-size", type=_positive_int, default=64)
     p.add_argument("--truncate-tokens", type=_positive_int, default=512, help="history kept by truncate")
-    p.add_argument("--world", "--data", help="the domain's data folder (default data/qa or data/webshop)")
+    _data_flag(p, "the domain's data folder (default data/qa or data/webshop)")
     p.add_argument("--out", required=True, help="jsonl file to write")
     p.set_defaults(func=cmd_rollout)
 
@@ -616,7 +621,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="catalogue seed (same bytes); --eval: tasks")
     p.add_argument("--force", action="store_true", help="overwrite an existing catalogue")
     p.add_argument("--check", action="store_true", help="verify a catalogue and print its figures")
-    p.add_argument("--path", help="catalogue folder for --check and --eval (default: the shipped one)")
+    _data_flag(p, "catalogue folder for --check and --eval (default: the shipped one)")
     p.add_argument("--eval", metavar="POLICIES", help="teacher, tiny or checkpoints, comma-separated")
     p.add_argument("--agents", default="mem1,full", help="--eval: comma-separated memory policies")
     p.add_argument("--episodes", type=_episodes, default=100, help="--eval: tasks (the same for all)")
@@ -647,7 +652,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
     p.add_argument("--minutes-scale", type=_positive, default=1.0, help="scale every stage's time budget")
     p.add_argument("--env", default="qa", choices=["qa", "webshop"], help="the domain")
-    p.add_argument("--world", "--data", help="the domain's data folder (default data/qa or data/webshop)")
+    _data_flag(p, "the domain's data folder (default data/qa or data/webshop)")
     p.add_argument("--tasks", type=_episodes, default=None, help="teacher tasks played for the data")
     p.add_argument(
         "--pointer",
@@ -690,7 +695,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agent", default=None, choices=["mem1", "full"], help="memory policy of the rollouts")
     p.add_argument("--threads", type=_positive_int, default=None)
     p.add_argument("--env", default="qa", choices=["qa", "webshop"], help="the domain")
-    p.add_argument("--world", "--data", help="the domain's data folder (default data/qa or data/webshop)")
+    _data_flag(p, "the domain's data folder (default data/qa or data/webshop)")
     p.set_defaults(func=cmd_ppo)
 
     p = sub.add_parser("eval", help="policies x agents x N on the same test tasks: table, figures, targets")
@@ -714,7 +719,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, default=64, help="episodes generated together")
     p.add_argument("--truncate-tokens", type=_positive_int, default=512, help="history kept by truncate")
     p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
-    p.add_argument("--world", "--data", help="the domain's data folder (default data/qa or data/webshop)")
+    _data_flag(p, "the domain's data folder (default data/qa or data/webshop)")
     p.add_argument("--env", default="qa", choices=["qa", "webshop"], help="the domain (webshop: N = 1)")
     p.add_argument("--json", help="write the records (one per agent x policy x N) here")
     p.add_argument(
@@ -739,14 +744,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="dev", choices=list(SPLITS))
     p.add_argument("--seed", type=int, default=0, help="draws the tasks")
     p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
-    p.add_argument("--world", "--data", help="the QA world folder (default data/qa)")
+    _data_flag(p, "the QA world folder (default data/qa)")
     p.add_argument("--markdown", help="write the tables here")
     p.add_argument("--json", help="write the tables and every episode's first divergence here")
     p.add_argument("--figure", help="write the figure (PNG) here")
     p.set_defaults(func=cmd_diagnose)
 
     p = sub.add_parser("demo", help="the main job: world check, checkpoints, a small sweep, a report")
-    p.add_argument("--path", help="world folder")
+    _data_flag(p, "world folder (default data/qa)")
     p.add_argument("--out", default="runs/demo", help="report folder (and quick checkpoints with --train)")
     p.add_argument("--train", action="store_true", help="train quick checkpoints first (or TRAIN=1)")
     p.add_argument(
@@ -758,7 +763,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmarks that print ratios measured in one run")
     p.add_argument("what", choices=["retrieval", "masks", "rollout", "generate"], help="what to measure")
-    p.add_argument("--path", help="world folder (retrieval, rollout)")
+    _data_flag(p, "world folder (retrieval, rollout, generate; default data/qa)")
     p.add_argument("--limit", type=_positive_int, default=None, help="questions per split (retrieval)")
     p.add_argument(
         "--objectives", type=_objective_list, default="2,8", help="N values, comma-separated (masks)"

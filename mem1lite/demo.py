@@ -41,8 +41,8 @@ class DemoConfig:
     their full-context rows at N = 16 would take most of the demo's time)"""
     threads: int | None = None
     """torch CPU threads (None: torch's default, all cores)"""
-    world: str | None = None
-    """world folder (default data/qa)"""
+    data: str | None = None
+    """the world folder (default data/qa)"""
 
 
 def demo_policies(cfg: DemoConfig, log: Callable[[str], None] = print) -> list[str]:
@@ -67,13 +67,13 @@ def train_quick(out: Path, cfg: DemoConfig, log: Callable[[str], None] = print) 
         log(f"reusing the quick SFT checkpoint {sft_dir}")
     else:
         log(f"training a quick SFT checkpoint into {sft_dir} (about 2 minutes)")
-        sft.train_sft(sft.make_args("quick", out=str(sft_dir), threads=cfg.threads, data=cfg.world))
+        sft.train_sft(sft.make_args("quick", out=str(sft_dir), threads=cfg.threads, data=cfg.data))
     if (ppo_dir / "card.json").is_file():
         log(f"reusing the quick PPO adapter {ppo_dir}")
     else:
         log(f"training a quick PPO adapter into {ppo_dir} (about 1 minute)")
         ppo.train_ppo(
-            ppo.make_args("quick", out=str(ppo_dir), init=str(sft_dir), threads=cfg.threads, data=cfg.world)
+            ppo.make_args("quick", out=str(ppo_dir), init=str(sft_dir), threads=cfg.threads, data=cfg.data)
         )
     return [str(sft_dir), str(ppo_dir)]
 
@@ -118,7 +118,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print) -> EvalRun:
     out = Path(cfg.out)
     policies = demo_policies(cfg, log)
     episodes = cfg.episodes or (4 if cfg.train else 8)
-    configs = demo_sweeps(policies, cfg.objectives, episodes, threads=cfg.threads, world=cfg.world)
+    configs = demo_sweeps(policies, cfg.objectives, episodes, threads=cfg.threads, data=cfg.data)
     log(
         f"evaluating on {episodes} test tasks per N={','.join(map(str, cfg.objectives))}, greedy: "
         + "; ".join(f"{', '.join(c.policies)} under {', '.join(c.agents)}" for c in configs)

@@ -128,13 +128,13 @@ class WebShopDomain:
 DOMAINS = ("qa", "webshop")
 
 
-def load_domain(name: str = "qa", path=None, pointer: str = "text") -> Domain:
-    """The domain called `name`; `path` is its data folder (default: the shipped one); `pointer`:
+def load_domain(name: str = "qa", data=None, pointer: str = "text") -> Domain:
+    """The domain called `name`; `data` is its data folder (default: the shipped one); `pointer`:
     how the QA teacher's state points at the current question (teacher.POINTERS)."""
     if name == "qa":
-        return QADomain(world_dir=path, pointer=pointer)
+        return QADomain(world_dir=data, pointer=pointer)
     if pointer != "text":
         raise ValueError(f"--pointer {pointer} is a QA teacher option; the {name} teacher has one state form")
     if name == "webshop":
-        return WebShopDomain(path)
+        return WebShopDomain(data)
     raise ValueError(f"unknown environment {name!r}: expected one of {', '.join(DOMAINS)}")

@@ -143,8 +143,8 @@ class EvalConfig:
     """history kept by the truncate agent (the prompt is always kept)"""
     threads: int | None = None
     """torch CPU threads (None: leave torch's setting)"""
-    world: str | None = None
-    """world folder (default data/qa); for webshop, the catalogue folder (default data/webshop)"""
+    data: str | None = None
+    """the domain's data folder: the world (default data/qa), for webshop the catalogue (data/webshop)"""
     env: str = "qa"
     """the domain, qa or webshop (domains.py); the default N values are fitted to its task sizes"""
     trajectories: str | None = None
@@ -258,7 +258,7 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None] | None = print) -> Eval
     paths = validate(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    domain = load_domain(cfg.env, cfg.world)
+    domain = load_domain(cfg.env, cfg.data)
     cfg = replace(cfg, objectives=fit_default(cfg.objectives, EvalConfig.objectives, domain))
     tasks = {n: domain.tasks(cfg.split, n, cfg.episodes, seed=cfg.seed) for n in cfg.objectives}  # [1]
     # Load every policy first: a broken checkpoint fails before anything runs or is written.

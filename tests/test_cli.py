@@ -100,6 +100,19 @@ def test_sizes_at_the_caps_are_taken():
     assert args.objectives == MAX_OBJECTIVES
 
 
+@pytest.mark.parametrize("flag", ["--data", "--world", "--path"])
+@pytest.mark.parametrize(
+    "argv",
+    [["world", "--check"], ["webshop", "--check"], ["rollout", "--out", "o"], ["sft", "--out", "o"], ["eval"]]
+    + [["ppo", "--out", "o"], ["diagnose"], ["demo"], ["bench", "rollout"]],
+)
+def test_every_data_folder_flag_is_args_data(argv, flag):
+    """One word for the domain's data folder: --data, with --world and --path still accepted."""
+    from mem1lite.cli import build_parser
+
+    assert build_parser().parse_args([*argv, flag, "F"]).data == "F"
+
+
 def test_a_second_world_build_into_the_same_folder_is_refused_while_the_first_runs(
     tmp_path, capsys, monkeypatch, small_world
 ):

@@ -364,7 +364,7 @@ def test_demo_trains_quick_checkpoints_with_valid_args(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(sft, "train_sft", lambda args: calls.append(("sft", args)))
     monkeypatch.setattr(ppo, "train_ppo", lambda args: calls.append(("ppo", args)))
-    cfg = demo.DemoConfig(out=str(tmp_path), train=True, threads=1, world="data/qa")
+    cfg = demo.DemoConfig(out=str(tmp_path), train=True, threads=1, data="data/qa")
     assert demo.demo_policies(cfg, lambda s: None) == [
         "teacher",
         str(tmp_path / "sft"),
