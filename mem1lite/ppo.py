@@ -31,16 +31,17 @@ clipped PPO updates over minibatches of episodes. The MEM1-specific details, num
    in by renames that keep the previous one as checkpoint.old until the new one is in place
    (files.commit_folder): a kill at any instant leaves a complete one, which resume finds. Resume
    refuses another base (--init) than the adapter was trained over.
-9. Data parallelism (`accelerate launch`, `Processes`): each process plays a contiguous share of
-   the step's episodes, seeded and recorded as in the whole batch (RolloutConfig.first_episode),
-   and scores them; the scored episodes are then gathered, so that every process holds the whole
-   batch and computes GAE and whitening exactly as one process would. Each minibatch of the
-   one-process run is split across the processes; a process's loss is the sum over its share of
-   the minibatch's policy tokens divided by the minibatch's token count (times the number of
-   processes, which DDP's gradient averaging divides out again), so the all-reduced gradient is the
-   one-process gradient, and the run matches a one-process run to float rounding. One process
-   logs, evaluates and writes checkpoints; all of them check at the end that they hold the very
-   same parameters.
+9. Data parallelism (`accelerate launch`; `Processes` in distributed.py holds every exchange
+   between processes, and with one process each of its calls is the identity): each process
+   plays a contiguous share of the step's episodes, seeded and recorded as in the whole batch
+   (RolloutConfig.first_episode), and scores them; the scored episodes are then gathered, so
+   that every process holds the whole batch and computes GAE and whitening exactly as one
+   process would. Each minibatch of the one-process run is split across the processes; a
+   process's loss is the sum over its share of the minibatch's policy tokens divided by the
+   minibatch's token count (times the number of processes, which DDP's gradient averaging
+   divides out again), so the all-reduced gradient is the one-process gradient, and the run
+   matches a one-process run to float rounding. One process logs, evaluates and writes
+   checkpoints; all of them check at the end that they hold the very same parameters.
 10. `advantage='group'` draws episodes_per_step / group tasks and plays each `group` times (each
    episode its own sampling generator); a token's advantage is its reward-to-go (the KL penalties
    after it plus the terminal reward) minus the group's mean reward, then whitened as in [5].
@@ -48,20 +49,18 @@ clipped PPO updates over minibatches of episodes. The MEM1-specific details, num
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
 import shutil
 import time
 from dataclasses import asdict, dataclass, replace
-from datetime import timedelta
 from pathlib import Path
 
 import torch
-from torch.nn.utils.rnn import pad_sequence
 from tqdm.auto import tqdm
 
+from .distributed import Processes
 from .domains import fit_default, load_domain
 from .files import commit_folder, find_folder, new_folder, write_text
 from .generate import GenerationConfig, ModelPolicy
@@ -250,118 +249,6 @@ def trainable_parameters(model) -> list[torch.nn.Parameter]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Processes: data parallelism under `accelerate launch` [9]
-
-
-class Episodes:
-    """Trajectories handed to the DDP-wrapped module untouched (DDP would rebuild lists and
-    dataclasses in its arguments while looking for tensors to move)."""
-
-    __slots__ = ("items",)
-
-    def __init__(self, items):
-        self.items = items
-
-
-class PolicyWithValue(torch.nn.Module):
-    """The LoRA policy and the value head as one module, so that one DDP wrapper all-reduces the
-    gradients of both; forward(Episodes) = layout_forward over them."""
-
-    def __init__(self, policy, head, layout: str, temperature: float):
-        super().__init__()
-        self.policy, self.head = policy, head
-        self.layout, self.temperature = layout, temperature
-
-    def forward(self, episodes: Episodes):
-        return layout_forward(
-            self.policy, episodes.items, self.layout, value_head=self.head, temperature=self.temperature
-        )
-
-
-class Processes:
-    """This process's place in a data-parallel run [9] (`accelerate.Accelerator` underneath).
-
-    Without an accelerator, or with one process, it is rank 0 of 1 and nothing below communicates:
-    the one-process arithmetic is the plain code path.
-    """
-
-    def __init__(self, accelerator=None, module=None):
-        self.accelerator = accelerator
-        self.module = module
-        """the DDP-wrapped PolicyWithValue (several processes only)"""
-        self.rank = accelerator.process_index if accelerator is not None else 0
-        self.count = accelerator.num_processes if accelerator is not None else 1
-
-    @property
-    def main(self) -> bool:
-        """the process that logs, evaluates and writes"""
-        return self.rank == 0
-
-    def shard(self, n: int) -> tuple[int, int]:
-        """[9] This process's contiguous share [lo, hi) of n episodes."""
-        return n * self.rank // self.count, n * (self.rank + 1) // self.count
-
-    def gather(self, items: list) -> list:
-        """Every process's `items` (picklable), concatenated in rank order."""
-        if self.count == 1:
-            return items
-        from accelerate.utils import gather_object
-
-        return gather_object(items)
-
-    def sum(self, values: list[float]) -> list[float]:
-        """Element-wise sums over the processes."""
-        if self.count == 1:
-            return values
-        t = torch.tensor(values, dtype=torch.float64, device=self.accelerator.device)
-        return self.accelerator.reduce(t, reduction="sum").tolist()
-
-    def decide(self, flag: bool) -> bool:
-        """The main process's `flag`, on every process (a time budget is read on one clock)."""
-        if self.count == 1:
-            return flag
-        from accelerate.utils import broadcast_object_list
-
-        return bool(broadcast_object_list([flag], from_process=0)[0])
-
-    def wait(self) -> None:
-        if self.count > 1:
-            self.accelerator.wait_for_everyone()
-
-    def backward(self, loss: torch.Tensor) -> None:
-        if self.accelerator is not None:
-            self.accelerator.backward(loss)
-        else:
-            loss.backward()
-
-    def gather_scored(self, trajs, logprobs, ref_logprobs, values, mask, seconds: float):
-        """[9] The whole batch on every process: trajectories and their (B, T) scores, re-padded."""
-        counts = mask.sum(-1).tolist()
-        rows = self.gather(
-            [
-                (t, logprobs[b, :c].cpu(), ref_logprobs[b, :c].cpu(), values[b, :c].cpu(), seconds)
-                for b, (t, c) in enumerate(zip(trajs, counts))
-            ]
-        )
-        device = logprobs.device
-
-        def pad(k):
-            return pad_sequence([r[k] for r in rows], batch_first=True).to(device)
-
-        full_mask = pad_sequence([torch.ones(len(r[1]), dtype=torch.bool) for r in rows], batch_first=True)
-        return [r[0] for r in rows], pad(1), pad(2), pad(3), full_mask.to(device), max(r[4] for r in rows)
-
-    def digests(self, *modules) -> list[str]:
-        """Every process's sha256 of its trainable parameters' bytes, in rank order."""
-        h = hashlib.sha256()
-        for m in modules:
-            for p in m.parameters():
-                if p.requires_grad:
-                    h.update(p.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-        return self.gather([h.hexdigest()])
-
-
-# ---------------------------------------------------------------------------------------------
 # One step
 
 
@@ -428,11 +315,9 @@ def score(
         out = layout_forward(model, trajs, args.layout, value_head=head, temperature=args.temperature)  # [2]
         with model.disable_adapter():  # [3] the reference policy
             ref = layout_forward(model, trajs, args.layout, temperature=args.temperature)
-    logprobs, ref_logprobs, values, mask = out.logprobs, ref.logprobs, out.values, out.mask
-    if procs.count > 1:  # [9]
-        trajs, logprobs, ref_logprobs, values, mask, rollout_s = procs.gather_scored(
-            trajs, logprobs, ref_logprobs, values, mask, rollout_s
-        )
+    trajs, logprobs, ref_logprobs, values, mask, rollout_s = procs.gather_scored(  # [9] the whole batch
+        trajs, out.logprobs, ref.logprobs, out.values, out.mask, rollout_s
+    )
     rewards = torch.zeros_like(logprobs)
     advantages = torch.zeros_like(logprobs)
     returns = torch.zeros_like(logprobs)
@@ -486,15 +371,10 @@ def update(
     for _epoch in range(args.ppo_epochs):
         order = torch.randperm(n, generator=g).tolist()
         for s in range(0, n, args.minibatch_episodes):
-            idx = order[s : s + args.minibatch_episodes]
-            if procs.count > 1:  # [9] this process's share of the minibatch, and the minibatch's tokens
-                minibatch_tokens = int(batch.mask[torch.tensor(idx)].sum())
-                idx = idx[procs.rank :: procs.count]
+            # [9] this process's share of the minibatch (all of it for one process), and its tokens
+            idx, minibatch_tokens = procs.split(order[s : s + args.minibatch_episodes], batch.mask)
             trajs = [batch.trajs[i] for i in idx]
-            if procs.count > 1:
-                out = procs.module(Episodes(trajs))  # through DDP, which all-reduces the gradients
-            else:
-                out = layout_forward(model, trajs, args.layout, value_head=head, temperature=args.temperature)
+            out = procs.forward(model, head, trajs, args.layout, args.temperature)  # [2]
             T = out.logprobs.shape[1]
             sel = torch.tensor(idx)
             mask = batch.mask[sel][:, :T].to(out.logprobs.dtype)
@@ -504,38 +384,27 @@ def update(
             v_loss = value_loss(out.values, old_v, ret, mask, args.clip_value)
             entropy = masked_mean(out.entropy, mask)
             loss = pg_loss + args.vf_coef * v_loss - args.entropy_coef * entropy
-            if procs.count > 1:  # [9] sum over this share / minibatch tokens, times the processes
-                share = float(mask.sum()) / max(minibatch_tokens, 1)
-                loss = loss * (share * procs.count)
-                ratio = masked_mean(torch.exp(out.logprobs - old_lp).detach(), mask)
-                local = [pg_loss, v_loss, entropy, clipfrac, approx_kl, ratio]
-                agreed = procs.sum(
-                    [0.0 if torch.isfinite(loss) else 1.0] + [float(x.detach()) * share for x in local]
-                )
-                pg_loss, v_loss, entropy, clipfrac, approx_kl, ratio = agreed[1:]  # logged: global means
-                if agreed[0] > 0:  # every process raises together rather than leave the others waiting
-                    loss = loss * float("nan")
+            ratio = masked_mean(torch.exp(out.logprobs - old_lp).detach(), mask)
+            # [9] weighted so that the all-reduced gradient is the one-process one; logged: global means
+            loss, (pg_loss, v_loss, entropy, clipfrac, approx_kl, ratio) = procs.weigh(
+                loss, mask, minibatch_tokens, [pg_loss, v_loss, entropy, clipfrac, approx_kl, ratio]
+            )
             if not torch.isfinite(loss):  # [7]
                 raise PPOError(
                     f"non-finite loss at step {step} (policy {float(pg_loss)}, value {float(v_loss)}, "
                     f"entropy {float(entropy)}); the last good checkpoint is {args.out}/checkpoint"
                 )
-            if first_ratio is None:
-                first_ratio = float(masked_mean(torch.exp(out.logprobs - old_lp).detach(), mask))
-                logs["max_abs_log_ratio_first"] = [
-                    float(((out.logprobs - old_lp).abs() * mask).max().detach())
-                ]
-                if procs.count > 1:
-                    first_ratio = float(ratio)
-                    worst = procs.gather(logs["max_abs_log_ratio_first"])
-                    logs["max_abs_log_ratio_first"] = [max(worst)]
+            if first_ratio is None:  # [2] 1 up to float error
+                first_ratio = float(ratio)
+                worst = float(((out.logprobs - old_lp).abs() * mask).max().detach())
+                logs["max_abs_log_ratio_first"] = [max(procs.gather([worst]))]  # [9] over all processes
             for opt in optimizers:
                 opt.zero_grad(set_to_none=True)
             procs.backward(loss)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
             for opt in optimizers:
                 opt.step()
-            trained_tokens += minibatch_tokens if procs.count > 1 else int(mask.sum())
+            trained_tokens += minibatch_tokens
             for k, v in (
                 ("policy_loss", pg_loss),
                 ("value_loss", v_loss),
@@ -750,16 +619,7 @@ def compare_to_start(model, tokenizer, domain, args: PPOArgs) -> dict:
 
 def train_ppo(args: PPOArgs) -> dict:
     """The run. Under `accelerate launch` every process runs this; the main one writes [9]."""
-    from accelerate import Accelerator
-    from accelerate.utils import InitProcessGroupKwargs
-
-    # [9] one process unless `accelerate launch` started several (gloo on CPU, NCCL on GPUs); the
-    # main process may evaluate for a while as the others wait at the next gather
-    accelerator = Accelerator(
-        cpu=not torch.cuda.is_available(),
-        kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(hours=2))],
-    )
-    procs = Processes(accelerator)
+    procs = Processes.start()  # [9] one process unless `accelerate launch` started several
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     ckpt = out / "checkpoint"
@@ -786,14 +646,10 @@ def train_ppo(args: PPOArgs) -> dict:
     procs.wait()  # every process has looked at `out` before the main one writes into it
     domain = load_domain(args.env, args.data)
     args = replace(args, objectives=fit_default(args.objectives, PPOArgs.objectives, domain))
-    model, head, tokenizer = build_policy(args.init, args, device=accelerator.device)
+    model, head, tokenizer = build_policy(args.init, args, device=procs.device)
     actor = torch.optim.AdamW(trainable_parameters(model), lr=args.actor_lr, weight_decay=0.0)
     critic = torch.optim.AdamW(head.parameters(), lr=args.critic_lr, weight_decay=0.0)
-    # [9] one process: moved to the device, nothing wrapped; several: DDP around policy + value head
-    procs.module, actor, critic = accelerator.prepare(
-        PolicyWithValue(model, head, args.layout, args.temperature), actor, critic
-    )
-    optimizers = [actor, critic]
+    optimizers = procs.prepare(model, head, args.layout, args.temperature, actor, critic)  # [9]
     start, history = 0, []
     if args.resume:
         start, history = load_checkpoint(found, model, head, optimizers)
