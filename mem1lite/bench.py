@@ -42,11 +42,13 @@ from pathlib import Path
 
 import torch
 
+from .domains import QADomain
 from .generate import DEFAULT_ENGINE, ENGINES, GenerationConfig, ModelPolicy, TeacherPolicy, make_engine
 from .masks import LayoutBatch, ValueHead, build_layout, causal_lm, run_layout
 from .model import TINY_DIR, build_tiny_model, load_policy, load_tokenizer
+from .probe import teacher_trajectories
 from .protocol import QAEnvironment
-from .retrieval import PoolRetrievers, Retriever, retrieval_recall
+from .retrieval import PoolRetrievers, retrieval_recall
 from .rollout import RolloutConfig, run_episodes
 from .terms import AGENTS, DEFAULT_LAYOUT, EXACT_LAYOUTS, LAYOUTS
 from .trajectory import summarize
@@ -449,20 +451,6 @@ def train_step_time(model, batch: LayoutBatch, value_head=None) -> float:
     return time.perf_counter() - t0
 
 
-def teacher_trajectories(
-    objectives: int, episodes: int, agent: str = "mem1", split: str = "dev", seed: int = 0
-):
-    """Teacher rollouts on the shipped world (teacher-forced tokens: recorded log-probs are 0)."""
-
-    world = load_world()
-    tokenizer = load_tokenizer(TINY_DIR)
-    retriever = Retriever(world.documents_of(split))
-    tasks = make_tasks(world, split, objectives, episodes, seed=seed)
-    envs = [QAEnvironment.from_task(t, retriever) for t in tasks]
-    cfg = RolloutConfig(agent=agent, seed=seed, progress=False)
-    return run_episodes(TeacherPolicy(tokenizer), tokenizer, envs, cfg, tasks)
-
-
 def bench_masks(
     objectives: Sequence[int] = (2, 8),
     episodes: int = 4,
@@ -489,8 +477,9 @@ def bench_masks(
     if threads:
         torch.set_num_threads(threads)
     records = []
+    qa, tokenizer = QADomain(), load_tokenizer(TINY_DIR)
     for n in objectives:
-        trajs = teacher_trajectories(n, episodes, agent=agent, seed=seed)
+        trajs = teacher_trajectories(qa, tokenizer, "dev", n, episodes, seed=seed, agent=agent)
         model = build_tiny_model(seed=seed)
         if lora:
             from peft import LoraConfig, get_peft_model
