@@ -58,9 +58,9 @@ from .world import SPLITS, load_world, make_tasks
 # mem1 bench retrieval
 
 
-def bench_retrieval(world_dir: str | Path | None = None, limit: int | None = None, log=print) -> list[dict]:
+def bench_retrieval(data: str | Path | None = None, limit: int | None = None, log=print) -> list[dict]:
     """Index time, query time and recall@k of canonical queries, per pool."""
-    world = load_world(world_dir)
+    world = load_world(data)
     records = []
     for split in SPLITS:
         r = retrieval_recall(world, split, limit=limit)

@@ -75,10 +75,10 @@ class QADomain:
     score_name = "EM per objective"
     max_objectives = None
 
-    def __init__(self, world=None, world_dir=None, pointer: str = "text"):
+    def __init__(self, world=None, data=None, pointer: str = "text"):
         self.pointer = pointer
         self._teacher = teacher_for(pointer)  # checks the name before the world loads
-        self.world = world if world is not None else load_world(world_dir)
+        self.world = world if world is not None else load_world(data)
         self.retrievers = PoolRetrievers(self.world)
         self.splits = SPLITS
 
@@ -105,8 +105,8 @@ class WebShopDomain:
     max_objectives = 1
     """a task is one goal: N = 1 (sft.py / ppo.py fit their default task sizes to this)"""
 
-    def __init__(self, path: str | Path | None = None, catalogue: webshop.Catalogue | None = None):
-        self.catalogue = catalogue if catalogue is not None else webshop.load_catalogue(path)
+    def __init__(self, data: str | Path | None = None, catalogue: webshop.Catalogue | None = None):
+        self.catalogue = catalogue if catalogue is not None else webshop.load_catalogue(data)
         self.shop = Shop(self.catalogue)
 
     def tasks(self, split: str, objectives: int = 1, count: int = 1, seed: int = 0) -> list:
@@ -132,7 +132,7 @@ def load_domain(name: str = "qa", data=None, pointer: str = "text") -> Domain:
     """The domain called `name`; `data` is its data folder (default: the shipped one); `pointer`:
     how the QA teacher's state points at the current question (teacher.POINTERS)."""
     if name == "qa":
-        return QADomain(world_dir=data, pointer=pointer)
+        return QADomain(data=data, pointer=pointer)
     if pointer != "text":
         raise ValueError(f"--pointer {pointer} is a QA teacher option; the {name} teacher has one state form")
     if name == "webshop":
