@@ -347,7 +347,7 @@ def faults() -> list[Fault]:
             "eval --records with wrong field types",
             ["eval", "--records", "$T/records.json"],
             records_with_wrong_types,
-            note="evaluate.load_records checks fields are present, not their types",
+            note="evaluate.load_records checks each contract field's type",
         ),
         Fault(
             "inspect a jsonl line nested 100,000 deep",
