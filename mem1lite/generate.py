@@ -108,6 +108,16 @@ class GenerationConfig:
     cache_mb: float = 1024.0
     """memory bound of the stored keys/values (least recently used episodes go first and are
     recomputed from scratch at their next turn)"""
+    prefill_mb: float = 1024.0
+    """memory bound of one prefill's attention (`ModelPolicy.prefill_bytes`): a prefill runs all of
+    its rows' new ids in one forward, whose attention holds rows x heads x S x (P + S) scores (S new
+    ids, P reused ones), many GB for 64 contexts of thousands of tokens (`--agent full` at N = 16),
+    so the prefill of a batch of `batch_size` runs in parts of fewer rows under this bound (never below
+    one row; `ModelPolicy` [7]). Decoding still runs the whole batch, and results do not change"""
+
+
+PREFILL_COPIES = 3
+"""attention tensors of a prefill's size alive at once (scores, softmax, mask), for `prefill_mb`"""
 
 
 def stop_sequences(tokenizer) -> list[list[int]]:
@@ -186,11 +196,12 @@ def _kv_layer_class():
             super().__init__()
             self.capacity, self.length = capacity, 0
 
-        def start_rows(self, rows: list, width: int) -> None:
+        def start_rows(self, rows: list, width: int, like=None) -> None:
             """Begin with `width` columns of already computed states: row b's (keys, values) of shape
             (H, T_b, D), T_b <= width, right-aligned, zeros before them (masked pads must be finite),
-            or all zeros for a row that is None. Written straight into the buffer: no (B, H, T, D) copy."""
-            k0, v0 = next(r for r in rows if r is not None)
+            or all zeros for a row that is None. Written straight into the buffer: no (B, H, T, D) copy.
+            `like`: a (keys, values) giving shapes and dtype when every row is None."""
+            k0, v0 = next((r for r in rows if r is not None), like)
             self._alloc(k0[None], v0[None], max(self.capacity, width), batch=len(rows))
             for b, row in enumerate(rows):
                 n = 0 if row is None else row[0].shape[-2]
@@ -243,11 +254,12 @@ def _has_layers(model) -> int:
     return getattr(config.get_text_config(decoder=True), "num_hidden_layers", 0) or 0
 
 
-def _preallocated_cache(model, capacity: int, rows: list | None = None, width: int = 0):
+def _preallocated_cache(model, capacity: int, rows: list | None = None, width: int = 0, like=None):
     """A DynamicCache of `PreallocatedLayer`s (None when the model has no usable config).
 
     `rows`: per batch row, None or per layer (keys, values) of shape (H, T, D) the row begins with,
-    right-aligned in the first `width` columns (`PreallocatedLayer.start_rows`).
+    right-aligned in the first `width` columns (`PreallocatedLayer.start_rows`); `like`: such a row,
+    for shapes when every row is None (a part of a batch whose other rows reuse states).
     """
     from transformers import DynamicCache
 
@@ -260,7 +272,7 @@ def _preallocated_cache(model, capacity: int, rows: list | None = None, width: i
     cache.layer_class_to_replicate = None
     if rows is not None and width > 0:
         for i, layer in enumerate(cache.layers):
-            layer.start_rows([None if r is None else r[i] for r in rows], width)
+            layer.start_rows([None if r is None else r[i] for r in rows], width, like and like[i])
     return cache
 
 
@@ -314,6 +326,10 @@ class ModelPolicy:
        [pad | reused prefix | pad | rest of context | generated], with position ids that skip the
        pads. `reuse_turn_cache=False` keeps only the prompt. The store is bounded by `cache_mb`:
        least recently used episodes are evicted and recomputed from scratch at their next turn.
+    7. A bounded prefill. The prefill runs a batch's new ids in one forward, whose attention holds
+       rows x heads x S x (P + S) scores; over `prefill_mb` (`prefill_bytes`) it runs the rows in
+       parts of the same layout (at least one row each) and stacks their caches, so decoding still
+       runs the whole batch together.
     """
 
     accepts_prefix_lengths = True
@@ -331,6 +347,8 @@ class ModelPolicy:
         """[6] context ids taken from the store instead of prefilled (a running count)"""
         self.prefilled_tokens = 0
         """context ids prefilled (a running count)"""
+        self.prefill_forwards = 0
+        """[7] prefill forwards run (a running count): more than the batches when `prefill_mb` splits them"""
 
     def clear_prefix_cache(self) -> None:
         self._prefix_store.clear()
@@ -358,6 +376,17 @@ class ModelPolicy:
             for i, r in zip(idx, batch):
                 out[i] = r
         return out
+
+    def prefill_bytes(self, rows: int, new: int, reused: int) -> float:
+        """Estimated memory of a prefill forward's attention: `rows` rows of `new` ids (padded) run
+        against `reused` stored columns, in a cache with room for `max_new_tokens`: rows x heads x
+        new x width scores in the model's dtype, `PREFILL_COPIES` times (`GenerationConfig.prefill_mb`)."""
+        config = getattr(self.model, "config", None)
+        text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+        heads = getattr(text, "num_attention_heads", None) or 1
+        itemsize = next(self.model.parameters()).dtype.itemsize
+        width = reused + new + self.config.max_new_tokens
+        return float(rows) * heads * new * width * itemsize * PREFILL_COPIES
 
     def _take_stored(self, keys: list[tuple[int, ...] | None]) -> list[_StoredSequence | None]:
         """[6] Take the rows' stored sequences out of the store (each row stores a fresher one when it
@@ -414,15 +443,37 @@ class ModelPolicy:
         mask[:, P : P + S] = rest_mask
         positions = (mask[:, : P + S].cumsum(-1) - 1).clamp(min=0)[:, P:]  # [1] pads skipped
         mask = mask.to(device)
-        result = model(
-            input_ids=rest.to(device),
-            attention_mask=mask[:, : P + S],
-            position_ids=positions.to(device),
-            cache=_preallocated_cache(model, P + S + cfg.max_new_tokens, rows, P),  # [5]
-            use_cache=True,
-            logits_to_keep=1,  # [2]
-        )
-        return result.cache, result.logits[:, -1, :], mask, positions[:, -1].to(device) + 1, P + S
+        # [7] rows per forward under `prefill_mb`; all share the batch's layout (P, S), so the parts'
+        # caches stack into the batch's cache and each row computes what it would in one forward
+        per = B if not _has_layers(model) else int(cfg.prefill_mb * 2**20 // self.prefill_bytes(1, S, P))
+        per = max(1, min(B, per))
+        like = next((r for r in rows if r is not None), None)
+        caches, logits = [], []
+        for lo in range(0, B, per):
+            result = model(
+                input_ids=rest[lo : lo + per].to(device),
+                attention_mask=mask[lo : lo + per, : P + S],
+                position_ids=positions[lo : lo + per].to(device),
+                cache=_preallocated_cache(
+                    model, P + S + cfg.max_new_tokens, rows[lo : lo + per], P, like
+                ),  # [5]
+                use_cache=True,
+                logits_to_keep=1,  # [2]
+            )
+            caches.append(result.cache)
+            logits.append(result.logits[:, -1, :])
+            self.prefill_forwards += 1
+        cache = caches[0]
+        if len(caches) > 1:  # [7] one batch again: decoding runs all B rows together
+            for i, layer in enumerate(cache.layers):
+                parts = [c.layers[i] for c in caches]
+                layer._k = torch.cat([part._k for part in parts])
+                layer._v = torch.cat([part._v for part in parts])
+                for part in parts[1:]:
+                    part._k = part._v = part.keys = part.values = None
+                layer._views()
+        logits = logits[0] if len(logits) == 1 else torch.cat(logits)
+        return cache, logits, mask, positions[:, -1].to(device) + 1, P + S
 
     def _generate(self, contexts, generators, prefix_lengths=None) -> list[Response]:
         model, cfg = self.model, self.config

@@ -7,12 +7,14 @@
 - keys/values reused across turns (full: the whole previous turn; truncate: until it cuts) give
   what recomputing every context from scratch gives, under a memory budget, and the store is
   empty after a rollout;
+- a batch split into several prefills under `prefill_mb` (more for longer contexts) gives the same
+  responses as one big batch;
 - an untrained model rolls out without a crash, its garbage becoming format errors;
 - jsonl write -> read is lossless, and a bad line is reported with file:line while the rest loads.
 """
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import pytest
 import torch
@@ -252,6 +254,82 @@ def test_turn_cache_reuse_equals_recompute_from_scratch(world, dev, tokenizer, m
     else:  # the cut did move (the history fills the budget), and reuse still went past the prompt
         assert any(sum(b - a for _, a, b in t.turns[-1].spans[1:]) == 60 for t in scratch)
         assert policies[1].reused_tokens > policies[3].reused_tokens > 0
+
+
+class CountBatches:
+    """Wraps a ModelPolicy's `_generate` (one batch: one decoding loop) and records each batch's rows."""
+
+    def __init__(self, policy):
+        self.sizes: list[int] = []
+        inner = policy._generate
+
+        def counted(contexts, *args, **kw):
+            self.sizes.append(len(contexts))
+            return inner(contexts, *args, **kw)
+
+        policy._generate = counted
+
+
+def test_prefill_memory_bound_splits_prefills_with_the_same_responses(world, dev, tokenizer, model64):
+    """[prefill_mb] Under a small budget a batch's prefill runs in several forwards (full agent: reused
+    turn keys/values and all) while decoding still runs the whole batch, and every response and
+    log-prob is what one forward gives."""
+    model = _stop_often(model64, tokenizer)
+    runs, batches, policies = [], [], []
+    with without_float32_islands():
+        for prefill_mb in (1e6, 2.0):
+            cfg = GenerationConfig(max_new_tokens=20, temperature=0.0, prefill_mb=prefill_mb)
+            policies.append(ModelPolicy(model, tokenizer, cfg))
+            batches.append(CountBatches(policies[-1]))
+            runs.append(rollout(policies[-1], tokenizer, world, dev, "full"))
+    _same(runs[0], runs[1])
+    big, small = policies
+    assert batches[0].sizes == batches[1].sizes  # the same batches decoded together
+    assert big.prefill_forwards == len(batches[0].sizes)
+    assert small.prefill_forwards > 2 * big.prefill_forwards
+    assert (
+        (small.reused_tokens, small.prefilled_tokens) == (big.reused_tokens, big.prefilled_tokens) != (0, 0)
+    )
+
+
+def test_prefill_estimate_grows_with_context_length(tokenizer, model64):
+    """[prefill_mb] Under the same budget long contexts take more prefill forwards than short ones
+    (never fewer than one row each), with the responses of one forward; and a part of a batch whose
+    rows have no stored states, beside rows that reuse theirs, still lines up with them."""
+    cfg = GenerationConfig(max_new_tokens=4, temperature=0.0)
+    gen = torch.Generator().manual_seed(0)
+    short = [torch.randint(5, 4000, (30,), generator=gen).tolist() for _ in range(8)]
+    long = [torch.randint(5, 4000, (120,), generator=gen).tolist() for _ in range(8)]
+    whole = ModelPolicy(model64, tokenizer, cfg)
+    budget = whole.prefill_bytes(3, 120, 0) / 2**20  # three long rows per forward
+    assert whole.prefill_bytes(1, 120, 0) > whole.prefill_bytes(1, 30, 0)
+    assert whole.prefill_bytes(1, 30, 90) > whole.prefill_bytes(1, 30, 0)
+
+    def forwards(policy, contexts, **kw):
+        before = policy.prefill_forwards
+        out = policy.respond(contexts, [torch.Generator().manual_seed(i) for i in range(len(contexts))], **kw)
+        return policy.prefill_forwards - before, out
+
+    parts = ModelPolicy(model64, tokenizer, replace(cfg, prefill_mb=budget))
+    assert forwards(parts, short)[0] == 1
+    n, split = forwards(parts, long)
+    assert n == 3
+    one = forwards(whole, long)[1]
+    assert [r.ids for r in split] == [r.ids for r in one]
+    assert all(max(abs(a - b) for a, b in zip(r.logprobs, q.logprobs)) < 1e-9 for r, q in zip(split, one))
+
+    # reuse: rows 0-3 continue their episode (stored states), rows 4-7 are new episodes (none stored)
+    tiny = ModelPolicy(model64, tokenizer, replace(cfg, prefill_mb=1e-9))  # below one row: one row each
+    results = []
+    for policy in (whole, tiny):
+        policy.clear_prefix_cache()
+        first = forwards(policy, long[:4], prefix_lengths=[10] * 4)[1]
+        later = [c + r.ids + [7, 8, 9] for c, r in zip(long[:4], first)] + [[4] + c for c in long[4:]]
+        results.append(forwards(policy, later, prefix_lengths=[10] * 8))
+    (_, a), (n, b) = results
+    assert n == 8 and tiny.reused_tokens == whole.reused_tokens > 0
+    assert [r.ids for r in a] == [r.ids for r in b]
+    assert all(max(abs(x - y) for x, y in zip(r.logprobs, q.logprobs)) < 1e-9 for r, q in zip(a, b))
 
 
 def test_turn_cache_stays_within_its_memory_budget(world, dev, tokenizer, model64):
