@@ -82,6 +82,11 @@ SHIPPED = {
         "mem1 ppo --preset standard --init data/checkpoints/sft-mem1-n16 --minutes 30 "
         "--out data/checkpoints/ppo-mem1-n16-n2",
     ),
+    "ppo-n16-mix": (
+        "ppo-mem1-n16-mix",
+        "mem1 ppo --preset standard --init data/checkpoints/sft-mem1-n16 --objectives 2,4,8 --minutes 45 "
+        "--out data/checkpoints/ppo-mem1-n16-mix",
+    ),
     "sft-full-n16": (
         "sft-full-n16",
         "mem1 sft --preset long --init data/checkpoints/sft-full --agent full --tasks 800 "

@@ -46,7 +46,8 @@ ARMS = (
     Arm("sft-text-n16", "mem1", 16, "sft-n8 + SFT on N = 1..16 (text pointer)"),
     Arm("sft-n16", "mem1", 16, "sft-n8 + SFT on N = 1..16 (numbered pointer)"),
     Arm("ppo-n16", "mem1", 16, "sft-n16 + PPO on N = 2..16 (group baseline, 5 steps)"),
-    Arm("ppo-n16-n2", "mem1", 16, "sft-n16 + PPO at N = 2 (60 steps)"),
+    Arm("ppo-n16-n2", "mem1", 16, "sft-n16 + PPO at N = 2 (51 steps, 30 min)"),
+    Arm("ppo-n16-mix", "mem1", 16, "sft-n16 + PPO, N = 2, 4, 8 cycled (26 steps, 45 min)"),
     Arm("sft-full", "full", 4, "full-context SFT"),
     Arm("ppo-full", "full", 4, "full-context SFT + PPO at N = 2"),
     Arm("sft-full-n16", "full", 16, "sft-full + SFT on N = 1..16, sft-n16's minutes"),
@@ -54,10 +55,13 @@ ARMS = (
 """the study's rows, in the order of the table (an arm without records is left out)"""
 
 COMPARISONS = (
-    ("RL above SFT, data N <= 16", ("sft-n16", "mem1"), ("ppo-n16-n2", "mem1")),
+    ("RL across sizes above SFT, data N <= 16", ("sft-n16", "mem1"), ("ppo-n16-mix", "mem1")),
+    ("RL at N = 2 above SFT, data N <= 16", ("sft-n16", "mem1"), ("ppo-n16-n2", "mem1")),
+    ("RL across sizes above RL at N = 2", ("ppo-n16-n2", "mem1"), ("ppo-n16-mix", "mem1")),
     ("RL above SFT, data N <= 4", ("sft", "mem1"), ("ppo", "mem1")),
     ("mem1 above full context, same budget", ("sft-full-n16", "full"), ("sft-n16", "mem1")),
-    ("mem1 RL above full context, same budget", ("sft-full-n16", "full"), ("ppo-n16-n2", "mem1")),
+    ("mem1 RL above full context, same budget", ("sft-full-n16", "full"), ("ppo-n16-mix", "mem1")),
+    ("mem1 above the N <= 4 full-context RL baseline", ("ppo-full", "full"), ("sft-n16", "mem1")),
     ("long data beats short data (mem1)", ("sft-n8", "mem1"), ("sft-n16", "mem1")),
     ("numbered pointer above text pointer", ("sft-text-n16", "mem1"), ("sft-n16", "mem1")),
 )
