@@ -25,6 +25,7 @@ from pathlib import Path
 from . import paper, plots, study
 from .evaluate import policy_role, save_records
 from .files import write_text
+from .study import find_record
 from .terms import AGENTS
 
 # ---------------------------------------------------------------------------------------------
@@ -173,12 +174,6 @@ def pick_roles(records: Sequence[dict]) -> dict[str, str | None]:
     return {"rl": rl, "sft": sft, "primary": primary, "full": full or primary, "full_trained": full}
 
 
-def _find(records, policy, agent, n) -> dict | None:
-    return next(
-        (r for r in records if r["policy"] == policy and r["agent"] == agent and r["objectives"] == n), None
-    )
-
-
 @dataclass
 class Check:
     name: str
@@ -202,8 +197,9 @@ def check_targets(records: Sequence[dict], large: int = 16, small: int = 2) -> l
     def skip(name, why):
         checks.append(Check(name, "SKIP", why))
 
-    m_small, m_large = _find(records, primary, "mem1", small), _find(records, primary, "mem1", large)
-    f_large = _find(records, full, "full", large)
+    m_small = find_record(records, primary, "mem1", small)
+    m_large = find_record(records, primary, "mem1", large)
+    f_large = find_record(records, full, "full", large)
 
     name = f"mem1 peak tokens N={large} <= 2x N={small}"
     if m_small and m_large:
@@ -274,7 +270,7 @@ def check_targets(records: Sequence[dict], large: int = 16, small: int = 2) -> l
     name = "RL above SFT at N >= 4"
     rl, sft = roles["rl"], roles["sft"]
     pairs = [
-        (n, _find(records, rl, "mem1", n), _find(records, sft, "mem1", n))
+        (n, find_record(records, rl, "mem1", n), find_record(records, sft, "mem1", n))
         for n in sorted({r["objectives"] for r in records})
         if n >= 4
     ]
@@ -316,7 +312,7 @@ def paper_comparison(records: Sequence[dict]) -> Table:
     ]
     rows = []
     for p in paper.QA_ROWS:
-        r = _find(records, ours[p.agent], p.agent, p.objectives)
+        r = find_record(records, ours[p.agent], p.agent, p.objectives)
         mine = (
             [f"{r['policy']} / {p.agent}", f"{r['em']:.3f}", f"{r['em_per_objective']:.3f}"]
             + [f"{r['peak_tokens']:.0f}", f"{r['seconds']:.2f}"]
@@ -330,7 +326,7 @@ def paper_comparison(records: Sequence[dict]) -> Table:
         )
     for kind, label in (("rl", "MEM1 RL"), ("sft", "MEM1 SFT")):
         for n, em in paper.RL_VS_SFT[kind].items():
-            r = _find(records, roles[kind], "mem1", n) if roles[kind] else None
+            r = find_record(records, roles[kind], "mem1", n) if roles[kind] else None
             mine = (
                 [f"{r['policy']} / mem1", f"{r['em']:.3f}", f"{r['em_per_objective']:.3f}", "", ""]
                 if r
@@ -361,7 +357,7 @@ def reproduction_text(records: Sequence[dict], checks: Sequence[Check]) -> str:
         names = [c.name for c in checks if c.status == status]
         if names:
             lines.append(f"{verb}: " + "; ".join(names) + ".")
-    m = {n: _find(records, primary, "mem1", n) for n in (2, 16)}
+    m = {n: find_record(records, primary, "mem1", n) for n in (2, 16)}
     if m[2] and m[16]:
         p2, p16 = paper.qa_row("mem1", 2), paper.qa_row("mem1", 16)
         lines.append(

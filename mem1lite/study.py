@@ -68,7 +68,8 @@ COMPARISONS = (
 """(claim, A, B): the claim holds at an N where B - A has an interval above 0"""
 
 
-def _find(records: Sequence[dict], policy: str, agent: str, n: int) -> dict | None:
+def find_record(records: Sequence[dict], policy: str, agent: str, n: int) -> dict | None:
+    """The record of (policy, agent, N), or None."""
     return next(
         (r for r in records if r["policy"] == policy and r["agent"] == agent and r["objectives"] == n), None
     )
@@ -86,7 +87,7 @@ def present(records: Sequence[dict]) -> list[Arm]:
 def paired(records: Sequence[dict], a: tuple[str, str], b: tuple[str, str], n: int) -> dict | None:
     """B - A in EM per objective at N over the same tasks, with its bootstrap interval; None when a
     record is missing, lacks per-task values, or the two played different tasks."""
-    ra, rb = _find(records, *a, n), _find(records, *b, n)
+    ra, rb = find_record(records, *a, n), find_record(records, *b, n)
     if not (ra and rb and ra.get("em_by_task") and rb.get("em_by_task")):
         return None
     if ra.get("task_ids") != rb.get("task_ids"):
@@ -97,7 +98,8 @@ def paired(records: Sequence[dict], a: tuple[str, str], b: tuple[str, str], n: i
 def kept(records: Sequence[dict], arm: Arm, small: int = 2, large: int = 16) -> dict | None:
     """EM per objective at `large` over that at `small` (the paper's "keeps 35%"), with a bootstrap
     interval (the two sizes' tasks are different tasks, so they are resampled independently)."""
-    rs, rl = _find(records, arm.policy, arm.agent, small), _find(records, arm.policy, arm.agent, large)
+    rs = find_record(records, arm.policy, arm.agent, small)
+    rl = find_record(records, arm.policy, arm.agent, large)
     if not (rs and rl):
         return None
     if rs.get("em_by_task") and rl.get("em_by_task"):
@@ -125,7 +127,7 @@ def study_table(records: Sequence[dict]) -> Table:
     for arm in present(records):
         cells = []
         for n in ns:
-            r = _find(records, arm.policy, arm.agent, n)
+            r = find_record(records, arm.policy, arm.agent, n)
             mark = "" if n <= arm.data_n else "*"  # * : beyond the largest N it was trained on
             cells.append(f"{r['em_per_objective']:.3f}{mark}" if r else "–")
         ratio = _interval(kept(records, arm), "ratio")
