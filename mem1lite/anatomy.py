@@ -113,6 +113,8 @@ def classify(context: str, policy: str, teacher: str) -> str:
     if ps.now != ts.now:
         p_rel, t_rel = (s.split(" of ", 1)[0] if s else "" for s in (ps.now, ts.now))
         return "hop confusion" if p_rel != t_rel else "reading error"
+    if ps.hop != ts.hop:  # the right fact, the wrong hop marker (pointer "hop")
+        return "hop confusion"
     if p.argument != t.argument:
         return "wrong query"
     return "other"
@@ -142,7 +144,7 @@ def parts_right(policy: str, teacher: str) -> dict[str, bool]:
     return {
         "answers": ps is not None and ps.answers == ts.answers,
         "question": ps is not None and (ps.question, ps.number) == (ts.question, ts.number),
-        "now": ps is not None and ps.now == ts.now,
+        "now": ps is not None and (ps.now, ps.hop) == (ts.now, ts.hop),
         "action": (p.kind, p.argument) == (t.kind, t.argument),
     }
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .files import lock, write_text
 from .store import DataError
+from .teacher import POINTERS
 from .terms import AGENTS, LAYOUTS
 from .world import DEFAULT_WORLD_DIR, SPLITS
 
@@ -657,8 +658,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--pointer",
         default="text",
-        choices=["text", "number"],
-        help="the teacher's state names its question by text, or by number and text",
+        choices=POINTERS,
+        help="the teacher's state names its question by text, by number and text, or (hop) also "
+        "says which hop of the question `now` is",
     )
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in OUT.partial")
     p.add_argument(

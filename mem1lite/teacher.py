@@ -25,6 +25,12 @@ The internal state is index-free, so that one learned behaviour serves any numbe
    The next question is then "the line numbered one more", which a model can find by matching two
    tokens (the number and the dot after a line break) instead of a whole question's text: a
    cheaper pointer to follow in a long prompt. Both forms are read whichever the teacher writes.
+6. With `hops=True` (pointer "hop": the number as in [5], and more) `now` also says which hop of
+   the question's chain it is: `now: the founder of Kel Works (hop 1 of 2).` The turn that reads
+   the fact must decide "bridge or answer?"; without the marker that means matching the relation
+   of `now` against the question's chain, with it the decision is read off two digits (1 of 2:
+   a bridge, search again; 2 of 2 or 1 of 1: the answer). The pointer made the question
+   explicit; this makes the hop explicit, for the "hop confusion" the failure anatomy found.
 """
 
 from __future__ import annotations
@@ -44,8 +50,10 @@ _USER = re.compile(r"<\|im_start\|>user\n(.*?)<\|im_end\|>", re.S)
 
 
 _NUMBERED = re.compile(r"^(?P<number>\d+)\. (?P<question>.+)$", re.S)
-POINTERS = ("text", "number")
-"""how the state points at the current question: its text, or its number and text"""
+_HOP = re.compile(r"^(?P<now>.+) \(hop (?P<hop>\d+) of (?P<hops>\d+)\)$", re.S)
+POINTERS = ("text", "number", "hop")
+"""how the state points at the current question: its text; its number and text [5]; its number and
+text and `now`'s hop in the question's chain [6]"""
 
 
 @dataclass
@@ -55,6 +63,8 @@ class State:
     now: str | None
     number: int | None = None
     """the question's number in the prompt (1-based), written before its text when set"""
+    hop: tuple[int, int] | None = None
+    """(which hop `now` is, how many the question has), written after `now` when set [6]"""
 
     def render(self) -> str:
         answers = "; ".join(self.answers) if self.answers else "none"
@@ -62,6 +72,8 @@ class State:
         if self.question and self.number is not None:
             question = f"{self.number}. {question}"
         now = self.now or "none"
+        if self.now and self.hop is not None:
+            now = f"{now} (hop {self.hop[0]} of {self.hop[1]})"
         return f"answers: {answers}. question: {question} now: {now}."
 
 
@@ -76,7 +88,11 @@ def parse_state(text: str) -> State | None:
     numbered = _NUMBERED.match(question or "")
     if numbered:
         number, question = int(numbered["number"]), numbered["question"]
-    return State(answers, question, now, number)
+    hop = None
+    marked = _HOP.match(now or "")
+    if marked:
+        now, hop = marked["now"], (int(marked["hop"]), int(marked["hops"]))
+    return State(answers, question, now, number, hop)
 
 
 def split_context(context: str) -> tuple[str, str]:
@@ -95,7 +111,7 @@ def teacher_for(pointer: str = "text"):
     """The teacher whose states point at the current question by `pointer` (POINTERS)."""
     if pointer not in POINTERS:
         raise ValueError(f"unknown pointer {pointer!r}: expected one of {', '.join(POINTERS)}")
-    return partial(teacher_response, numbered=pointer == "number")
+    return partial(teacher_response, numbered=pointer in ("number", "hop"), hops=pointer == "hop")
 
 
 def question_chain(question: str) -> tuple[list[str], str]:
@@ -121,9 +137,15 @@ def _first_hop(question: str) -> tuple[str, str]:
     return f"the {relations[0]} of {entity}", entity
 
 
-def teacher_response(context: str, numbered: bool = False) -> str:
+def teacher_response(context: str, numbered: bool = False, hops: bool = False) -> str:
     """The teacher's next response for a turn's context text (prompt + whatever the agent kept).
-    [5] `numbered`: the state carries the current question's number from the prompt."""
+    [5] `numbered`: the state carries the current question's number from the prompt; [6] `hops`:
+    `now` carries its hop in the question's chain."""
+
+    def say(state: State, action: str, argument: str) -> str:
+        state.hop = _hop_of(state) if hops else None
+        return f"<think> {state.render()}</think><{action}> {argument}</{action}>"
+
     prompt, assistant = split_context(context)
     questions = parse_prompt_questions(prompt)
     if not questions:
@@ -134,7 +156,7 @@ def teacher_response(context: str, numbered: bool = False) -> str:
         # First turn (or a state the teacher cannot read): start from the first question.
         state = State([], questions[0], None, 1 if numbered else None)
         state.now, query = _first_hop(questions[0])
-        return f"<think> {state.render()}</think><search> {query}</search>"
+        return say(state, "search", query)
 
     state.number = questions.index(state.question) + 1 if numbered else None
     infos = list(_INFO.finditer(assistant, thinks[-1].end()))
@@ -143,21 +165,30 @@ def teacher_response(context: str, numbered: bool = False) -> str:
     now = _NOW.match(state.now or "")
     if not now:
         state.now, query = _first_hop(state.question)
-        return f"<think> {state.render()}</think><search> {query}</search>"
+        return say(state, "search", query)
     relation, entity = now["relation"], now["entity"]
     value = find_fact(passages, relation, entity)
     if value is None:  # [4] retrieval miss: search again, with the relation word
-        return f"<think> {state.render()}</think><search> {entity} {relation}</search>"
+        return say(state, "search", f"{entity} {relation}")
     hop = 0 if entity == start else 1
     if hop + 1 < len(relations):  # [3] a bridge entity: look for the outer relation next
         state.now = f"the {relations[hop + 1]} of {value}"
-        return f"<think> {state.render()}</think><search> {value}</search>"
+        return say(state, "search", value)
     state.answers.append(value)
     index = questions.index(state.question)
     if index + 1 < len(questions):  # [2] next question: the one after this one in the prompt
         state.question = questions[index + 1]
         state.number = index + 2 if numbered else None
         state.now, query = _first_hop(state.question)
-        return f"<think> {state.render()}</think><search> {query}</search>"
+        return say(state, "search", query)
     state.question, state.now = None, None
-    return f"<think> {state.render()}</think><answer> {'; '.join(state.answers)}</answer>"
+    return say(state, "answer", "; ".join(state.answers))
+
+
+def _hop_of(state: State) -> tuple[int, int] | None:
+    """[6] (which hop of its question's chain `now` looks for, how many hops the chain has)."""
+    now = _NOW.match(state.now or "")
+    if not state.question or not now:
+        return None
+    relations, start = question_chain(state.question)
+    return (1 if now["entity"] == start else 2), len(relations)

@@ -170,6 +170,17 @@ def test_turn_kinds_and_parts():
     assert parts_right(numbered.replace("question: 2.", "question: 1."), numbered)["question"] is False
 
 
+def test_a_wrong_hop_marker_is_hop_confusion():
+    hop = teacher_for("hop")
+    t0 = hop(context())
+    t1 = hop(context(t0 + INFO1))
+    assert "(hop 2 of 2)" in t1
+    wrong = t1.replace("(hop 2 of 2)", "(hop 1 of 2)")  # the right fact, marked as the first hop
+    assert classify(context(t0 + INFO1), wrong, t1) == "hop confusion"
+    assert parts_right(wrong, t1)["now"] is False and parts_right(t1, t1)["now"] is True
+    assert not same_response(wrong, t1) and same_response(t1, t1)
+
+
 class _Tok:
     """Decoding that is the identity on lists of characters (a trajectory of text)."""
 

@@ -157,3 +157,62 @@ def test_numbered_teacher_solves_long_tasks_with_numbered_states(world, dev, tok
             state = parse_state(parse_response(tokenizer.decode(turn.output_ids)).state)
             assert t.questions[state.number - 1] == state.question
     assert domain.fingerprint() != QADomain(world=world).fingerprint()  # caches keyed apart
+
+
+def test_hop_pointer_marks_which_hop_of_the_chain_now_looks_for():
+    q = ["What is the birthplace of the founder of Kel Works?", "Who is the mayor of Oskel Ford?"]
+    hop = teacher_for("hop")
+    first = hop(_context(q))
+    assert (
+        "question: 1. What is the birthplace of the founder of Kel Works? "
+        "now: the founder of Kel Works (hop 1 of 2)." in first
+    )
+    info = "<information>Doc 1(Title: Kel Works) The founder of Kel Works is Talis Morrow.</information>"
+    second = hop(_context(q, first + info))  # a bridge: the marker moves to hop 2 of 2
+    assert "now: the birthplace of Talis Morrow (hop 2 of 2).</think><search> Talis Morrow</search>" in second
+    info2 = (
+        "<information>Doc 1(Title: Talis Morrow) The birthplace of Talis Morrow is Vel Ford.</information>"
+    )
+    third = hop(_context(q, second + info2))  # the answer: next question, a one-hop chain
+    assert (
+        "answers: Vel Ford. question: 2. Who is the mayor of Oskel Ford? "
+        "now: the mayor of Oskel Ford (hop 1 of 1)." in third
+    )
+    miss = hop(_context(q, third + "<information>No results.</information>"))
+    assert "(hop 1 of 1).</think><search> Oskel Ford mayor</search>" in miss
+    # the same decisions as the numbered pointer, only the marker added; each teacher reads the other's states
+    numbered = teacher_for("number")
+    assert second.replace(" (hop 2 of 2)", "") == numbered(
+        _context(q, first.replace(" (hop 1 of 2)", "") + info)
+    )
+    assert hop(_context(q, first.replace(" (hop 1 of 2)", "") + info)) == second
+    s = parse_state(
+        "answers: none. question: 3. Who is the mayor of X Y? now: the mayor of X Y (hop 1 of 1)."
+    )
+    assert (s.now, s.hop, s.number) == ("the mayor of X Y", (1, 1), 3)
+    assert parse_state(s.render()) == s
+    final = hop(_context(q[:1], second + info2))
+    assert final.endswith("now: none.</think><answer> Vel Ford</answer>")
+
+
+def test_hop_teacher_solves_long_tasks_with_marked_states(world, dev, tokenizer):
+    from mem1lite.domains import QADomain
+    from mem1lite.world import make_tasks
+
+    domain = QADomain(world=world, pointer="hop")
+    tasks = make_tasks(world, "dev", 16, 8, seed=0)
+    envs = [QAEnvironment.from_task(t, dev) for t in tasks]
+    trajs = run_episodes(
+        TeacherPolicy(tokenizer, domain.teacher()), tokenizer, envs, RolloutConfig(progress=False), tasks
+    )
+    assert summarize(trajs)["em_per_objective"] >= 0.98
+    marked = 0
+    for t in trajs:
+        for turn in t.turns[:-1]:
+            state = parse_state(parse_response(tokenizer.decode(turn.output_ids)).state)
+            assert t.questions[state.number - 1] == state.question
+            relations, _ = question_chain(state.question)
+            assert state.hop is not None and 1 <= state.hop[0] <= state.hop[1] == len(relations)
+            marked += state.hop[0] == 2
+    assert marked > 0  # two-hop questions reached their second hop
+    assert domain.fingerprint() != QADomain(world=world, pointer="number").fingerprint()
