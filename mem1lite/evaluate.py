@@ -87,6 +87,16 @@ SHIPPED = {
         "mem1 ppo --preset standard --init data/checkpoints/sft-mem1-n16 --objectives 2,4,8 --minutes 45 "
         "--out data/checkpoints/ppo-mem1-n16-mix",
     ),
+    "sft-n16-more": (
+        "sft-mem1-n16-more",
+        "mem1 sft --preset long --init data/checkpoints/sft-mem1-n16 --pointer number --seed 1 "
+        "--out data/checkpoints/sft-mem1-n16-more",
+    ),
+    "sft-n16-hop": (
+        "sft-mem1-n16-hop",
+        "mem1 sft --preset long --init data/checkpoints/sft-mem1-n16 --pointer hop --seed 1 "
+        "--out data/checkpoints/sft-mem1-n16-hop",
+    ),
     "sft-full-n16": (
         "sft-full-n16",
         "mem1 sft --preset long --init data/checkpoints/sft-full --agent full --tasks 800 "

@@ -48,6 +48,8 @@ ARMS = (
     Arm("ppo-n16", "mem1", 16, "sft-n16 + PPO on N = 2..16 (group baseline, 5 steps)"),
     Arm("ppo-n16-n2", "mem1", 16, "sft-n16 + PPO at N = 2 (51 steps, 30 min)"),
     Arm("ppo-n16-mix", "mem1", 16, "sft-n16 + PPO, N = 2, 4, 8 cycled (26 steps, 45 min)"),
+    Arm("sft-n16-more", "mem1", 16, "sft-n16 + the long SFT again (seed 1)"),
+    Arm("sft-n16-hop", "mem1", 16, "sft-n16 + the long SFT again, hop marked in the state"),
     Arm("sft-full", "full", 4, "full-context SFT"),
     Arm("ppo-full", "full", 4, "full-context SFT + PPO at N = 2"),
     Arm("sft-full-n16", "full", 16, "sft-full + SFT on N = 1..16, sft-n16's minutes"),
@@ -64,6 +66,8 @@ COMPARISONS = (
     ("mem1 above the N <= 4 full-context RL baseline", ("ppo-full", "full"), ("sft-n16", "mem1")),
     ("long data beats short data (mem1)", ("sft-n8", "mem1"), ("sft-n16", "mem1")),
     ("numbered pointer above text pointer", ("sft-text-n16", "mem1"), ("sft-n16", "mem1")),
+    ("more long SFT above sft-n16", ("sft-n16", "mem1"), ("sft-n16-more", "mem1")),
+    ("hop marked above the same SFT without it", ("sft-n16-more", "mem1"), ("sft-n16-hop", "mem1")),
 )
 """(claim, A, B): the claim holds at an N where B - A has an interval above 0"""
 
