@@ -286,6 +286,7 @@ def cmd_sft(args: argparse.Namespace) -> None:
         data=args.data,
         threads=args.threads,
         tasks=args.tasks,
+        data_workers=args.data_workers,
         pointer=args.pointer,
         resume=args.resume,
         checkpoint_minutes=args.checkpoint_minutes,
@@ -655,6 +656,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", default="qa", choices=["qa", "webshop"], help="the domain")
     _data_flag(p, "the domain's data folder (default data/qa or data/webshop)")
     p.add_argument("--tasks", type=_episodes, default=None, help="teacher tasks played for the data")
+    p.add_argument(
+        "--data-workers",
+        type=_positive_int,
+        default=None,
+        help="processes playing the teacher for the data (default min(2, cores); the same rows)",
+    )
     p.add_argument(
         "--pointer",
         default="text",

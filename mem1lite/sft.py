@@ -44,11 +44,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
-import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -61,6 +58,7 @@ from .files import commit_folder, find_folder, fsync_tree, new_folder, remove_fo
 from .model import TINY_DIR, build_tiny_model, count_parameters, load_policy, load_tokenizer, resolve_model
 from .plots import probe_curves
 from .probe import greedy_em, name_token_ids, probe_samples, teacher_forced_accuracy, teacher_trajectories
+from .sft_data import row_lengths, teacher_sft_data, to_dataset
 from .store import sha256_file
 
 
@@ -142,6 +140,9 @@ class SFTArgs:
     """N values of the final evaluation"""
     threads: int = 1
     """torch CPU threads (on the 2-core dev machine one thread trained faster than two)"""
+    data_workers: int | None = None
+    """processes that play the teacher for the data (None: min(2, cores)); the rows do not depend
+    on it (sft_data.py)"""
     env: str = "qa"
     """domain: qa or webshop (domains.py)"""
     data: str | None = None
@@ -212,112 +213,9 @@ def make_args(preset: str, **overrides) -> SFTArgs:
     return SFTArgs(preset=preset, **fields)
 
 
-# ---------------------------------------------------------------------------------------------
-# Data
-
-
-CACHE_DIR = Path(__file__).resolve().parent.parent / "runs" / "cache"
-
-
-def teacher_sft_data(domain, tokenizer, args: SFTArgs, split: str = "sft"):
-    """Play `args.tasks` teacher tasks; one row per turn: `input_ids` (context + response) and
-    `response_mask`. Cached under runs/cache, keyed by everything that changes the rows."""
-    from datasets import Dataset, load_from_disk
-
-    key = hashlib.sha256(
-        json.dumps(
-            {
-                "env": domain.name,
-                "data": domain.fingerprint(),
-                "vocab": len(tokenizer),
-                "tokenizer": hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest(),
-                "tasks": args.tasks,
-                "objectives": list(args.objectives),
-                "seed": args.seed,
-                "agent": args.agent,
-                "split": split,
-                "long_share": args.long_share,
-                "version": 1,
-            },
-            sort_keys=True,
-        ).encode()
-    ).hexdigest()[:16]
-    cached = CACHE_DIR / f"sft-{key}"
-    data = _read_cache(cached)
-    if data is not None:
-        return data
-    ids, masks = [], []
-    for n, count in tasks_per_size(args.objectives, args.tasks, args.long_share).items():
-        trajs = teacher_trajectories(domain, tokenizer, split, n, count, seed=args.seed, agent=args.agent)
-        for t in trajs:
-            for j, turn in enumerate(t.turns):
-                context = t.context_ids(j)
-                ids.append(context + turn.output_ids)
-                masks.append([0] * len(context) + [1] * len(turn.output_ids))
-    data = Dataset.from_dict({"input_ids": ids, "response_mask": masks})
-    # a folder of this writer's own, renamed into place whole: a kill or a second writer never
-    # leaves a half-written cache under the key
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=CACHE_DIR, prefix=f".{cached.name}.", suffix=".tmp"))
-    try:
-        data.save_to_disk(str(tmp))
-        shutil.rmtree(cached, ignore_errors=True)
-        try:
-            tmp.rename(cached)
-        except OSError:  # another writer renamed the same rows into place first
-            if _read_cache(cached) is None:
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return load_from_disk(str(cached))
-
-
-def _read_cache(cached: Path):
-    """The cached rows, or None when there are none or they cannot be read: a damaged cache is
-    said so on stderr and removed, and the caller builds the rows again (they are derived data)."""
-    from datasets import load_from_disk
-
-    if not cached.exists():
-        return None
-    try:
-        data = load_from_disk(str(cached))
-        if set(data.column_names) != {"input_ids", "response_mask"} or len(data) == 0:
-            raise ValueError(f"columns {data.column_names}, {len(data)} rows")
-        return data
-    except Exception as exc:  # datasets / pyarrow / json raise many types for a damaged folder
-        print(
-            f"mem1: warning: the SFT data cache {cached} cannot be read ({type(exc).__name__}); "
-            "building it again",
-            file=sys.stderr,
-            flush=True,
-        )
-        shutil.rmtree(cached, ignore_errors=True)
-        return None
-
-
-def tasks_per_size(objectives, tasks: int, long_share: float = 0.0) -> dict[int, int]:
-    """How many tasks of each size the data get: `long_share` of them at the largest size, the rest
-    in equal shares over every size (rounded up, so no size gets none)."""
-    if not 0.0 <= long_share < 1.0:
-        raise ValueError(f"long_share must be in [0, 1), got {long_share}")
-    sizes = sorted(set(objectives))
-    equal = math.ceil(tasks * (1 - long_share) / len(sizes))
-    counts = {n: equal for n in sizes}
-    counts[sizes[-1]] += math.ceil(tasks * long_share)
-    return counts
-
-
-def to_dataset(data, loss_on: str, seed: int):
-    """Add `labels` (-100 where no loss) for a stage, and shuffle."""
-    if loss_on not in ("all", "response"):
-        raise ValueError(f"loss_on must be 'all' or 'response', got {loss_on!r}")
-
-    def labels(row):
-        if loss_on == "all":
-            return {"labels": list(row["input_ids"])}
-        return {"labels": [t if m else -100 for t, m in zip(row["input_ids"], row["response_mask"])]}
-
-    return data.map(labels, remove_columns=["response_mask"]).shuffle(seed=seed)
+def _tqdm_on() -> bool:
+    """Progress bars (the data build's, the Trainer's) unless MEM1_TQDM=0."""
+    return os.environ.get("MEM1_TQDM", "1") == "1"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -456,7 +354,7 @@ STAGE_MARKER = "stage.json"
 """written last into the stage folder: it is complete"""
 CHECKPOINT_MARKER = "mem1-complete.json"
 """written last into a Trainer checkpoint, once its files are flushed: it is complete"""
-VOLATILE_OPTIONS = ("resume", "threads", "checkpoint_minutes")
+VOLATILE_OPTIONS = ("resume", "threads", "checkpoint_minutes", "data_workers")
 """options a resume may change: they do not change what is trained"""
 
 
@@ -702,16 +600,16 @@ def train_sft(args: SFTArgs) -> dict:
     )
     t0 = time.perf_counter()
     with processes.main_process_first():  # [6] the others read the main process's cache
-        rows = teacher_sft_data(domain, tokenizer, args)
-    lengths = [len(r) for r in rows["input_ids"]]
-    n_tokens = sum(lengths)
+        rows = teacher_sft_data(domain, tokenizer, args, progress=main and _tqdm_on(), log=say)
+    lengths = row_lengths(rows)
+    n_tokens, longest = int(lengths.sum()), int(lengths.max())
     say(
         f"{len(rows)} samples, {n_tokens / 1e6:.1f} M tokens, in {time.perf_counter() - t0:.0f} s", flush=True
     )
-    fitted = fit_pack_length(args, max(lengths))
+    fitted = fit_pack_length(args, longest)
     if fitted != args:
         say(
-            f"longest sample {max(lengths)} tokens > max_length {args.max_length}: packing "
+            f"longest sample {longest} tokens > max_length {args.max_length}: packing "
             f"{fitted.max_length} tokens x {fitted.grad_accum} per step (the same tokens per step)",
             flush=True,
         )
@@ -756,7 +654,7 @@ def train_sft(args: SFTArgs) -> dict:
             ddp_find_unused_parameters=False,
             seed=args.seed,
             dataloader_num_workers=0,
-            disable_tqdm=not os.environ.get("MEM1_TQDM", "1") == "1",
+            disable_tqdm=not _tqdm_on(),
         )
         trainer = _fast_sft_trainer()(
             model=model,

@@ -146,7 +146,7 @@ if SFT_SHIPPED.exists():
 
 # %%
 from mem1lite.protocol import task_prompt  # noqa: E402
-from mem1lite.sft import tasks_per_size  # noqa: E402
+from mem1lite.sft_data import tasks_per_size  # noqa: E402
 from mem1lite.teacher import teacher_for  # noqa: E402
 
 counts = tasks_per_size(range(1, 17), 2400, long_share=0.5)

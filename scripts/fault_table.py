@@ -170,10 +170,12 @@ def sft_cache(t: Path) -> None:
 
 
 SFT_CACHE_SNIPPET = (
-    "import pathlib, datasets, mem1lite.sft as s; from mem1lite.domains import QADomain; "
+    "import pathlib, datasets, mem1lite.sft_data as s; from mem1lite.sft import SFTArgs; "
+    "from mem1lite.domains import QADomain; "
     "from mem1lite.model import TINY_DIR, load_tokenizer; datasets.disable_progress_bars(); "
     "s.CACHE_DIR = pathlib.Path('$T/cache'); "
-    "s.teacher_sft_data(QADomain(), load_tokenizer(TINY_DIR), s.SFTArgs(tasks=2, objectives=(1,)))"
+    "s.teacher_sft_data(QADomain(), load_tokenizer(TINY_DIR), SFTArgs(tasks=2, objectives=(1,)), "
+    "progress=False)"
 )
 
 
@@ -324,7 +326,7 @@ def faults() -> list[Fault]:
             intact=sft_cache_rebuilt,
             recover=True,
             note="the loader run again over a cache whose arrow file was cut in half",
-            shown="python -c '<sft.teacher_sft_data with runs/cache at $T/cache>'",
+            shown="python -c '<sft_data.teacher_sft_data with runs/cache at $T/cache>'",
             evidence="mem1: warning",
         ),
         Fault(

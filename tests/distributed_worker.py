@@ -46,11 +46,12 @@ def run(kind: str, kw: dict) -> None:
         train_ppo(PPOArgs(**{k: v for k, v in kw.items() if k in PPOArgs.__dataclass_fields__}))
     elif kind == "sft":
         import mem1lite.sft as sft
+        import mem1lite.sft_data as sft_data
 
         if "cache_dir" in kw:
             from pathlib import Path
 
-            sft.CACHE_DIR = Path(kw.pop("cache_dir"))
+            sft_data.CACHE_DIR = Path(kw.pop("cache_dir"))
         kw["objectives"] = tuple(kw["objectives"])
         kw["final_eval_objectives"] = tuple(kw["final_eval_objectives"])
         kw["stages"] = tuple(sft.Stage(**s) for s in kw["stages"])

@@ -120,8 +120,9 @@ def test_sft_on_two_processes_matches_one(tiny_init, tmp_path, monkeypatch):
     """TRL's Trainer does the data parallelism; ours is the loss (through the DDP wrapper, scaled for
     token averaging across processes), the split accumulation and the main-process-only probe and card."""
     import mem1lite.sft as sft
+    import mem1lite.sft_data as sft_data
 
-    monkeypatch.setattr(sft, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(sft_data, "CACHE_DIR", tmp_path / "cache")
     fields = dict(
         preset="test", init=tiny_init, tasks=4, objectives=[1], max_length=512, grad_accum=2,
         stages=[dict(name="read", loss_on="all", minutes=5, max_steps=2, lr=1e-3, warmup_steps=0)],

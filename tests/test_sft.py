@@ -13,11 +13,9 @@ from mem1lite.sft import (
     Stage,
     fit_pack_length,
     make_args,
-    tasks_per_size,
-    teacher_sft_data,
-    to_dataset,
     train_sft,
 )
+from mem1lite.sft_data import tasks_per_size, teacher_sft_data, to_dataset
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +26,10 @@ def qa():
 
 
 def test_rows_are_the_mem1_view_with_loss_on_the_response_only(qa, tokenizer, tmp_path, monkeypatch):
-    import mem1lite.sft as sft
+    import mem1lite.sft_data as sft_data
     from mem1lite.probe import teacher_trajectories
 
-    monkeypatch.setattr(sft, "CACHE_DIR", tmp_path)
+    monkeypatch.setattr(sft_data, "CACHE_DIR", tmp_path)
     args = SFTArgs(tasks=4, objectives=(2,), seed=3)
     data = teacher_sft_data(qa, tokenizer, args)
     trajs = teacher_trajectories(qa, tokenizer, "sft", 2, 4, seed=3)
@@ -85,9 +83,9 @@ def small_init(tmp_path_factory, small_qwen):
 
 
 def test_miniature_run_writes_a_complete_checkpoint_with_its_card(small_init, tmp_path, monkeypatch):
-    import mem1lite.sft as sft
+    import mem1lite.sft_data as sft_data
 
-    monkeypatch.setattr(sft, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(sft_data, "CACHE_DIR", tmp_path / "cache")
     out = tmp_path / "run"
     args = SFTArgs(
         out=str(out),
@@ -160,10 +158,10 @@ def test_long_share_puts_the_long_answer_lists_in_the_data():
 
 
 def test_numbered_pointer_data_are_cached_apart(tokenizer, tmp_path, monkeypatch):
-    import mem1lite.sft as sft
+    import mem1lite.sft_data as sft_data
     from mem1lite.domains import QADomain
 
-    monkeypatch.setattr(sft, "CACHE_DIR", tmp_path)
+    monkeypatch.setattr(sft_data, "CACHE_DIR", tmp_path)
     args = SFTArgs(tasks=2, objectives=(3,), seed=1)
     text = teacher_sft_data(QADomain(), tokenizer, args)
     number = teacher_sft_data(QADomain(pointer="number"), tokenizer, replace(args, pointer="number"))
@@ -186,12 +184,13 @@ def test_cli_long_preset_needs_a_trained_start_and_webshop_has_no_pointer(tmp_pa
 def test_a_damaged_data_cache_is_said_and_built_again(qa, tokenizer, tmp_path, monkeypatch, capsys, damage):
     import datasets
 
-    import mem1lite.sft as sft
+    import mem1lite.sft_data as sft_data
 
-    datasets.disable_progress_bars()  # as train_sft does: stderr holds the warning alone
-    monkeypatch.setattr(sft, "CACHE_DIR", tmp_path)
+    datasets.disable_progress_bars()  # as train_sft does, with no bar of the build (progress=False):
+    # stderr holds the warning alone
+    monkeypatch.setattr(sft_data, "CACHE_DIR", tmp_path)
     args = SFTArgs(tasks=2, objectives=(1,), seed=5)
-    rows = teacher_sft_data(qa, tokenizer, args)["input_ids"]
+    rows = teacher_sft_data(qa, tokenizer, args, progress=False)["input_ids"]
     (cached,) = tmp_path.glob("sft-*")
     assert [p.name for p in tmp_path.iterdir()] == [cached.name]  # no temporary left
     if damage == "empty folder":
@@ -201,10 +200,11 @@ def test_a_damaged_data_cache_is_said_and_built_again(qa, tokenizer, tmp_path, m
         (f,) = cached.glob("*.arrow") if "arrow" in damage else [cached / "state.json"]
         f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
     capsys.readouterr()
-    assert teacher_sft_data(qa, tokenizer, args)["input_ids"] == rows
+    assert teacher_sft_data(qa, tokenizer, args, progress=False)["input_ids"] == rows
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(cached) in err[0] and "building it again" in err[0]
-    assert teacher_sft_data(qa, tokenizer, args)["input_ids"] == rows  # rebuilt whole: read silently
+    again = teacher_sft_data(qa, tokenizer, args, progress=False)  # rebuilt whole: read silently
+    assert again["input_ids"] == rows
     assert capsys.readouterr().err == ""
 
 
@@ -244,8 +244,9 @@ def test_a_killed_run_resumed_ends_with_the_uninterrupted_runs_weights(small_ini
     from transformers import TrainerCallback
 
     import mem1lite.sft as sft
+    import mem1lite.sft_data as sft_data
 
-    monkeypatch.setattr(sft, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(sft_data, "CACHE_DIR", tmp_path / "cache")
     train_sft(_resume_args(small_init, tmp_path / "whole"))
     real, kill = sft._callbacks, {}
 

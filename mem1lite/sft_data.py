@@ -1,0 +1,467 @@
+"""Teacher data for SFT: the scripted teacher's turns as rows, played on worker processes and
+streamed to disk.
+
+    rows = teacher_sft_data(domain, tokenizer, args)     # cached under runs/cache/sft-KEY
+    stage = to_dataset(rows, "response", seed=0)         # + labels (-100 where no loss), shuffled
+    mem1 bench data                                      # this builder beside the in-memory one
+
+One row per teacher turn, in the agent's view: `input_ids` (context + response) and
+`response_mask` (1 on the response tokens). How the rows are made, and why:
+
+1. Shards. The tasks (`tasks_per_size`: the sizes in order, each size's tasks in the domain's order)
+   are cut into shards of about `SHARD_QUESTIONS` questions, and the rows are the shards' rows in
+   shard order.
+   So neither the rows nor their order depend on how many workers played them, and they are the
+   rows of the in-memory builder this module replaced (`rows_in_memory`, kept as the reference
+   that the tests and the bench compare against).
+2. Workers. `data_workers` processes play the shards, each taking the next unclaimed one: the
+   caller's own, which starts at once, and `data_workers - 1` spawned helpers (spawn, not fork:
+   safe with torch's and the tokenizer's threads; one torch thread each) that get the domain and
+   the tokenizer once and join when they have started (a few seconds: imports, the world). The
+   teacher is plain Python, so two free cores play about twice the turns.
+3. Streamed. Each shard's rows become one Arrow file as soon as it is played: a process holds one
+   shard's episodes, never the whole data (at N = 1..16, ~500 k rows of ~500 tokens: several GB
+   as Python lists). The shard files are then joined, memory-mapped, into the cache folder, which is
+   written whole in a temporary folder and renamed into place: a kill or a second writer never
+   leaves half the rows under the key, and a damaged cache is said so and built again.
+4. Labels are computed on Arrow batches (`to_dataset`: numpy over whole columns), not by a Python
+   loop over every token of every row.
+5. A progress bar (tasks, rate, ETA) while building; the cache key is printed, and a rerun that
+   finds the cache says so and returns at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import queue
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+from tqdm.auto import tqdm
+
+from .generate import TeacherPolicy
+from .probe import teacher_trajectories
+from .rollout import RolloutConfig, run_episodes
+
+CACHE_DIR = Path(__file__).resolve().parent.parent / "runs" / "cache"
+SHARD_QUESTIONS = 128
+"""questions a shard (a size-N shard holds max(1, 128 // N) tasks, so shards of every size cost
+about the same, ~250-400 turns): small enough for a progress line every second or two and an
+even share between the workers, large enough that a shard's file is not mostly header"""
+COLUMNS = ("input_ids", "response_mask")
+CACHE_VERSION = 1
+"""bumped only when the rows change (the streamed builder writes the rows version 1 had)"""
+
+
+def default_workers() -> int:
+    """Two processes, or one on a one-core machine."""
+    return min(2, os.cpu_count() or 1)
+
+
+def check_workers(workers: int | None) -> int:
+    """`workers`, or the default for None; a one-line ValueError below 1."""
+    if workers is None:
+        return default_workers()
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"data_workers must be a whole number >= 1, got {workers!r}")
+    return workers
+
+
+def tasks_per_size(objectives, tasks: int, long_share: float = 0.0) -> dict[int, int]:
+    """How many tasks of each size the data get: `long_share` of them at the largest size, the rest
+    in equal shares over every size (rounded up, so no size gets none)."""
+    if not 0.0 <= long_share < 1.0:
+        raise ValueError(f"long_share must be in [0, 1), got {long_share}")
+    sizes = sorted(set(objectives))
+    equal = math.ceil(tasks * (1 - long_share) / len(sizes))
+    counts = {n: equal for n in sizes}
+    counts[sizes[-1]] += math.ceil(tasks * long_share)
+    return counts
+
+
+def cache_key(domain, tokenizer, args, split: str = "sft") -> str:
+    """Everything that changes the rows (and nothing that does not, e.g. the number of workers)."""
+    return hashlib.sha256(
+        json.dumps(
+            {
+                "env": domain.name,
+                "data": domain.fingerprint(),
+                "vocab": len(tokenizer),
+                "tokenizer": hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest(),
+                "tasks": args.tasks,
+                "objectives": list(args.objectives),
+                "seed": args.seed,
+                "agent": args.agent,
+                "split": split,
+                "long_share": args.long_share,
+                "version": CACHE_VERSION,
+            },
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# [1] Shards and their rows
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Tasks start..stop of the `count` tasks of size `objectives` drawn with `seed`."""
+
+    index: int
+    objectives: int
+    count: int
+    start: int
+    stop: int
+
+
+@dataclass(frozen=True)
+class ShardDone:
+    """What a played shard reports back (its rows are in its file)."""
+
+    index: int
+    tasks: int
+    rows: int
+    tokens: int
+
+
+def shard_plan(counts: dict[int, int], shard_questions: int | None = None) -> list[Shard]:
+    """The shards in row order: sizes as `counts` lists them, each size's tasks in order, a size-N
+    shard max(1, shard_questions // N) tasks (default SHARD_QUESTIONS)."""
+    per_shard = shard_questions or SHARD_QUESTIONS
+    plan = []
+    for n, count in counts.items():
+        step = max(1, per_shard // n)
+        for start in range(0, count, step):
+            plan.append(Shard(len(plan), n, count, start, min(count, start + step)))
+    return plan
+
+
+_TASKS: dict = {}
+"""the last task list drawn, by (domain, split, size, count, seed), with the domain itself (kept
+alive, so that its id is not reused by another domain while the list is cached)"""
+
+
+def _tasks(domain, split: str, shard: Shard, seed: int) -> list:
+    key = (id(domain), split, shard.objectives, shard.count, seed)
+    if key not in _TASKS:
+        _TASKS.clear()
+        _TASKS[key] = (domain, domain.tasks(split, shard.objectives, shard.count, seed=seed))
+    return _TASKS[key][1][shard.start : shard.stop]
+
+
+def play_shard(domain, tokenizer, split: str, agent: str, seed: int, shard: Shard):
+    """The teacher's episodes of one shard (probe.teacher_trajectories on a slice of its tasks)."""
+    tasks = _tasks(domain, split, shard, seed)
+    envs = [domain.environment(t) for t in tasks]
+    policy = TeacherPolicy(tokenizer, domain.teacher())
+    config = RolloutConfig(agent=agent, progress=False, first_episode=shard.start)
+    return run_episodes(policy, tokenizer, envs, config, tasks)
+
+
+def rows_table(trajectories) -> pa.Table:
+    """One row per turn, as Arrow list columns: the ids flat, the mask from the context lengths."""
+    flat: list[int] = []
+    lengths, contexts = [], []
+    for t in trajectories:
+        for j, turn in enumerate(t.turns):
+            context = t.context_ids(j)
+            flat += context
+            flat += turn.output_ids
+            lengths.append(len(context) + len(turn.output_ids))
+            contexts.append(len(context))
+    lengths = np.asarray(lengths, dtype=np.int64)
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    within = np.arange(offsets[-1]) - np.repeat(offsets[:-1], lengths)  # position inside its row
+    mask = (within >= np.repeat(np.asarray(contexts, dtype=np.int64), lengths)).astype(np.int64)
+    offsets32 = pa.array(offsets.astype(np.int32))  # a shard holds far fewer than 2**31 tokens
+    ids = pa.ListArray.from_arrays(offsets32, pa.array(np.asarray(flat, dtype=np.int32)))
+    return pa.Table.from_arrays([ids, pa.ListArray.from_arrays(offsets32, pa.array(mask))], schema=_schema())
+
+
+def _schema() -> pa.Schema:
+    """The columns as `Dataset.from_dict` typed the in-memory builder's lists of ints (`input_ids`
+    as int32, which `datasets` chooses for a column of that name), its metadata included."""
+    return _features().arrow_schema
+
+
+def _features(labels: bool = False):
+    from datasets import Features, List, Value
+
+    second = ("labels", "int64") if labels else ("response_mask", "int64")
+    return Features({"input_ids": List(Value("int32")), second[0]: List(Value(second[1]))})
+
+
+def write_shard(
+    domain, tokenizer, split: str, agent: str, seed: int, shard: Shard, folder: Path
+) -> ShardDone:
+    """[3] Play one shard and write its rows to folder/shard-INDEX.arrow (Arrow stream, as `datasets`
+    writes them)."""
+    trajectories = play_shard(domain, tokenizer, split, agent, seed, shard)
+    table = rows_table(trajectories)
+    with pa.OSFile(str(shard_path(folder, shard.index)), "wb") as sink:
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+    tokens = int(pc.sum(pc.list_value_length(table.column("input_ids"))).as_py() or 0)
+    return ShardDone(shard.index, shard.stop - shard.start, table.num_rows, tokens)
+
+
+def shard_path(folder: Path, index: int) -> Path:
+    return folder / f"shard-{index:06d}.arrow"
+
+
+# ---------------------------------------------------------------------------------------------
+# [2] Worker processes
+
+
+def write_shards(domain, tokenizer, args, split: str, folder: Path, workers: int, bar=None) -> list[Path]:
+    """Every shard's rows under `folder`, played by `workers` processes: this one and workers - 1
+    spawned helpers, each taking the next unclaimed shard until none is left (this process starts
+    at once; a helper joins when it has started, a few seconds later). Returns the files in row
+    order, whichever order the shards finished in."""
+    plan = shard_plan(tasks_per_size(args.objectives, args.tasks, args.long_share))
+    job = (domain, tokenizer, split, args.agent, args.seed, folder, plan)
+    report = _Report(bar)
+    helpers, done = [], None
+    context = multiprocessing.get_context("spawn")
+    claim = context.Value("i", 0)  # the next unclaimed shard, shared (with its lock)
+    if min(workers, len(plan)) > 1:
+        done = context.Queue()
+        helpers = [
+            context.Process(target=_helper, args=(job, claim, done), daemon=True)
+            for _ in range(min(workers, len(plan)) - 1)
+        ]
+        for p in helpers:
+            p.start()
+    try:
+        for shard in _claimed(plan, claim):
+            report(write_shard(domain, tokenizer, split, args.agent, args.seed, shard, folder))
+            while done is not None and not done.empty():
+                report(done.get())
+        while report.shards < len(plan):  # the helpers' last shards
+            try:
+                report(done.get(timeout=1.0))
+            except queue.Empty:
+                dead = [p.exitcode for p in helpers if p.exitcode not in (None, 0)]
+                if dead:
+                    raise RuntimeError(f"a teacher data worker died (exit code {dead[0]})") from None
+        for p in helpers:
+            p.join()
+    finally:
+        for p in helpers:
+            if p.is_alive():
+                p.terminate()
+                p.join()
+    return [shard_path(folder, s.index) for s in plan]
+
+
+def _claimed(plan: list[Shard], claim):
+    """The shards this process claims, one at a time, until every shard is claimed."""
+    while True:
+        with claim.get_lock():
+            i = claim.value
+            claim.value += 1
+        if i >= len(plan):
+            return
+        yield plan[i]
+
+
+def _helper(job, claim, done) -> None:
+    """[2] A spawned worker: one torch thread (the teacher is Python; more would only compete)."""
+    torch.set_num_threads(1)
+    domain, tokenizer, split, agent, seed, folder, plan = job
+    try:
+        for shard in _claimed(plan, claim):
+            done.put(write_shard(domain, tokenizer, split, agent, seed, shard, folder))
+    except BaseException as exc:  # said in the parent, which raises it
+        done.put(f"{type(exc).__name__}: {exc}")
+
+
+class _Report:
+    """Counts the finished shards and moves the progress bar; raises a helper's error."""
+
+    def __init__(self, bar):
+        self.bar, self.shards, self.rows, self.tokens = bar, 0, 0, 0
+
+    def __call__(self, d) -> None:
+        if isinstance(d, str):
+            raise RuntimeError(f"a teacher data worker failed: {d}")
+        self.shards, self.rows, self.tokens = self.shards + 1, self.rows + d.rows, self.tokens + d.tokens
+        if self.bar is not None:
+            self.bar.set_postfix(rows=self.rows, tokens=f"{self.tokens / 1e6:.1f}M", refresh=False)
+            self.bar.update(d.tasks)
+
+
+# ---------------------------------------------------------------------------------------------
+# The cached rows
+
+
+def teacher_sft_data(domain, tokenizer, args, split: str = "sft", progress: bool = True, log=print):
+    """Play the teacher on `args.tasks` tasks of `args.objectives` (`tasks_per_size`); one row per
+    turn: `input_ids` (context + response) and `response_mask`. Cached under CACHE_DIR/sft-KEY,
+    keyed by everything that changes the rows; built by `args.data_workers` processes (None: two,
+    one on a one-core machine), the same rows whatever their number. `progress`: a progress bar
+    on stderr; `log`: where the cache key and a cache hit are said."""
+    from datasets import concatenate_datasets, load_from_disk
+
+    workers = check_workers(getattr(args, "data_workers", None))
+    key = cache_key(domain, tokenizer, args, split)
+    cached = CACHE_DIR / f"sft-{key}"
+    t0 = time.perf_counter()
+    data = _read_cache(cached)
+    if data is not None:
+        log(
+            f"teacher data: cache {key} found ({len(data)} rows, {cached}), "
+            f"read in {time.perf_counter() - t0:.1f} s"
+        )
+        return data
+    log(f"teacher data: building cache {key} with {workers} worker{'s' * (workers > 1)} ({cached})")
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=CACHE_DIR, prefix=f".{cached.name}.", suffix=".tmp"))
+    try:
+        shards = tmp / "shards"
+        shards.mkdir()
+        with tqdm(
+            total=sum(tasks_per_size(args.objectives, args.tasks, args.long_share).values()),
+            desc="teacher data",
+            unit="task",
+            disable=not progress,
+            file=sys.stderr,
+            mininterval=1.0,  # a line a second at most in a log file
+        ) as bar:
+            paths = write_shards(domain, tokenizer, args, split, shards, workers, bar)
+        joined = concatenate_datasets([_from_file(p) for p in paths])
+        # a folder of this writer's own, renamed into place whole: a kill or a second writer never
+        # leaves a half-written cache under the key
+        joined.save_to_disk(str(tmp / "rows"))
+        del joined
+        shutil.rmtree(cached, ignore_errors=True)
+        try:
+            (tmp / "rows").rename(cached)
+        except OSError:  # another writer renamed the same rows into place first
+            if _read_cache(cached) is None:
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return load_from_disk(str(cached))
+
+
+def _from_file(path: Path):
+    from datasets import Dataset
+
+    return Dataset.from_file(str(path))
+
+
+def _read_cache(cached: Path):
+    """The cached rows, or None when there are none or they cannot be read: a damaged cache is
+    said so on stderr and removed, and the caller builds the rows again (they are derived data)."""
+    from datasets import load_from_disk
+
+    if not cached.exists():
+        return None
+    try:
+        data = load_from_disk(str(cached))
+        if set(data.column_names) != set(COLUMNS) or len(data) == 0:
+            raise ValueError(f"columns {data.column_names}, {len(data)} rows")
+        return data
+    except Exception as exc:  # datasets / pyarrow / json raise many types for a damaged folder
+        print(
+            f"mem1: warning: the SFT data cache {cached} cannot be read ({type(exc).__name__}); "
+            "building it again",
+            file=sys.stderr,
+            flush=True,
+        )
+        shutil.rmtree(cached, ignore_errors=True)
+        return None
+
+
+def row_lengths(data) -> np.ndarray:
+    """Tokens of each row, read from the Arrow offsets (no row becomes a Python list)."""
+    return pc.list_value_length(data.data.column("input_ids")).to_numpy(zero_copy_only=False)
+
+
+def rows_digest(data) -> str:
+    """sha256 of the rows: each column's row lengths, then its values, as int64 (however the
+    columns are cut into chunks), read chunk by chunk."""
+    digest = hashlib.sha256()
+    for column in COLUMNS:
+        chunks = data.data.column(column).chunks
+        lengths, values = hashlib.sha256(), hashlib.sha256()
+        for chunk in chunks:
+            lengths.update(
+                pc.list_value_length(chunk).to_numpy(zero_copy_only=False).astype(np.int64).tobytes()
+            )
+            values.update(pc.list_flatten(chunk).to_numpy(zero_copy_only=False).astype(np.int64).tobytes())
+        digest.update(lengths.digest() + values.digest())
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# [4] Labels of a stage
+
+
+def to_dataset(data, loss_on: str, seed: int):
+    """Add `labels` (-100 where no loss) for a stage, and shuffle: columns `input_ids`, `labels`."""
+    if loss_on not in ("all", "response"):
+        raise ValueError(f"loss_on must be 'all' or 'response', got {loss_on!r}")
+
+    def labels(batch: pa.Table) -> pa.Table:
+        ids = batch.column("input_ids").combine_chunks()
+        offsets = ids.offsets.to_numpy()
+        values = pc.list_flatten(ids).to_numpy().astype(np.int64)
+        if loss_on == "response":
+            mask = pc.list_flatten(batch.column("response_mask").combine_chunks()).to_numpy()
+            values = np.where(mask != 0, values, -100)
+        labels = pa.ListArray.from_arrays(pa.array(offsets - offsets[0]), pa.array(values))
+        return pa.table({"input_ids": ids, "labels": labels})
+
+    features = _features(labels=True)
+    with_labels = data.with_format("arrow").map(
+        labels, batched=True, remove_columns=["response_mask"], features=features
+    )
+    return with_labels.with_format(None).shuffle(seed=seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reference: the in-memory builder this module replaced (the tests and `mem1 bench data` compare
+# the streamed rows with its rows). It keeps every row as Python lists, then labels row by row.
+
+
+def rows_in_memory(domain, tokenizer, args, split: str = "sft"):
+    """Today's rows the old way: every episode played in this process, every row a Python list."""
+    from datasets import Dataset
+
+    ids, masks = [], []
+    for n, count in tasks_per_size(args.objectives, args.tasks, args.long_share).items():
+        trajs = teacher_trajectories(domain, tokenizer, split, n, count, seed=args.seed, agent=args.agent)
+        for t in trajs:
+            for j, turn in enumerate(t.turns):
+                context = t.context_ids(j)
+                ids.append(context + turn.output_ids)
+                masks.append([0] * len(context) + [1] * len(turn.output_ids))
+    return Dataset.from_dict({"input_ids": ids, "response_mask": masks})
+
+
+def labels_per_row(data, loss_on: str, seed: int):
+    """`to_dataset` the old way: a Python function over every row."""
+
+    def labels(row):
+        if loss_on == "all":
+            return {"labels": list(row["input_ids"])}
+        return {"labels": [t if m else -100 for t, m in zip(row["input_ids"], row["response_mask"])]}
+
+    return data.map(labels, remove_columns=["response_mask"]).shuffle(seed=seed)

@@ -1,0 +1,132 @@
+"""The streamed SFT data builder (sft_data.py): the in-memory builder's rows, whatever the number of
+worker processes; labels; the cache; bad input."""
+
+import time
+
+import pytest
+
+import mem1lite.sft_data as sft_data
+from mem1lite.sft import SFTArgs
+from mem1lite.sft_data import (
+    Shard,
+    labels_per_row,
+    row_lengths,
+    rows_digest,
+    rows_in_memory,
+    shard_plan,
+    teacher_sft_data,
+    to_dataset,
+)
+
+
+@pytest.fixture(scope="module")
+def qa():
+    from mem1lite.domains import QADomain
+
+    return QADomain()
+
+
+def _quiet(*a, **k):
+    pass
+
+
+def test_shards_follow_the_sizes_then_the_tasks():
+    plan = shard_plan({2: 5, 1: 2}, shard_questions=4)  # size 2: two tasks a shard; size 1: four
+    assert plan == [Shard(0, 2, 5, 0, 2), Shard(1, 2, 5, 2, 4), Shard(2, 2, 5, 4, 5), Shard(3, 1, 2, 0, 2)]
+
+
+@pytest.mark.slow
+def test_the_same_rows_on_one_and_two_workers_as_the_in_memory_builder(qa, tokenizer, tmp_path, monkeypatch):
+    """Small shards (three tasks at N = 1, one at N = 3), played by this process alone and by it and
+    a spawned helper: the reference's rows, types and order, one cache key for all, and a digest
+    that does not depend on how the columns are chunked."""
+    monkeypatch.setattr(sft_data, "SHARD_QUESTIONS", 3)
+    args = SFTArgs(tasks=14, objectives=(1, 3), seed=4)
+    reference = rows_in_memory(qa, tokenizer, args)
+    built, real, mine = {}, sft_data.write_shard, []
+
+    def after_a_helper_shard(domain, tokenizer, split, agent, seed, shard, folder):
+        """This process waits for a shard file of the helper's before its first, so both play."""
+        deadline = time.monotonic() + 120
+        while not set(folder.glob("*.arrow")) - set(mine) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        mine.append(sft_data.shard_path(folder, shard.index))
+        return real(domain, tokenizer, split, agent, seed, shard, folder)
+
+    for workers in (1, 2):
+        monkeypatch.setattr(sft_data, "CACHE_DIR", tmp_path / f"w{workers}")
+        if workers == 2:
+            monkeypatch.setattr(sft_data, "write_shard", after_a_helper_shard)
+        args.data_workers = workers
+        built[workers] = teacher_sft_data(qa, tokenizer, args, progress=False, log=_quiet)
+        assert [p.name for p in (tmp_path / f"w{workers}").iterdir()] == [
+            f"sft-{sft_data.cache_key(qa, tokenizer, args)}"  # one folder, no temporary left
+        ]
+    plan = sft_data.shard_plan(sft_data.tasks_per_size(args.objectives, args.tasks))
+    assert 0 < len(mine) < len(plan)  # each process played some shards
+    for rows in built.values():
+        assert rows.features == reference.features
+        assert rows["input_ids"] == reference["input_ids"]
+        assert rows["response_mask"] == reference["response_mask"]
+        assert rows_digest(rows) == rows_digest(reference)
+    assert list(row_lengths(built[2])) == [len(r) for r in reference["input_ids"]]
+    rechunked = reference.select(range(len(reference))).flatten_indices(writer_batch_size=5)
+    assert rechunked.data.column("input_ids").num_chunks > 1
+    assert rows_digest(rechunked) == rows_digest(reference)
+
+
+def test_labels_are_the_response_or_every_token_and_the_old_map_s(qa, tokenizer, tmp_path, monkeypatch):
+    monkeypatch.setattr(sft_data, "CACHE_DIR", tmp_path)
+    args = SFTArgs(tasks=3, objectives=(2,), seed=1, data_workers=1)
+    rows = teacher_sft_data(qa, tokenizer, args, progress=False, log=_quiet)
+    for loss_on in ("response", "all"):
+        stage = to_dataset(rows, loss_on, seed=7)
+        old = labels_per_row(rows, loss_on, seed=7)
+        assert stage.column_names == ["input_ids", "labels"] and stage.features == old.features
+        assert stage.format == old.format and stage[:] == old[:]  # the same shuffle as well
+    by_ids = {tuple(r["input_ids"]): r["response_mask"] for r in rows}
+    for r in to_dataset(rows, "response", seed=0):
+        mask = by_ids[tuple(r["input_ids"])]
+        assert r["labels"] == [t if m else -100 for t, m in zip(r["input_ids"], mask)]
+        assert 0 < mask.count(1) < len(mask)
+    with pytest.raises(ValueError, match="loss_on"):
+        to_dataset(rows, "prompt", seed=0)
+
+
+def test_a_rerun_finds_the_cache_and_says_so(qa, tokenizer, tmp_path, monkeypatch):
+    monkeypatch.setattr(sft_data, "CACHE_DIR", tmp_path)
+    args = SFTArgs(tasks=2, objectives=(1,), seed=2, data_workers=1)
+    said = []
+    first = teacher_sft_data(qa, tokenizer, args, progress=False, log=said.append)
+    key = sft_data.cache_key(qa, tokenizer, args)
+    assert len(said) == 1 and f"building cache {key}" in said[0]
+
+    def no_play(*a, **k):
+        raise AssertionError("the cache was not used")
+
+    monkeypatch.setattr(sft_data, "write_shards", no_play)
+    args.data_workers = 2  # not part of the key: the same rows
+    again = teacher_sft_data(qa, tokenizer, args, progress=False, log=said.append)
+    assert len(said) == 2 and f"cache {key} found" in said[1] and str(tmp_path / f"sft-{key}") in said[1]
+    assert rows_digest(again) == rows_digest(first)
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5, True])
+def test_fewer_than_one_worker_is_refused_in_one_line(qa, tokenizer, tmp_path, monkeypatch, workers):
+    monkeypatch.setattr(sft_data, "CACHE_DIR", tmp_path)
+    args = SFTArgs(tasks=2, objectives=(1,), data_workers=workers)
+    with pytest.raises(ValueError, match=r"^data_workers must be a whole number >= 1, got") as err:
+        teacher_sft_data(qa, tokenizer, args, progress=False, log=_quiet)
+    assert "\n" not in str(err.value)
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())  # refused before anything is written
+
+
+def test_cli_refuses_zero_data_workers(tmp_path, capsys):
+    from mem1lite.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["sft", "--data-workers", "0", "--out", str(tmp_path / "a")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "--data-workers: expected a number >= 1, got 0" in err[-1]
+    assert not any(tmp_path.iterdir())
