@@ -1,9 +1,11 @@
-"""Every `mem1 bench`: retrieval, rollout memory and batching, generation engines, layout speed.
+"""Every `mem1 bench`: retrieval, rollout memory and batching, generation engines, layout speed,
+the SFT data build.
 
     mem1 bench retrieval --json runs/bench-retrieval.json     # index and query time, recall@k per pool
     mem1 bench rollout --json runs/bench-rollout.json         # ~3 minutes on 2 cores
     mem1 bench generate --json runs/bench-generate.json       # ~2 minutes on 2 cores
     mem1 bench masks --json runs/bench_masks.json             # layouts' speed and memory, side by side
+    mem1 bench data --json runs/bench-data.json               # ~1 minute: SFT teacher data, old vs streamed
 
 (`mem1 bench masks --deviation` is layout_check.py: an accuracy study, not a timing.)
 
@@ -26,14 +28,30 @@ them and nothing below imports it.
 
 Every engine (generate.py) rolls out the same episodes with the same per-episode generators,
 interleaved, so they write the same tokens up to float rounding; tokens/s side by side.
+
+## Data
+
+The SFT teacher data of `tasks` tasks (default 200, N = 1..16) built three ways, each in a fresh
+process one after the other: the in-memory reference (`sft_data.rows_in_memory` and
+`labels_per_row`), then sft_data.py's streamed builder on one and on two worker processes
+(`teacher_sft_data` + `to_dataset`). Seconds, the ratio to the reference, peak RSS (the process's, its
+growth during the build, a worker's), whether the rows are the reference's (sha256), and how long a
+rerun that finds the cache takes. Spawning the workers costs a few seconds, so at this size two
+workers gain less than on a full build.
 """
 
 from __future__ import annotations
 
 import ctypes
 import gc
+import json
 import os
+import resource
+import shutil
 import statistics
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -42,7 +60,8 @@ from pathlib import Path
 
 import torch
 
-from .domains import QADomain
+from . import sft_data
+from .domains import QADomain, load_domain
 from .generate import DEFAULT_ENGINE, ENGINES, GenerationConfig, ModelPolicy, TeacherPolicy, make_engine
 from .masks import LayoutBatch, ValueHead, build_layout, causal_lm, run_layout
 from .model import TINY_DIR, build_tiny_model, load_policy, load_tokenizer
@@ -50,6 +69,7 @@ from .probe import teacher_trajectories
 from .protocol import QAEnvironment
 from .retrieval import PoolRetrievers, retrieval_recall
 from .rollout import RolloutConfig, run_episodes
+from .sft import SFTArgs
 from .terms import AGENTS, DEFAULT_LAYOUT, EXACT_LAYOUTS, LAYOUTS
 from .trajectory import summarize
 from .world import SPLITS, load_world, make_tasks
@@ -546,4 +566,125 @@ def bench_masks(
                 f"{rec['tokens_per_s']:6.0f} policy tok/s  {speed} vs per_turn  "
                 f"fed {b.layout_tokens:6d} tok (padded {b.padded_tokens:6d})  peak +{memory[name]:7.1f} MB"
             )
+    return records
+
+
+# ---------------------------------------------------------------------------------------------
+# mem1 bench data
+
+
+DATA_PATHS = (("memory", 1), ("streamed", 1), ("streamed", 2))
+"""the builds compared: the in-memory reference, then sft_data.py's builder on one and two workers"""
+
+
+def data_build(
+    path: str, workers: int, tasks: int, objectives: Sequence[int], seed: int, data, cache: str
+) -> dict:
+    """One build of SFT teacher data and its `response` labels, timed in this process (the bench runs
+    each in a fresh one, so that its peak RSS is its own). The domain, its `sft` index and the
+    tokenizer are loaded before the clock starts: both paths need them."""
+    import datasets
+
+    torch.set_num_threads(1)
+    datasets.disable_progress_bars()
+    domain, tokenizer = load_domain("qa", data), load_tokenizer(TINY_DIR)
+    domain.environment(domain.tasks("sft", 1, 1, seed=seed)[0])  # the pool's retrieval index
+    args = SFTArgs(tasks=tasks, objectives=tuple(objectives), seed=seed, data_workers=workers)
+    _trim_heap()
+    base = _rss_bytes()
+    t0 = time.perf_counter()
+    if path == "memory":
+        rows = sft_data.rows_in_memory(domain, tokenizer, args)
+        t1 = time.perf_counter()
+        sft_data.labels_per_row(rows, "response", seed)
+        hit = None
+    else:
+        sft_data.CACHE_DIR = Path(cache)
+        rows = sft_data.teacher_sft_data(domain, tokenizer, args, progress=False, log=lambda *a, **k: None)
+        t1 = time.perf_counter()
+        sft_data.to_dataset(rows, "response", seed)
+    t2 = time.perf_counter()
+    if path != "memory":
+        sft_data.teacher_sft_data(domain, tokenizer, args, progress=False, log=lambda *a, **k: None)
+        hit = time.perf_counter() - t2
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    worker_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    return {
+        "path": path,
+        "workers": workers,
+        "rows": len(rows),
+        "tokens": int(sft_data.row_lengths(rows).sum()),
+        "build_seconds": t1 - t0,
+        "labels_seconds": t2 - t1,
+        "seconds": t2 - t0,
+        "cache_hit_seconds": hit,
+        "peak_rss_mb": peak / 2**20,
+        "build_rss_mb": max(0, peak - base) / 2**20,
+        "worker_peak_rss_mb": worker_peak / 2**20 if workers > 1 else None,
+        "rows_sha256": sft_data.rows_digest(rows),
+    }
+
+
+def bench_data(
+    tasks: int = 200,
+    objectives: Sequence[int] = tuple(range(1, 17)),
+    seed: int = 0,
+    data: str | Path | None = None,
+    log: Callable[[str], None] | None = print,
+) -> list[dict]:
+    """The SFT data built the old way (rows_in_memory + labels_per_row) and by sft_data.py's
+    streamed builder on 1 and 2 workers, each in a fresh process one after the other, from the same
+    tasks: seconds (build, labels), ratio to the old way, peak RSS, and whether the rows are the same
+    (sha256). The peak RSS of a process counts torch, the world and its index (`build_rss_mb` is the
+    growth during the build); a worker's is its own process's."""
+    log = log or (lambda s: None)
+    records = []
+    code = (
+        "import json, sys; from mem1lite.bench import data_build; "
+        "print(json.dumps(data_build(**json.loads(sys.argv[1]))))"
+    )
+    for path, workers in DATA_PATHS:
+        cache = tempfile.mkdtemp(prefix="mem1-bench-data-")
+        try:
+            options = dict(
+                path=path,
+                workers=workers,
+                tasks=tasks,
+                objectives=list(objectives),
+                seed=seed,
+                data=str(data) if data else None,
+                cache=cache,
+            )
+            env = os.environ | {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+            done = subprocess.run(
+                [sys.executable, "-c", code, json.dumps(options)], capture_output=True, text=True, env=env
+            )
+            if done.returncode != 0:
+                raise RuntimeError(f"bench data: the {path} build failed:\n{done.stderr[-2000:]}")
+            records.append({"bench": "data"} | json.loads(done.stdout.strip().splitlines()[-1]))
+        finally:
+            shutil.rmtree(cache, ignore_errors=True)
+    old = records[0]
+    sizes = sorted(set(objectives))
+    log(
+        f"teacher data: {tasks} tasks, N = {sizes[0]}..{sizes[-1]}, {old['rows']} rows, "
+        f"{old['tokens'] / 1e6:.2f} M tokens, seed {seed}; load average {os.getloadavg()[0]:.1f} "
+        f"on {os.cpu_count()} cores"
+    )
+    log(
+        f"  {'path':9s} {'workers':>7s} {'build s':>8s} {'labels s':>8s} {'total s':>8s} {'x old':>6s} "
+        f"{'peak RSS MB':>11s} {'(+build)':>8s} {'worker MB':>9s}  same rows"
+    )
+    for r in records:
+        r["speedup_vs_memory"] = old["seconds"] / r["seconds"]
+        r["peak_rss_vs_memory"] = r["peak_rss_mb"] / old["peak_rss_mb"]
+        r["same_rows_as_memory"] = r["rows_sha256"] == old["rows_sha256"]
+        worker = f"{r['worker_peak_rss_mb']:9.0f}" if r["worker_peak_rss_mb"] else f"{'-':>9s}"
+        log(
+            f"  {r['path']:9s} {r['workers']:7d} {r['build_seconds']:8.2f} {r['labels_seconds']:8.2f} "
+            f"{r['seconds']:8.2f} {r['speedup_vs_memory']:6.2f} {r['peak_rss_mb']:11.0f} "
+            f"{r['build_rss_mb']:+8.0f} {worker}  {r['same_rows_as_memory']}"
+        )
+    hits = [r["cache_hit_seconds"] for r in records if r["cache_hit_seconds"] is not None]
+    log(f"  a rerun that finds the cache: {max(hits):.2f} s at most")
     return records

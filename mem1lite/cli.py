@@ -505,10 +505,16 @@ def cmd_bench(args: argparse.Namespace) -> None:
         if args.figure:
             plot_stitched_by_turn(records).savefig(args.figure, dpi=110)
         return
+    if args.what == "data":
+        from .bench import bench_data
+
+        objectives = args.objectives or tuple(range(1, 17))
+        _write_json(args.json, bench_data(args.tasks, objectives, data=args.data))
+        return
     if args.what == "masks":
         from .bench import bench_masks
 
-        objectives = args.objectives
+        objectives = args.objectives or (2, 8)
         records = bench_masks(
             objectives,
             episodes=args.episodes or 4,
@@ -771,11 +777,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("bench", help="benchmarks that print ratios measured in one run")
-    p.add_argument("what", choices=["retrieval", "masks", "rollout", "generate"], help="what to measure")
-    _data_flag(p, "world folder (retrieval, rollout, generate; default data/qa)")
+    p.add_argument(
+        "what", choices=["retrieval", "masks", "rollout", "generate", "data"], help="what to measure"
+    )
+    _data_flag(p, "world folder (retrieval, rollout, generate, data; default data/qa)")
     p.add_argument("--limit", type=_positive_int, default=None, help="questions per split (retrieval)")
     p.add_argument(
-        "--objectives", type=_objective_list, default="2,8", help="N values, comma-separated (masks)"
+        "--objectives",
+        type=_objective_list,
+        default=None,
+        help="N values, comma-separated (masks: default 2,8; data: default 1..16)",
+    )
+    p.add_argument(
+        "--tasks", type=_positive_int, default=200, help="teacher tasks of the data, all N together (data)"
     )
     p.add_argument(
         "--episodes",

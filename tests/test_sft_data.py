@@ -130,3 +130,19 @@ def test_cli_refuses_zero_data_workers(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert "--data-workers: expected a number >= 1, got 0" in err[-1]
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_bench_data_cli_smoke(tmp_path, capsys):
+    """`mem1 bench data` with tiny flags: three builds in fresh processes, the same rows."""
+    import json
+
+    from mem1lite.cli import main
+
+    out = tmp_path / "bench.json"
+    assert main(["bench", "data", "--tasks", "2", "--objectives", "1,2", "--json", str(out)]) == 0
+    records = json.loads(out.read_text())
+    assert [(r["path"], r["workers"]) for r in records] == [("memory", 1), ("streamed", 1), ("streamed", 2)]
+    assert all(r["same_rows_as_memory"] and r["rows"] > 0 for r in records)
+    assert records[1]["cache_hit_seconds"] < 5
+    assert "a rerun that finds the cache" in capsys.readouterr().out
