@@ -71,6 +71,7 @@ from .retrieval import PoolRetrievers, retrieval_recall
 from .rollout import RolloutConfig, run_episodes
 from .sft import SFTArgs
 from .terms import AGENTS, DEFAULT_LAYOUT, EXACT_LAYOUTS, LAYOUTS
+from .threads import use_threads
 from .trajectory import summarize
 from .world import SPLITS, load_world, make_tasks
 
@@ -127,7 +128,7 @@ class RolloutBenchConfig:
     seed: int = 0
     """tasks, model initialisation and sampling"""
     threads: int | None = None
-    """torch CPU threads (None: torch's default)"""
+    """torch CPU threads (None: the thread policy, threads.py)"""
     data: str | Path | None = None
     """the world folder (default data/qa)"""
 
@@ -153,8 +154,7 @@ def bench_rollout(
 
     cfg = cfg or RolloutBenchConfig()
     log = log or (lambda s: None)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    use_threads(cfg.threads)
     world = load_world(cfg.data)
     retriever = PoolRetrievers(world)[cfg.split]
     tokenizer = load_tokenizer(TINY_DIR)
@@ -306,7 +306,7 @@ class GenerateBenchConfig:
     seed: int = 0
     """tasks, initialisation and sampling"""
     threads: int | None = None
-    """torch CPU threads (None: torch's default)"""
+    """torch CPU threads (None: the thread policy, threads.py)"""
     data: str | None = None
     """the world folder (default data/qa)"""
 
@@ -326,8 +326,7 @@ def bench_generate(
     for e in cfg.engines:
         if e not in ENGINES:
             raise ValueError(f"unknown engine {e!r}: expected some of {', '.join(ENGINES)}")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    use_threads(cfg.threads)
     world = load_world(cfg.data)
     retriever = PoolRetrievers(world)["dev"]
     if cfg.policy == "tiny":
@@ -490,12 +489,11 @@ def bench_masks(
     timed rounds, interleaving the layouts so that background load hits them alike; the median is
     reported (and the fastest round beside it: on a shared machine the minimum is the steadier
     estimate of cost), and ratios are against `per_turn` from the same rounds. `threads` sets
-    torch's CPU threads (default: torch's own choice).
+    torch's CPU threads (default: the thread policy, threads.py).
     """
 
     log = log or (lambda s: None)
-    if threads:
-        torch.set_num_threads(threads)
+    use_threads(threads)
     records = []
     qa, tokenizer = QADomain(), load_tokenizer(TINY_DIR)
     for n in objectives:

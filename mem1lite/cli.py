@@ -416,12 +416,10 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
         path = resolve_policy(args.policy)
         if path in ("teacher", "tiny", "paced"):
             raise UserError(f"diagnose compares a trained checkpoint with the teacher, not {path!r}")
-        import torch
-
         from .anatomy import anatomy_figure, diagnose
+        from .threads import use_threads
 
-        if args.threads:
-            torch.set_num_threads(args.threads)
+        use_threads(args.threads, path)
         anatomy = diagnose(path, args.policy, objectives, args.episodes, args.split, args.seed, args.data)
     text = anatomy.markdown()
     print(text)
@@ -849,6 +847,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # read by OpenMP once, when torch loads (threads.py): idle threads sleep instead of spinning
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -40,7 +40,7 @@ class DemoConfig:
     """tasks per N; None: 8, or 4 with `train` (quick models write 192-token garbage every turn, and
     their full-context rows at N = 16 would take most of the demo's time)"""
     threads: int | None = None
-    """torch CPU threads (None: torch's default, all cores)"""
+    """torch CPU threads (None: the thread policy, threads.py)"""
     data: str | None = None
     """the world folder (default data/qa)"""
 

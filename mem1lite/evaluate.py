@@ -32,7 +32,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
 
 from .domains import fit_default, load_domain
@@ -42,6 +41,7 @@ from .model import DATA_DIR, ModelLoadError
 from .rollout import RolloutConfig, run_episodes
 from .teacher import parse_state
 from .terms import AGENTS
+from .threads import use_threads
 from .trajectory import summarize, write_jsonl
 from .world import SPLITS
 
@@ -157,7 +157,7 @@ class EvalConfig:
     truncate_tokens: int = 512
     """history kept by the truncate agent (the prompt is always kept)"""
     threads: int | None = None
-    """torch CPU threads (None: leave torch's setting)"""
+    """torch CPU threads (None: the thread policy, threads.py)"""
     data: str | None = None
     """the domain's data folder: the world (default data/qa), for webshop the catalogue (data/webshop)"""
     env: str = "qa"
@@ -271,8 +271,7 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None] | None = print) -> Eval
     t_start = time.perf_counter()
     log = log or (lambda s: None)
     paths = validate(cfg)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    use_threads(cfg.threads, *paths.values())
     domain = load_domain(cfg.env, cfg.data)
     cfg = replace(cfg, objectives=fit_default(cfg.objectives, EvalConfig.objectives, domain))
     tasks = {n: domain.tasks(cfg.split, n, cfg.episodes, seed=cfg.seed) for n in cfg.objectives}  # [1]

@@ -51,6 +51,7 @@ from .protocol import QAEnvironment
 from .retrieval import Retriever
 from .rollout import RolloutConfig, run_episodes
 from .terms import LAYOUTS
+from .threads import use_threads
 from .trajectory import Trajectory
 from .world import load_world, make_tasks
 
@@ -261,8 +262,7 @@ def bench_layout_deviation(
     mask's leak on the first rollout, for the first checkpoint and the tiny model. Flat records.
     """
     log = log or (lambda s: None)
-    if threads:
-        torch.set_num_threads(threads)
+    use_threads(threads, *checkpoints)
     tiny = build_tiny_model(seed=0)
     records, leak_traj = [], None
     for ckpt in checkpoints:

@@ -85,6 +85,7 @@ from .ppo_math import (
 from .probe import greedy_em
 from .rollout import RolloutConfig, run_episodes
 from .terms import DEFAULT_LAYOUT
+from .threads import use_threads
 
 
 class PPOError(RuntimeError):
@@ -167,8 +168,8 @@ class PPOArgs:
     """steps between checkpoints"""
     final_eval: tuple[tuple[int, int], ...] = ((2, 200), (4, 50), (8, 30), (16, 20))
     """(N, dev tasks) pairs of the final greedy comparison with the SFT start (adapter off)"""
-    threads: int = 2
-    """torch CPU threads"""
+    threads: int | None = None
+    """torch CPU threads (None: the thread policy, threads.py: one for the tiny model)"""
     env: str = "qa"
     """domain: qa or webshop (domains.py)"""
     data: str | None = None
@@ -620,7 +621,7 @@ def compare_to_start(model, tokenizer, domain, args: PPOArgs) -> dict:
 def train_ppo(args: PPOArgs) -> dict:
     """The run. Under `accelerate launch` every process runs this; the main one writes [9]."""
     procs = Processes.start()  # [9] one process unless `accelerate launch` started several
-    torch.set_num_threads(args.threads)
+    use_threads(args.threads, args.init)
     out = Path(args.out)
     ckpt = out / "checkpoint"
     if out.exists() and any(out.iterdir()) and not args.resume:  # a fresh run would overwrite a checkpoint

@@ -60,6 +60,7 @@ from .plots import probe_curves
 from .probe import greedy_em, name_token_ids, probe_samples, teacher_forced_accuracy, teacher_trajectories
 from .sft_data import row_lengths, teacher_sft_data, to_dataset
 from .store import sha256_file
+from .threads import use_threads
 
 
 @dataclass
@@ -138,8 +139,8 @@ class SFTArgs:
     """dev tasks per N of the final evaluation on the card"""
     final_eval_objectives: tuple[int, ...] = (1, 2, 4, 8, 16)
     """N values of the final evaluation"""
-    threads: int = 1
-    """torch CPU threads (on the 2-core dev machine one thread trained faster than two)"""
+    threads: int | None = None
+    """torch CPU threads (None: the thread policy, threads.py: one for the tiny model)"""
     data_workers: int | None = None
     """processes that play the teacher for the data (None: min(2, cores)); the rows do not depend
     on it (sft_data.py)"""
@@ -555,7 +556,7 @@ def train_sft(args: SFTArgs) -> dict:
     processes = PartialState(cpu=not cuda)  # [6] one process unless `accelerate launch` started several
     main = processes.is_main_process
     say = print if main else (lambda *a, **k: None)
-    torch.set_num_threads(args.threads)
+    use_threads(args.threads, args.init or args.model, say=say)
     set_seed(args.seed)
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
@@ -736,7 +737,7 @@ def train_sft(args: SFTArgs) -> dict:
         "tokens": n_tokens,
         "dev_metrics": final,
         "sha256": {"model.safetensors": sha256_file(work / "model.safetensors")},
-        "torch_threads": args.threads,
+        "torch_threads": torch.get_num_threads(),
     }
     (work / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     if out.exists():

@@ -57,9 +57,10 @@ from mem1lite.protocol import QAEnvironment
 from mem1lite.retrieval import Retriever
 from mem1lite.rollout import RolloutConfig, run_episodes
 from mem1lite.terms import LAYOUTS
+from mem1lite.threads import use_threads
 from mem1lite.world import load_world, make_tasks
 
-torch.set_num_threads(1)
+use_threads(None)  # the one thread policy (threads.py): one thread for the tiny model
 t_start = time.perf_counter()
 QUICK = os.environ.get("MEM1_QUICK", "1") != "0"
 """quick (default, what CI runs): 2 rollouts of the trained policy; MEM1_QUICK=0: 4, as the bench"""

@@ -40,9 +40,10 @@ from mem1lite.domains import QADomain
 from mem1lite.model import TINY_DIR, load_policy, load_tokenizer
 from mem1lite.plots import ppo_curves, probe_curves
 from mem1lite.probe import compare_with_teacher, greedy_em, teacher_trajectories
+from mem1lite.threads import use_threads
 
 QUICK = os.environ.get("MEM1_QUICK", "1") != "0"
-torch.set_num_threads(2)
+use_threads(None)  # the one thread policy (threads.py): one thread for the tiny model
 CHECKPOINTS = (
     Path("../data/checkpoints") if Path("../data/checkpoints").exists() else Path("data/checkpoints")
 )

@@ -110,9 +110,9 @@ for i, q in enumerate(make_tasks(world, "test", 4, 1, seed=0)[0].questions, 1):
 
 # %%
 if QUICK:
-    configs = demo_sweeps(policies, OBJECTIVES, EPISODES, threads=1, keep_trajectories=True, progress=False)
+    configs = demo_sweeps(policies, OBJECTIVES, EPISODES, keep_trajectories=True, progress=False)
 else:
-    configs = [EvalConfig(tuple(policies), AGENTS, OBJECTIVES, EPISODES, threads=2, keep_trajectories=True)]
+    configs = [EvalConfig(tuple(policies), AGENTS, OBJECTIVES, EPISODES, keep_trajectories=True)]
 run = run_sweeps(configs)
 records = run.records
 

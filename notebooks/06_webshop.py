@@ -224,8 +224,8 @@ if not (sft_dir.is_dir() and ppo_dir.is_dir()):
     shutil.rmtree(work, ignore_errors=True)
     sft_dir, ppo_dir = work / "sft-quick", work / "ppo-quick"
     os.environ["MEM1_TQDM"] = "0"
-    train_sft(sft_args("quick", out=str(sft_dir), env="webshop", threads=1))
-    train_ppo(ppo_args("quick", out=str(ppo_dir), init=str(sft_dir), env="webshop", threads=1))
+    train_sft(sft_args("quick", out=str(sft_dir), env="webshop"))
+    train_ppo(ppo_args("quick", out=str(ppo_dir), init=str(sft_dir), env="webshop"))
 # The full-context baseline: the same SFT recipe on the teacher's full-context turns. A model
 # trained in the mem1 view and then fed the whole history is no baseline (it never saw one).
 full_dir = CHECKPOINT_DIR / "sft-webshop-full"
