@@ -6,6 +6,7 @@ the SFT data build.
     mem1 bench generate --json runs/bench-generate.json       # ~2 minutes on 2 cores
     mem1 bench masks --json runs/bench_masks.json             # layouts' speed and memory, side by side
     mem1 bench data --json runs/bench-data.json               # ~1 minute: SFT teacher data, old vs streamed
+    mem1 bench ppo --json runs/bench-ppo.json                 # one PPO step per N, split into its parts
 
 (`mem1 bench masks --deviation` is layout_check.py: an accuracy study, not a timing.)
 
@@ -38,6 +39,15 @@ process one after the other: the in-memory reference (`sft_data.rows_in_memory` 
 growth during the build, a worker's), whether the rows are the reference's (sha256), and how long a
 rerun that finds the cache takes. Spawning the workers costs a few seconds, so at this size two
 workers gain less than on a full build.
+
+## PPO step
+
+One PPO step per N from a checkpoint (default `sft-mem1-n16`, the `standard` preset's settings with
+`episodes` per step), split as ppo.py runs it: the rollout (generation and the environment), the
+scoring (policy, reference and value forward passes under the layout, rewards, advantages) and the
+update (`ppo_epochs` passes of forward + backward), with the cost of each per token it handles
+(generated tokens for the rollout, policy tokens for the rest), so that a run can be planned: at
+N = 16 a step costs what its tokens cost, not what N = 2's do.
 """
 
 from __future__ import annotations
@@ -685,4 +695,76 @@ def bench_data(
         )
     hits = [r["cache_hit_seconds"] for r in records if r["cache_hit_seconds"] is not None]
     log(f"  a rerun that finds the cache: {max(hits):.2f} s at most")
+    return records
+
+
+# ---------------------------------------------------------------------------------------------
+# PPO step
+
+
+def bench_ppo(
+    init: str = "data/checkpoints/sft-mem1-n16",
+    objectives: Sequence[int] = (2, 8),
+    episodes: int = 8,
+    threads: int | None = None,
+    data: str | None = None,
+    log: Callable[[str], None] | None = print,
+) -> list[dict]:
+    """One PPO step at each N of `objectives` (the `standard` preset, `episodes` per step), timed in
+    its three parts; one record per N."""
+    from dataclasses import replace
+
+    from .ppo import build_policy, collect, make_args, trainable_parameters, update
+
+    log = log or (lambda s: None)
+    args = make_args("standard", init=init, episodes_per_step=episodes, minibatch_episodes=min(8, episodes))
+    if args.advantage == "group" and episodes % args.group:
+        raise ValueError(f"episodes ({episodes}) must be a multiple of the group size ({args.group})")
+    use_threads(threads, init)
+    domain = load_domain(args.env, data)
+    model, head, tokenizer = build_policy(init, args)
+    optimizers = [
+        torch.optim.AdamW(trainable_parameters(model), lr=args.actor_lr, weight_decay=0.0),
+        torch.optim.AdamW(head.parameters(), lr=args.critic_lr, weight_decay=0.0),
+    ]
+    records = []
+    log(
+        f"PPO step anatomy: {Path(init).name}, {episodes} episodes a step, "
+        f"{torch.get_num_threads()} thread(s)"
+    )
+    log(
+        f"{'N':>3s} {'rollout s':>10s} {'score s':>8s} {'update s':>9s} {'step s':>7s}  shares (r/s/u)"
+        f"  {'gen tok':>8s} {'pol tok':>8s}  ms/gen tok  ms/pol tok score, update"
+    )
+    for i, n in enumerate(objectives):
+        step_args = replace(args, objectives=(n,))
+        batch = collect(model, head, tokenizer, domain, step_args, i)
+        upd = update(model, head, batch, optimizers, step_args, i)
+        s = batch.stats
+        rollout, score, train = s["rollout_seconds"], s["score_seconds"], upd["train_seconds"]
+        total = rollout + score + train
+        gen, pol = s["generated_tokens"], s["policy_tokens"]
+        record = {
+            "init": init,
+            "objectives": n,
+            "episodes": episodes,
+            "threads": torch.get_num_threads(),
+            "rollout_seconds": rollout,
+            "score_seconds": score,
+            "update_seconds": train,
+            "step_seconds": total,
+            "generated_tokens": gen,
+            "policy_tokens": pol,
+            "ms_per_generated_token": 1e3 * rollout / max(gen, 1),
+            "ms_per_policy_token_score": 1e3 * score / max(pol, 1),
+            "ms_per_policy_token_update": 1e3 * train / max(pol, 1),
+            "ppo_epochs": args.ppo_epochs,
+        }
+        records.append(record)
+        log(
+            f"{n:3d} {rollout:10.1f} {score:8.1f} {train:9.1f} {total:7.1f}  "
+            f"{rollout / total:.2f}/{score / total:.2f}/{train / total:.2f}  {gen:8d} {pol:8d}  "
+            f"{record['ms_per_generated_token']:10.2f}  {record['ms_per_policy_token_score']:.3f}, "
+            f"{record['ms_per_policy_token_update']:.3f}"
+        )
     return records

@@ -509,6 +509,14 @@ def cmd_bench(args: argparse.Namespace) -> None:
         objectives = args.objectives or tuple(range(1, 17))
         _write_json(args.json, bench_data(args.tasks, objectives, data=args.data))
         return
+    if args.what == "ppo":
+        from .bench import bench_ppo
+        from .evaluate import resolve_policy
+
+        init = resolve_policy("sft-n16" if args.policy == "tiny" else args.policy)
+        objectives = args.objectives or (2, 8)
+        _write_json(args.json, bench_ppo(init, objectives, args.episodes or 8, args.threads, args.data))
+        return
     if args.what == "masks":
         from .bench import bench_masks
 
@@ -776,7 +784,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmarks that print ratios measured in one run")
     p.add_argument(
-        "what", choices=["retrieval", "masks", "rollout", "generate", "data"], help="what to measure"
+        "what", choices=["retrieval", "masks", "rollout", "generate", "data", "ppo"], help="what to measure"
     )
     _data_flag(p, "world folder (retrieval, rollout, generate, data; default data/qa)")
     p.add_argument("--limit", type=_positive_int, default=None, help="questions per split (retrieval)")
@@ -784,7 +792,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--objectives",
         type=_objective_list,
         default=None,
-        help="N values, comma-separated (masks: default 2,8; data: default 1..16)",
+        help="N values, comma-separated (masks, ppo: default 2,8; data: default 1..16)",
     )
     p.add_argument(
         "--tasks", type=_positive_int, default=200, help="teacher tasks of the data, all N together (data)"
@@ -793,7 +801,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--episodes",
         type=_positive_int,
         default=None,
-        help="teacher trajectories per batch (masks, default 4); episodes batched (generate, default 16)",
+        help="teacher trajectories per batch (masks, default 4); episodes batched (generate, default 16); "
+        "episodes a step (ppo, default 8)",
     )
     p.add_argument(
         "--engines",
@@ -812,7 +821,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--teacher-episodes", type=_positive_int, default=100, help="tasks per agent and N (rollout)"
     )
     p.add_argument(
-        "--policy", default="tiny", help="tiny (untrained) or a checkpoint, for tokens/s (rollout, generate)"
+        "--policy",
+        default="tiny",
+        help="tiny (untrained) or a checkpoint, for tokens/s (rollout, generate); "
+        "the start (ppo: default sft-n16)",
     )
     p.add_argument(
         "--batch-episodes", type=_positive_int, default=64, help="episodes batched together (rollout)"

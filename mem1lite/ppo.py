@@ -312,6 +312,7 @@ def score(
 ) -> Batch:
     """[2] Score rolled-out trajectories under the layout, [4] rewards and GAE, [5] whitening."""
     procs = procs or Processes()
+    t0 = time.perf_counter()
     with torch.no_grad():
         out = layout_forward(model, trajs, args.layout, value_head=head, temperature=args.temperature)  # [2]
         with model.disable_adapter():  # [3] the reference policy
@@ -335,6 +336,7 @@ def score(
         rewards[b, :T], advantages[b, :T], returns[b, :T], kls[b, :T] = r, adv, ret, kl
     fmask = mask.to(logprobs.dtype)
     advantages = masked_whiten(advantages, fmask)  # [5]
+    score_s = time.perf_counter() - t0  # this process's scoring, gathering and advantages
     generated = sum(len(turn.output_ids) for t in trajs for turn in t.turns)
     stats = {
         "reward": sum(t.em for t in trajs) / len(trajs),
@@ -348,6 +350,8 @@ def score(
         "policy_tokens": int(mask.sum()),
         "rollout_seconds": rollout_s,
         "rollout_tokens_per_s": generated / max(rollout_s, 1e-9),
+        "generated_tokens": generated,
+        "score_seconds": score_s,
     }
     if group:  # groups whose episodes scored differently: the only ones that teach anything
         groups = [ems[g : g + args.group] for g in range(0, len(ems), args.group)]

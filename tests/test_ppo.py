@@ -364,3 +364,23 @@ def test_a_damaged_checkpoint_file_is_one_line_naming_it(name, tiny_init, tmp_pa
         ppo.check_base(ckpt, tiny_init)
         load_checkpoint(ckpt, model, head, optimizers)
     assert str(ckpt / name) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_bench_ppo_splits_a_step_into_rollout_scoring_and_update(tiny_init):
+    from mem1lite.bench import bench_ppo
+
+    lines = []
+    records = bench_ppo(tiny_init, objectives=(1, 2), episodes=2, threads=1, log=lines.append)
+    assert [r["objectives"] for r in records] == [1, 2]
+    for r in records:
+        parts = r["rollout_seconds"] + r["score_seconds"] + r["update_seconds"]
+        assert r["step_seconds"] == pytest.approx(parts)
+        assert min(r["rollout_seconds"], r["score_seconds"], r["update_seconds"]) > 0
+        # mem1's policy tokens are exactly the generated ones (no observation is scored)
+        assert r["policy_tokens"] == r["generated_tokens"] > 0
+        assert r["ms_per_policy_token_update"] == pytest.approx(
+            1e3 * r["update_seconds"] / r["policy_tokens"]
+        )
+    assert len(lines) == 2 + len(records) and "rollout s" in lines[1]
+    with pytest.raises(ValueError, match="at least 1"):
+        bench_ppo(tiny_init, objectives=(1,), episodes=2, threads=0, log=None)
