@@ -97,6 +97,16 @@ SHIPPED = {
         "mem1 sft --preset long --init data/checkpoints/sft-mem1-n16 --pointer hop --seed 1 "
         "--out data/checkpoints/sft-mem1-n16-hop",
     ),
+    "sft-n16-hop2": (
+        "sft-mem1-n16-hop2",
+        "mem1 sft --preset long --init data/checkpoints/sft-mem1-n16-hop --pointer hop --seed 2 "
+        "--out data/checkpoints/sft-mem1-n16-hop2",
+    ),
+    "ppo-n16-hop-mix": (
+        "ppo-mem1-n16-hop-mix",
+        "mem1 ppo --preset standard --init data/checkpoints/sft-mem1-n16-hop --objectives 2,4,8 --minutes 40 "
+        "--out data/checkpoints/ppo-mem1-n16-hop-mix",
+    ),
     "sft-full-n16": (
         "sft-full-n16",
         "mem1 sft --preset long --init data/checkpoints/sft-full --agent full --tasks 800 "

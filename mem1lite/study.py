@@ -50,6 +50,8 @@ ARMS = (
     Arm("ppo-n16-mix", "mem1", 16, "sft-n16 + PPO, N = 2, 4, 8 cycled (26 steps, 45 min)"),
     Arm("sft-n16-more", "mem1", 16, "sft-n16 + the long SFT again (seed 1)"),
     Arm("sft-n16-hop", "mem1", 16, "sft-n16 + the long SFT again, hop marked in the state"),
+    Arm("sft-n16-hop2", "mem1", 16, "sft-n16-hop + the long SFT a third time (seed 2)"),
+    Arm("ppo-n16-hop-mix", "mem1", 16, "sft-n16-hop + PPO, N = 2, 4, 8 cycled (40 min)"),
     Arm("sft-full", "full", 4, "full-context SFT"),
     Arm("ppo-full", "full", 4, "full-context SFT + PPO at N = 2"),
     Arm("sft-full-n16", "full", 16, "sft-full + SFT on N = 1..16, sft-n16's minutes"),
@@ -68,6 +70,9 @@ COMPARISONS = (
     ("numbered pointer above text pointer", ("sft-text-n16", "mem1"), ("sft-n16", "mem1")),
     ("more long SFT above sft-n16", ("sft-n16", "mem1"), ("sft-n16-more", "mem1")),
     ("hop marked above the same SFT without it", ("sft-n16-more", "mem1"), ("sft-n16-hop", "mem1")),
+    ("hop marked + more SFT above sft-n16", ("sft-n16", "mem1"), ("sft-n16-hop", "mem1")),
+    ("a third long SFT above the second (hop)", ("sft-n16-hop", "mem1"), ("sft-n16-hop2", "mem1")),
+    ("RL across sizes above SFT, hop state", ("sft-n16-hop", "mem1"), ("ppo-n16-hop-mix", "mem1")),
 )
 """(claim, A, B): the claim holds at an N where B - A has an interval above 0"""
 
