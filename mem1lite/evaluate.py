@@ -107,6 +107,11 @@ SHIPPED = {
         "mem1 ppo --preset standard --init data/checkpoints/sft-mem1-n16-hop --objectives 2,4,8 --minutes 40 "
         "--out data/checkpoints/ppo-mem1-n16-hop-mix",
     ),
+    "ppo-n16-hop2-mix": (
+        "ppo-mem1-n16-hop2-mix",
+        "mem1 ppo --preset standard --init data/checkpoints/sft-mem1-n16-hop2 --objectives 2,4,8 "
+        "--minutes 15 --out data/checkpoints/ppo-mem1-n16-hop2-mix",
+    ),
     "sft-full-n16": (
         "sft-full-n16",
         "mem1 sft --preset long --init data/checkpoints/sft-full --agent full --tasks 800 "

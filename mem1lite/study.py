@@ -52,6 +52,7 @@ ARMS = (
     Arm("sft-n16-hop", "mem1", 16, "sft-n16 + the long SFT again, hop marked in the state"),
     Arm("sft-n16-hop2", "mem1", 16, "sft-n16-hop + the long SFT a third time (seed 2)"),
     Arm("ppo-n16-hop-mix", "mem1", 16, "sft-n16-hop + PPO, N = 2, 4, 8 cycled (40 min)"),
+    Arm("ppo-n16-hop2-mix", "mem1", 16, "sft-n16-hop2 + PPO, N = 2, 4, 8 cycled (15 min)"),
     Arm("sft-full", "full", 4, "full-context SFT"),
     Arm("ppo-full", "full", 4, "full-context SFT + PPO at N = 2"),
     Arm("sft-full-n16", "full", 16, "sft-full + SFT on N = 1..16, sft-n16's minutes"),
@@ -73,6 +74,8 @@ COMPARISONS = (
     ("hop marked + more SFT above sft-n16", ("sft-n16", "mem1"), ("sft-n16-hop", "mem1")),
     ("a third long SFT above the second (hop)", ("sft-n16-hop", "mem1"), ("sft-n16-hop2", "mem1")),
     ("RL across sizes above SFT, hop state", ("sft-n16-hop", "mem1"), ("ppo-n16-hop-mix", "mem1")),
+    ("RL across sizes above SFT, third SFT", ("sft-n16-hop2", "mem1"), ("ppo-n16-hop2-mix", "mem1")),
+    ("mem1 (third hop SFT) above full context at N <= 4 RL", ("ppo-full", "full"), ("sft-n16-hop2", "mem1")),
 )
 """(claim, A, B): the claim holds at an N where B - A has an interval above 0"""
 
