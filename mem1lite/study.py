@@ -164,8 +164,9 @@ def figure(records: Sequence[dict]):
     import matplotlib.pyplot as plt
 
     arms = present(records)
-    fig, ax = plt.subplots(figsize=(8, 4.2))
-    for arm in arms:
+    fig, ax = plt.subplots(figsize=(10, 4.6))
+    colours = plt.get_cmap("tab20").colors  # 20 distinct colours: one an arm, none repeated
+    for i, arm in enumerate(arms):
         pts = sorted(
             (r["objectives"], r["em_per_objective"])
             for r in records
@@ -176,6 +177,7 @@ def figure(records: Sequence[dict]):
             marker="o" if arm.agent == "mem1" else "s",
             linestyle="-" if arm.agent == "mem1" else "--",
             label=f"{arm.policy} / {arm.agent} (data N <= {arm.data_n})",
+            color=colours[i % len(colours)],
         )
         edge = [v for n, v in pts if n == arm.data_n]
         if edge:  # the last trained size, ringed: the line to its right is generalisation
@@ -187,6 +189,6 @@ def figure(records: Sequence[dict]):
     ax.set_ylabel("EM per objective")
     ax.set_ylim(0, 1.05)
     ax.set_title("generalisation: EM per objective against N, by the largest N trained on", fontsize=10)
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the lines, not on them
     fig.tight_layout()
     return fig
