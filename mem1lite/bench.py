@@ -714,7 +714,7 @@ def bench_ppo(
     its three parts; one record per N."""
     from dataclasses import replace
 
-    from .ppo import build_policy, collect, make_args, trainable_parameters, update
+    from .ppo import build_policy, collect, make_args, make_optimizers, update
 
     log = log or (lambda s: None)
     args = make_args("standard", init=init, episodes_per_step=episodes, minibatch_episodes=min(8, episodes))
@@ -723,10 +723,7 @@ def bench_ppo(
     use_threads(threads, init)
     domain = load_domain(args.env, data)
     model, head, tokenizer = build_policy(init, args)
-    optimizers = [
-        torch.optim.AdamW(trainable_parameters(model), lr=args.actor_lr, weight_decay=0.0),
-        torch.optim.AdamW(head.parameters(), lr=args.critic_lr, weight_decay=0.0),
-    ]
+    optimizers = list(make_optimizers(model, head, args))
     records = []
     log(
         f"PPO step anatomy: {Path(init).name}, {episodes} episodes a step, "

@@ -65,7 +65,7 @@ from .model import (
     resolve_model,
     tiny_qwen2_config,
 )
-from .ppo import PPOArgs, build_policy, play, score, trainable_parameters, update
+from .ppo import PPOArgs, build_policy, make_optimizers, play, score, update
 from .rollout import RolloutConfig, run_episodes
 from .terms import EXACT_LAYOUTS, LAYOUTS
 
@@ -300,8 +300,7 @@ def ppo_step_timing(
                     if k in start:
                         v.copy_(start[k])
                 head.load_state_dict(head_start)
-            actor = torch.optim.AdamW(trainable_parameters(model), lr=args.actor_lr, weight_decay=0.0)
-            critic = torch.optim.AdamW(head.parameters(), lr=args.critic_lr, weight_decay=0.0)
+            actor, critic = make_optimizers(model, head, args)
             a = replace(args, layout=layout)
             if torch.device(device).type == "cuda":
                 torch.cuda.empty_cache()

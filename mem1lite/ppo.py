@@ -249,6 +249,13 @@ def trainable_parameters(model) -> list[torch.nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
+def make_optimizers(model, head, args: PPOArgs) -> tuple[torch.optim.AdamW, torch.optim.AdamW]:
+    """(actor, critic): AdamW over the adapter's parameters and over the value head's, no decay."""
+    actor = torch.optim.AdamW(trainable_parameters(model), lr=args.actor_lr, weight_decay=0.0)
+    critic = torch.optim.AdamW(head.parameters(), lr=args.critic_lr, weight_decay=0.0)
+    return actor, critic
+
+
 # ---------------------------------------------------------------------------------------------
 # One step
 
@@ -652,9 +659,9 @@ def train_ppo(args: PPOArgs) -> dict:
     domain = load_domain(args.env, args.data)
     args = replace(args, objectives=fit_default(args.objectives, PPOArgs.objectives, domain))
     model, head, tokenizer = build_policy(args.init, args, device=procs.device)
-    actor = torch.optim.AdamW(trainable_parameters(model), lr=args.actor_lr, weight_decay=0.0)
-    critic = torch.optim.AdamW(head.parameters(), lr=args.critic_lr, weight_decay=0.0)
-    optimizers = procs.prepare(model, head, args.layout, args.temperature, actor, critic)  # [9]
+    optimizers = procs.prepare(
+        model, head, args.layout, args.temperature, *make_optimizers(model, head, args)
+    )  # [9]
     start, history = 0, []
     if args.resume:
         start, history = load_checkpoint(found, model, head, optimizers)
