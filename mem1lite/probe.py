@@ -113,10 +113,16 @@ def teacher_trajectories(
     domain, tokenizer, split: str, objectives: int, count: int, seed: int = 0, agent: str = "mem1"
 ) -> list[Trajectory]:
     """The domain's scripted teacher on `count` tasks of `split` (domains.py)."""
-    tasks = domain.tasks(split, objectives, count, seed=seed)
+    return play_teacher(domain, tokenizer, domain.tasks(split, objectives, count, seed=seed), agent)
+
+
+def play_teacher(domain, tokenizer, tasks, agent: str = "mem1", first_episode: int = 0) -> list[Trajectory]:
+    """The domain's scripted teacher on `tasks`, numbered from `first_episode` (a slice of a longer
+    list plays as it would in the whole list)."""
     envs = [domain.environment(t) for t in tasks]
     policy = TeacherPolicy(tokenizer, domain.teacher())
-    return run_episodes(policy, tokenizer, envs, RolloutConfig(agent=agent, progress=False), tasks)
+    config = RolloutConfig(agent=agent, progress=False, first_episode=first_episode)
+    return run_episodes(policy, tokenizer, envs, config, tasks)
 
 
 def greedy_em(

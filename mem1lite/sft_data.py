@@ -51,9 +51,7 @@ import pyarrow.compute as pc
 import torch
 from tqdm.auto import tqdm
 
-from .generate import TeacherPolicy
-from .probe import teacher_trajectories
-from .rollout import RolloutConfig, run_episodes
+from .probe import play_teacher, teacher_trajectories
 
 CACHE_DIR = Path(__file__).resolve().parent.parent / "runs" / "cache"
 SHARD_QUESTIONS = 128
@@ -166,10 +164,7 @@ def _tasks(domain, split: str, shard: Shard, seed: int) -> list:
 def play_shard(domain, tokenizer, split: str, agent: str, seed: int, shard: Shard):
     """The teacher's episodes of one shard (probe.teacher_trajectories on a slice of its tasks)."""
     tasks = _tasks(domain, split, shard, seed)
-    envs = [domain.environment(t) for t in tasks]
-    policy = TeacherPolicy(tokenizer, domain.teacher())
-    config = RolloutConfig(agent=agent, progress=False, first_episode=shard.start)
-    return run_episodes(policy, tokenizer, envs, config, tasks)
+    return play_teacher(domain, tokenizer, tasks, agent, first_episode=shard.start)
 
 
 def rows_table(trajectories) -> pa.Table:
