@@ -161,7 +161,6 @@ def teacher_response(context: str, numbered: bool = False, hops: bool = False) -
     state.number = questions.index(state.question) + 1 if numbered else None
     infos = list(_INFO.finditer(assistant, thinks[-1].end()))
     passages = infos[-1].group(1) if infos else ""
-    relations, start = question_chain(state.question)
     now = _NOW.match(state.now or "")
     if not now:
         state.now, query = _first_hop(state.question)
@@ -170,9 +169,9 @@ def teacher_response(context: str, numbered: bool = False, hops: bool = False) -
     value = find_fact(passages, relation, entity)
     if value is None:  # [4] retrieval miss: search again, with the relation word
         return say(state, "search", f"{entity} {relation}")
-    hop = 0 if entity == start else 1
-    if hop + 1 < len(relations):  # [3] a bridge entity: look for the outer relation next
-        state.now = f"the {relations[hop + 1]} of {value}"
+    hop, length = _hop_of(state)  # 1-based: which hop `now` is, of how many
+    if hop < length:  # [3] a bridge entity: look for the outer relation next
+        state.now = f"the {question_chain(state.question)[0][hop]} of {value}"
         return say(state, "search", value)
     state.answers.append(value)
     index = questions.index(state.question)
