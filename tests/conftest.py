@@ -28,6 +28,14 @@ def world():
 
 
 @pytest.fixture(scope="session")
+def qa(world):
+    """The QA domain on the shipped world (text pointer), shared by the training tests."""
+    from mem1lite.domains import QADomain
+
+    return QADomain(world=world)
+
+
+@pytest.fixture(scope="session")
 def tokenizer():
     """The shipped tokenizer (data/tiny), shared by both domains."""
     return load_tokenizer(TINY_DIR)

@@ -88,17 +88,10 @@ def _args(init, out, **kw):
     return replace(base, **kw)
 
 
-@pytest.fixture(scope="module")
-def qa_domain():
-    from mem1lite.domains import QADomain
-
-    return QADomain()
-
-
-def test_first_step_invariants_and_what_an_update_touches(tiny_init, tmp_path, qa_domain):
+def test_first_step_invariants_and_what_an_update_touches(tiny_init, tmp_path, qa):
     args = _args(tiny_init, tmp_path / "run")
     model, head, tok = build_policy(tiny_init, args)
-    batch = collect(model, head, tok, qa_domain, args, step=0)
+    batch = collect(model, head, tok, qa, args, step=0)
     assert batch.stats["kl"] == 0.0  # LoRA B = 0: policy == reference
     assert torch.count_nonzero(batch.old_values) == 0  # zero-initialised value head
     # the loss mask covers exactly the policy (output) tokens: no prompt, no observation token
@@ -223,10 +216,10 @@ def test_group_baseline_is_each_groups_mean_reward():
         group_baseline([1.0, 0.0, 0.0], 4)
 
 
-def test_group_advantage_plays_each_task_group_times_and_centres_on_the_group(tiny_init, tmp_path, qa_domain):
+def test_group_advantage_plays_each_task_group_times_and_centres_on_the_group(tiny_init, tmp_path, qa):
     args = _args(tiny_init, tmp_path / "g", advantage="group", group=2)
     model, head, tok = build_policy(tiny_init, args)
-    batch = collect(model, head, tok, qa_domain, args, step=0)
+    batch = collect(model, head, tok, qa, args, step=0)
     ids = [t.task_id for t in batch.trajs]
     assert ids[0] == ids[1] and ids[2] == ids[3] and ids[0] != ids[2]
     # different samples of the same task (each episode its own generator)

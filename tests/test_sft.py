@@ -18,13 +18,6 @@ from mem1lite.sft import (
 from mem1lite.sft_data import tasks_per_size, teacher_sft_data, to_dataset
 
 
-@pytest.fixture(scope="module")
-def qa():
-    from mem1lite.domains import QADomain
-
-    return QADomain()
-
-
 def test_rows_are_the_mem1_view_with_loss_on_the_response_only(qa, tokenizer, tmp_path, monkeypatch):
     import mem1lite.sft_data as sft_data
     from mem1lite.probe import teacher_trajectories

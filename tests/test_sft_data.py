@@ -19,13 +19,6 @@ from mem1lite.sft_data import (
 )
 
 
-@pytest.fixture(scope="module")
-def qa():
-    from mem1lite.domains import QADomain
-
-    return QADomain()
-
-
 def _quiet(*a, **k):
     pass
 
