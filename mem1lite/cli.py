@@ -282,6 +282,7 @@ def cmd_sft(args: argparse.Namespace) -> None:
         model=_base_model(args, "tiny"),
         objectives=objectives,
         agent=args.agent,
+        rows=args.rows,
         env=args.env,
         data=args.data,
         threads=args.threads,
@@ -333,6 +334,10 @@ def cmd_ppo(args: argparse.Namespace) -> None:
         group=args.group,
         episodes_per_step=args.episodes_per_step,
         layout=args.layout,
+        temperature=args.temperature,
+        actor_lr=args.actor_lr,
+        kl_coef=args.kl_coef,
+        max_new_tokens=args.max_new_tokens,
     )
     try:
         train_ppo(ppo_args)
@@ -663,6 +668,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--objectives", type=_objective_list, help="comma-separated task sizes of the data, e.g. 2 or 1,2,3,4"
     )
     p.add_argument("--agent", default=None, choices=["mem1", "full"], help="whose view the samples take")
+    p.add_argument(
+        "--rows",
+        default=None,
+        choices=["turn", "episode"],
+        help="a sample per turn (default) or per episode (--agent full: the same tokens scored, ~1/3 fed)",
+    )
     p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
     p.add_argument("--minutes-scale", type=_positive, default=1.0, help="scale every stage's time budget")
     p.add_argument("--env", default="qa", choices=["qa", "webshop"], help="the domain")
@@ -707,6 +718,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--group", type=_positive_int, default=None, help="episodes per task (--advantage group)")
     p.add_argument("--episodes-per-step", type=_episodes, default=None, help="override the preset's")
+    p.add_argument("--temperature", type=_positive, default=None, help="sampling temperature (default 1)")
+    p.add_argument("--actor-lr", type=_positive, default=None, help="LoRA learning rate (default 2e-4)")
+    p.add_argument(
+        "--kl-coef", type=_non_negative, default=None, help="per-token KL penalty to the reference (1e-3)"
+    )
+    p.add_argument(
+        "--max-new-tokens", type=_positive_int, default=None, help="longest response (the preset's)"
+    )
     p.add_argument(
         "--layout",
         default=None,

@@ -587,7 +587,9 @@ def card_command(args: PPOArgs) -> str:
     """The command that reruns this training: the preset plus whatever the run changed."""
     preset = PPOArgs(**PRESETS.get(args.preset, {}))  # a caller's own preset name: the defaults
     parts = [f"mem1 ppo --preset {args.preset} --init {args.init} --out {args.out} --seed {args.seed}"]
-    for field in ("agent", "steps", "minutes", "env", "advantage", "episodes_per_step", "layout"):
+    fields = ("agent", "steps", "minutes", "env", "advantage", "episodes_per_step", "layout")
+    fields += ("temperature", "actor_lr", "kl_coef", "max_new_tokens")
+    for field in fields:
         if getattr(args, field) != getattr(preset, field):
             parts.append(f"--{field.replace('_', '-')} {getattr(args, field)}")
     if args.objectives != preset.objectives:

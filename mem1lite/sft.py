@@ -58,7 +58,7 @@ from .files import commit_folder, find_folder, fsync_tree, new_folder, remove_fo
 from .model import TINY_DIR, build_tiny_model, count_parameters, load_policy, load_tokenizer, resolve_model
 from .plots import probe_curves
 from .probe import greedy_em, name_token_ids, probe_samples, teacher_forced_accuracy, teacher_trajectories
-from .sft_data import row_lengths, teacher_sft_data, to_dataset
+from .sft_data import ROWS, row_lengths, teacher_sft_data, to_dataset
 from .store import sha256_file
 from .threads import use_threads
 
@@ -111,6 +111,10 @@ class SFTArgs:
     text (teacher.py [5])"""
     agent: str = "mem1"
     """whose view of the context the samples take (mem1; full for the full-context baseline)"""
+    rows: str = "turn"
+    """a sample per teacher turn, or per episode: the full view only, where the episode's row holds
+    every turn's row as a prefix, so the same response tokens are scored in ~1/3 of the tokens
+    (sft_data.py [6])"""
     stages: tuple[Stage, ...] = field(default_factory=tuple)
     """training stages, run in order"""
     max_length: int = 512
@@ -562,6 +566,7 @@ def train_sft(args: SFTArgs) -> dict:
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty; choose another --out or delete it")
     spec = resolve_model(args.init or args.model)
+    check_rows(args)
     domain = load_domain(args.env, args.data, pointer=args.pointer)  # bad options fail before any write
     args = fit_to_domain(args, domain)
     work = out.with_name(out.name + ".partial")
@@ -722,6 +727,7 @@ def train_sft(args: SFTArgs) -> dict:
                 else []
             )
             + ([f"--agent {args.agent}"] if args.agent != "mem1" else [])
+            + ([f"--rows {args.rows}"] if args.rows != "turn" else [])
             + ([f"--pointer {args.pointer}"] if args.pointer != "text" else [])
             + ([f"--tasks {args.tasks}"] if args.tasks != PRESETS.get(args.preset, {}).get("tasks") else [])
             + ([f"--env {args.env}"] if args.env != "qa" else [])
@@ -745,6 +751,17 @@ def train_sft(args: SFTArgs) -> dict:
     work.rename(out)
     print(json.dumps(card["dev_metrics"], indent=1))
     return card
+
+
+def check_rows(args: SFTArgs) -> None:
+    """Episode rows are exact only where contexts only grow: the full view (sft_data.py [6])."""
+    if args.rows not in ROWS:
+        raise ValueError(f"rows must be one of {', '.join(ROWS)}, got {args.rows!r}")
+    if args.rows == "episode" and args.agent != "full":
+        raise ValueError(
+            f"--rows episode needs --agent full: the {args.agent} view prunes, so its turns are not "
+            "prefixes of one row"
+        )
 
 
 def _parameter_digests(model, processes) -> list[str]:

@@ -28,6 +28,13 @@ One row per teacher turn, in the agent's view: `input_ids` (context + response) 
    loop over every token of every row.
 5. A progress bar (tasks, rate, ETA) while building; the cache key is printed, and a rerun that
    finds the cache says so and returns at once.
+6. Episode rows (`rows="episode"`, the full agent only). In the full view turn j's context is turn
+   j-1's context, response and observation, so the last turn's row holds every earlier row as a
+   prefix: one row per episode, loss on every response, scores the same tokens with the same
+   logits (causal attention) as one row per turn, in ~1/3 of the tokens at WebShop's ~6 turns
+   (the prompt and early pages are not fed again each turn). `tests/test_sft_data.py` checks the
+   loss is equal in float64. The mem1 view prunes, so its turns are not prefixes of one row: it
+   keeps a row per turn (scoring its episodes whole needs the 2D masks of masks.py).
 """
 
 from __future__ import annotations
@@ -59,6 +66,8 @@ SHARD_QUESTIONS = 128
 about the same, ~250-400 turns): small enough for a progress line every second or two and an
 even share between the workers, large enough that a shard's file is not mostly header"""
 COLUMNS = ("input_ids", "response_mask")
+ROWS = ("turn", "episode")
+"""a row per teacher turn, or per episode (the full view only) [6]"""
 CACHE_VERSION = 1
 """bumped only when the rows change (the streamed builder writes the rows version 1 had)"""
 
@@ -91,9 +100,11 @@ def tasks_per_size(objectives, tasks: int, long_share: float = 0.0) -> dict[int,
 
 def cache_key(domain, tokenizer, args, split: str = "sft") -> str:
     """Everything that changes the rows (and nothing that does not, e.g. the number of workers)."""
+    rows = getattr(args, "rows", "turn")
     return hashlib.sha256(
         json.dumps(
             {
+                **({"rows": rows} if rows != "turn" else {}),  # the turn rows keep their older keys
                 "env": domain.name,
                 "data": domain.fingerprint(),
                 "vocab": len(tokenizer),
@@ -167,25 +178,53 @@ def play_shard(domain, tokenizer, split: str, agent: str, seed: int, shard: Shar
     return play_teacher(domain, tokenizer, tasks, agent, first_episode=shard.start)
 
 
-def rows_table(trajectories) -> pa.Table:
-    """One row per turn, as Arrow list columns: the ids flat, the mask from the context lengths."""
+def rows_table(trajectories, rows: str = "turn") -> pa.Table:
+    """The rows as Arrow list columns: the ids flat, the mask 1 on response tokens. `rows`: "turn",
+    one row per turn (its context, then its response); "episode", one row per episode [6]."""
+    if rows not in ROWS:
+        raise ValueError(f"rows must be one of {', '.join(ROWS)}, got {rows!r}")
     flat: list[int] = []
-    lengths, contexts = [], []
+    mask: list[int] = []
+    lengths = []
     for t in trajectories:
+        if rows == "episode":
+            row, scored = episode_row(t)
+            flat += row
+            mask += scored
+            lengths.append(len(row))
+            continue
         for j, turn in enumerate(t.turns):
             context = t.context_ids(j)
             flat += context
             flat += turn.output_ids
+            mask += [0] * len(context) + [1] * len(turn.output_ids)
             lengths.append(len(context) + len(turn.output_ids))
-            contexts.append(len(context))
-    lengths = np.asarray(lengths, dtype=np.int64)
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    within = np.arange(offsets[-1]) - np.repeat(offsets[:-1], lengths)  # position inside its row
-    mask = (within >= np.repeat(np.asarray(contexts, dtype=np.int64), lengths)).astype(np.int64)
+    np.cumsum(np.asarray(lengths, dtype=np.int64), out=offsets[1:])
+    mask = np.asarray(mask, dtype=np.int64)
     offsets32 = pa.array(offsets.astype(np.int32))  # a shard holds far fewer than 2**31 tokens
     ids = pa.ListArray.from_arrays(offsets32, pa.array(np.asarray(flat, dtype=np.int32)))
     return pa.Table.from_arrays([ids, pa.ListArray.from_arrays(offsets32, pa.array(mask))], schema=_schema())
+
+
+def episode_row(t) -> tuple[list[int], list[int]]:
+    """[6] One episode as one row: the last turn's context and response, the mask 1 on every turn's
+    response. Exact only where each turn's context is the one before it, its response and the
+    observation (the full view): then turn j's row is a prefix of this one, and a causal model gives
+    its response tokens the same logits in both. Anything else (the mem1 view prunes) is refused."""
+    last = len(t.turns) - 1
+    row = t.context_ids(last) + t.turns[last].output_ids
+    scored = [0] * len(row)
+    for j, turn in enumerate(t.turns):
+        context = t.context_ids(j)
+        start, stop = len(context), len(context) + len(turn.output_ids)
+        if row[:stop] != context + turn.output_ids:
+            raise ValueError(
+                f"episode rows need contexts that only grow (the full agent's view): turn {j} of "
+                f"{t.task_id} ({t.agent} agent) is not a prefix of its last turn"
+            )
+        scored[start:stop] = [1] * (stop - start)
+    return row, scored
 
 
 def _schema() -> pa.Schema:
@@ -202,12 +241,12 @@ def _features(labels: bool = False):
 
 
 def write_shard(
-    domain, tokenizer, split: str, agent: str, seed: int, shard: Shard, folder: Path
+    domain, tokenizer, split: str, agent: str, seed: int, shard: Shard, folder: Path, rows: str = "turn"
 ) -> ShardDone:
     """[3] Play one shard and write its rows to folder/shard-INDEX.arrow (Arrow stream, as `datasets`
     writes them)."""
     trajectories = play_shard(domain, tokenizer, split, agent, seed, shard)
-    table = rows_table(trajectories)
+    table = rows_table(trajectories, rows)
     with pa.OSFile(str(shard_path(folder, shard.index)), "wb") as sink:
         with pa.ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table)
@@ -229,7 +268,8 @@ def write_shards(domain, tokenizer, args, split: str, folder: Path, workers: int
     at once; a helper joins when it has started, a few seconds later). Returns the files in row
     order, whichever order the shards finished in."""
     plan = shard_plan(tasks_per_size(args.objectives, args.tasks, args.long_share))
-    job = (domain, tokenizer, split, args.agent, args.seed, folder, plan)
+    rows = getattr(args, "rows", "turn")
+    job = (domain, tokenizer, split, args.agent, args.seed, folder, plan, rows)
     report = _Report(bar)
     helpers, done = [], None
     context = multiprocessing.get_context("spawn")
@@ -244,7 +284,7 @@ def write_shards(domain, tokenizer, args, split: str, folder: Path, workers: int
             p.start()
     try:
         for shard in _claimed(plan, claim):
-            report(write_shard(domain, tokenizer, split, args.agent, args.seed, shard, folder))
+            report(write_shard(domain, tokenizer, split, args.agent, args.seed, shard, folder, rows))
             while done is not None and not done.empty():
                 report(done.get())
         while report.shards < len(plan):  # the helpers' last shards
@@ -278,10 +318,10 @@ def _claimed(plan: list[Shard], claim):
 def _helper(job, claim, done) -> None:
     """[2] A spawned worker: one torch thread (the teacher is Python; more would only compete)."""
     torch.set_num_threads(1)
-    domain, tokenizer, split, agent, seed, folder, plan = job
+    domain, tokenizer, split, agent, seed, folder, plan, rows = job
     try:
         for shard in _claimed(plan, claim):
-            done.put(write_shard(domain, tokenizer, split, agent, seed, shard, folder))
+            done.put(write_shard(domain, tokenizer, split, agent, seed, shard, folder, rows))
     except BaseException as exc:  # said in the parent, which raises it
         done.put(f"{type(exc).__name__}: {exc}")
 

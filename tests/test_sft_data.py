@@ -139,3 +139,87 @@ def test_bench_data_cli_smoke(tmp_path, capsys):
     assert all(r["same_rows_as_memory"] and r["rows"] > 0 for r in records)
     assert records[1]["cache_hit_seconds"] < 5
     assert "a rerun that finds the cache" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------
+# [6] Episode rows (the full view)
+
+
+def _response_nll(model, data) -> tuple[float, int]:
+    """Summed float64 NLL of the labelled tokens over every row, one row per forward, and their count."""
+    import torch
+    import torch.nn.functional as F
+
+    total, count = 0.0, 0
+    for row in data:
+        ids = torch.tensor([row["input_ids"]])
+        labels = torch.tensor(row["labels"][1:])
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0, :-1].double()
+        scored = labels != -100
+        total += float(F.cross_entropy(logits[scored], labels[scored], reduction="sum"))
+        count += int(scored.sum())
+    return total, count
+
+
+def test_episode_rows_score_the_same_tokens_with_the_same_loss_as_turn_rows(tokenizer, small_qwen, tmp_path):
+    """Full-view WebShop teacher episodes as one row each: the same response tokens, the same summed
+    loss in float64 as a row per turn, in a third of the tokens or fewer."""
+    from mem1lite.domains import load_domain
+    from mem1lite.model import load_policy
+    from mem1lite.probe import teacher_trajectories
+    from mem1lite.sft_data import rows_table
+
+    shop = load_domain("webshop", None)
+    trajectories = teacher_trajectories(shop, tokenizer, "sft", 1, 3, seed=0, agent="full")
+    assert all(len(t.turns) >= 4 for t in trajectories)
+    model, _ = load_policy(small_qwen(tmp_path / "m"))
+    model = model.double().eval()
+    from datasets import Dataset
+
+    per = {}
+    for rows in ("turn", "episode"):
+        data = Dataset(rows_table(trajectories, rows))
+        per[rows] = (_response_nll(model, to_dataset(data, "response", seed=0)), int(row_lengths(data).sum()))
+    (turn_loss, turn_count), turn_tokens = per["turn"]
+    (episode_loss, episode_count), episode_tokens = per["episode"]
+    assert episode_count == turn_count == sum(len(x.output_ids) for t in trajectories for x in t.turns)
+    assert episode_loss == pytest.approx(turn_loss, rel=1e-12)
+    assert episode_tokens * 3 <= turn_tokens
+
+
+def test_episode_rows_of_the_mem1_view_are_refused(qa, tokenizer):
+    from mem1lite.probe import teacher_trajectories
+    from mem1lite.sft_data import rows_table
+
+    trajectories = teacher_trajectories(qa, tokenizer, "sft", 2, 1, seed=0, agent="mem1")
+    with pytest.raises(ValueError, match="episode rows need contexts that only grow"):
+        rows_table(trajectories, "episode")
+    with pytest.raises(ValueError, match="rows must be one of turn, episode"):
+        rows_table(trajectories, "turns")
+
+
+def test_cli_refuses_episode_rows_without_the_full_agent(tmp_path, capsys):
+    from mem1lite.cli import main
+
+    assert main(["sft", "--rows", "episode", "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "mem1: error: --rows episode needs --agent full: the mem1 view prunes, "
+        "so its turns are not prefixes of one row"
+    ]
+    assert not any(tmp_path.iterdir())
+
+
+def test_episode_rows_get_their_own_cache_key(qa, tokenizer):
+    """Turn rows keep the key they had before episode rows existed (args without `rows`); episode
+    rows get another."""
+    from types import SimpleNamespace
+
+    from mem1lite.sft_data import cache_key
+
+    turn = SFTArgs(tasks=2, objectives=(1,), agent="full")
+    older = SimpleNamespace(**{k: v for k, v in vars(turn).items() if k != "rows"})
+    assert cache_key(qa, tokenizer, turn) == cache_key(qa, tokenizer, older)
+    episode = SFTArgs(tasks=2, objectives=(1,), agent="full", rows="episode")
+    assert cache_key(qa, tokenizer, episode) != cache_key(qa, tokenizer, turn)
