@@ -239,6 +239,7 @@ def webshop_eval(args: argparse.Namespace) -> None:
     cfg = WebShopEvalConfig(
         policies=_names(args.eval),
         agents=_names(args.agents),
+        objectives=_sizes(args.objectives),
         episodes=args.episodes,
         split=args.split,
         seed=args.seed,
@@ -622,7 +623,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agent", default="mem1", choices=AGENTS)
     p.add_argument("--env", default="qa", choices=["qa", "webshop"], help="the domain")
     p.add_argument(
-        "--objectives", type=_objectives, default=None, help="questions per task (N; default 2, webshop 1)"
+        "--objectives",
+        type=_objectives,
+        default=None,
+        help="questions (webshop: goals) per task (N; default 2, webshop 1)",
     )
     p.add_argument("--episodes", type=_episodes, default=8)
     p.add_argument("--split", default="dev", choices=list(SPLITS))
@@ -643,7 +647,13 @@ def build_parser() -> argparse.ArgumentParser:
     _data_flag(p, "catalogue folder for --check and --eval (default: the shipped one)")
     p.add_argument("--eval", metavar="POLICIES", help="teacher, tiny or checkpoints, comma-separated")
     p.add_argument("--agents", default="mem1,full", help="--eval: comma-separated memory policies")
-    p.add_argument("--episodes", type=_episodes, default=100, help="--eval: tasks (the same for all)")
+    p.add_argument(
+        "--objectives",
+        type=_objective_list,
+        default="1",
+        help="--eval: comma-separated task sizes N, goals bought per task (1 to 4; default 1)",
+    )
+    p.add_argument("--episodes", type=_episodes, default=100, help="--eval: tasks per N (the same for all)")
     p.add_argument("--split", default="test", choices=list(SPLITS), help="--eval: goal split")
     p.add_argument("--threads", type=_positive_int, default=None, help="--eval: torch CPU threads")
     p.add_argument("--json", help="--eval / --records: write the records here")
@@ -760,7 +770,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truncate-tokens", type=_positive_int, default=512, help="history kept by truncate")
     p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
     _data_flag(p, "the domain's data folder (default data/qa or data/webshop)")
-    p.add_argument("--env", default="qa", choices=["qa", "webshop"], help="the domain (webshop: N = 1)")
+    p.add_argument(
+        "--env",
+        default="qa",
+        choices=["qa", "webshop"],
+        help="the domain (webshop: N = 1 unless --objectives asks for up to 4)",
+    )
     p.add_argument("--json", help="write the records (one per agent x policy x N) here")
     p.add_argument(
         "--records",

@@ -13,8 +13,11 @@ An environment (protocol.QAEnvironment is the reference) has:
 - `questions` and `golds`: what the trajectory records keep about the task;
 - optionally `env_name`, the domain's name, which the trajectory records keep (default "qa").
 
-A domain may cap its task size with `max_objectives` (WebShop-lite: 1); `fit_default` brings the
-QA-shaped defaults of sft.py / ppo.py / evaluate.py (N = 1..4, N = 2, N = 1..16) within it.
+A domain may cap its task size with `max_objectives` (WebShop-lite: `webshop.MAX_ITEMS` = 4), and
+the sizes its defaults use with `default_max_objectives` (WebShop-lite: 1, what the shipped
+checkpoints and cached data were made at); `fit_default` brings the QA-shaped defaults of sft.py /
+ppo.py / evaluate.py (N = 1..4, N = 2, N = 1..16) within the latter. A size the user chose goes to
+the domain as it is, which refuses one above `max_objectives`.
 """
 
 from __future__ import annotations
@@ -53,9 +56,9 @@ class Domain(Protocol):
 
 
 def fit_objectives(sizes, domain) -> tuple[int, ...]:
-    """The task sizes among `sizes` that `domain` has (all of them unless it sets `max_objectives`);
-    its largest size when none is left."""
-    limit = getattr(domain, "max_objectives", None)
+    """The task sizes among `sizes` that `domain`'s defaults use (all of them unless it sets
+    `default_max_objectives` or `max_objectives`); that largest size when none is left."""
+    limit = getattr(domain, "default_max_objectives", getattr(domain, "max_objectives", None))
     if limit is None:
         return tuple(sizes)
     return tuple(n for n in sizes if n <= limit) or (limit,)
@@ -102,8 +105,11 @@ class WebShopDomain:
     name = "webshop"
     splits = webshop.SPLITS
     score_name = "reward"
-    max_objectives = 1
-    """a task is one goal: N = 1 (sft.py / ppo.py fit their default task sizes to this)"""
+    max_objectives = webshop.MAX_ITEMS
+    """a task is N goals bought in order, N = 1..MAX_ITEMS (webshop.make_tasks refuses others)"""
+    default_max_objectives = 1
+    """default task sizes stay one goal, as the shipped checkpoints and cached data (sft.py /
+    ppo.py / evaluate.py fit their defaults to this); `--objectives` asks for more"""
 
     def __init__(self, data: str | Path | None = None, catalogue: webshop.Catalogue | None = None):
         self.catalogue = catalogue if catalogue is not None else webshop.load_catalogue(data)
@@ -113,7 +119,7 @@ class WebShopDomain:
         return webshop.make_tasks(self.catalogue, split, objectives, count, seed=seed)
 
     def environment(self, task):
-        return WebShopEnvironment(task.goal, self.shop)
+        return WebShopEnvironment(task.goals, self.shop)
 
     def teacher(self) -> Callable[[str], str]:
         return shop_teacher_response

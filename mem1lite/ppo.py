@@ -61,7 +61,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .distributed import Processes
-from .domains import fit_default, load_domain
+from .domains import fit_default, fit_objectives, load_domain
 from .files import commit_folder, find_folder, new_folder, write_text
 from .generate import GenerationConfig, ModelPolicy
 from .masks import ValueHead, layout_forward
@@ -603,9 +603,8 @@ def compare_to_start(model, tokenizer, domain, args: PPOArgs) -> dict:
     """Greedy dev EM of the trained policy and of its SFT start (the same model with the adapter
     off) on the same tasks, with a paired bootstrap interval of the difference per N."""
     out = {}
-    limit = getattr(domain, "max_objectives", None)
     for n, count in args.final_eval:
-        n = min(n, limit) if limit else n
+        n = fit_objectives((n,), domain)[0]
         if f"n{n}" in out:  # a size the domain caps (webshop: N = 1) is compared once, on the first count
             continue
         kw = dict(seed=2, agent=args.agent, max_new_tokens=args.max_new_tokens)

@@ -27,6 +27,10 @@ this module generates a store with the same structure from one integer seed:
 4. Stored like the QA world: two parquet files written with `datasets` plus a manifest holding
    their sha256; the same seed gives the same bytes. A missing or damaged file is one line naming
    it and the rebuild command.
+5. Tasks (`make_tasks`): a task of size N holds N goals of one split, bought one after the other
+   in one episode (N = 1 is WebShop's task; N = 2..`MAX_ITEMS` is the harder split that tests
+   memory, as the QA world's N questions do). The N goals are of N different product types, so
+   the items are told apart by what they are.
 
 The environment (pages, actions, reward) is in webshop_env.py, the scripted shopper in
 webshop_teacher.py; `domains.WebShopDomain` ties them to the `Domain` interface.
@@ -410,39 +414,65 @@ def generate_catalogue(config: CatalogueConfig | None = None) -> Catalogue:
 # Tasks
 
 
+MAX_ITEMS = 4
+"""[5] most goals in one task: the full-context teacher's peak context grows ~1.1 k tokens per item
+(4.4 k on average at N = 4, 6.5 k at most: within the tiny model's 8,192 positions)"""
+
+
 @dataclass(frozen=True)
 class WebShopTask:
-    """One shopping goal (WebShop tasks have one objective)."""
+    """One shopping task: N goals, one item to buy for each, in order (WebShop's tasks have N = 1)."""
 
     id: str
     split: str
-    goal: Goal
+    goals: tuple[Goal, ...]
+    """the goals in the order the prompt lists them"""
+
+    @property
+    def goal(self) -> Goal:
+        """The first goal (the only one at N = 1)."""
+        return self.goals[0]
 
     @property
     def questions(self) -> tuple[str, ...]:
-        return (self.goal.instruction,)
+        return tuple(g.instruction for g in self.goals)
 
     @property
     def objectives(self) -> int:
-        return 1
+        return len(self.goals)
 
 
 def make_tasks(catalogue: Catalogue, split: str, objectives: int, count: int, seed: int = 0) -> list:
     """`count` tasks of `split` drawn by `seed`; task i does not depend on `count` (as world.make_tasks).
 
-    The tasks walk through the split's goals in an order shuffled by `seed`: no goal repeats before
-    all were used (the teacher is deterministic, so a repeated goal would repeat its SFT samples)."""
+    N = 1: the tasks walk through the split's goals in an order shuffled by `seed`: no goal repeats
+    before all were used (the teacher is deterministic, so a repeated goal would repeat its SFT
+    samples). N >= 2 [5]: task i draws N product types of the split, then one goal of each, from
+    its own generator (catalogue seed, split, seed, N, i)."""
     if split not in catalogue.goals:
         raise ValueError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
-    if objectives != 1:
-        raise ValueError(f"webshop tasks have one goal each (objectives = 1), got {objectives}")
+    if isinstance(objectives, bool) or not isinstance(objectives, int) or not 1 <= objectives <= MAX_ITEMS:
+        raise ValueError(
+            f"webshop tasks have 1 to {MAX_ITEMS} goals (objectives = 1..{MAX_ITEMS}), got {objectives!r}"
+        )
     if count < 0:
         raise ValueError(f"count must be >= 0, got {count}")
     pool = catalogue.goals[split]
+    if objectives > 1:
+        by_type: dict[str, list[Goal]] = {}
+        for g in pool:
+            by_type.setdefault(g.type, []).append(g)
+        types = sorted(by_type)
+        tasks = []
+        for i in range(count):
+            rng = random.Random(f"{catalogue.config.seed}/webshop/{split}/{seed}/n{objectives}/{i}")
+            goals = tuple(rng.choice(by_type[t]) for t in rng.sample(types, objectives))
+            tasks.append(WebShopTask(id=f"shop-{split}-n{objectives}-s{seed}-{i}", split=split, goals=goals))
+        return tasks
     order = list(range(len(pool)))
     random.Random(f"{catalogue.config.seed}/webshop/{split}/{seed}").shuffle(order)
     return [
-        WebShopTask(id=f"shop-{split}-s{seed}-{i}", split=split, goal=pool[order[i % len(pool)]])
+        WebShopTask(id=f"shop-{split}-s{seed}-{i}", split=split, goals=(pool[order[i % len(pool)]],))
         for i in range(count)
     ]
 

@@ -12,7 +12,8 @@ models and masks serve both domains:
 - `click[Next >]`: `<search> click[next >]</search>` shows the next results page
 - `click[Back to Search]`: `<search> click[back to search]</search>` shows the empty search page
 - `click[Buy Now]`: `<answer> buy now</answer>` (or `<search> click[buy now]</search>`) on an item
-  page buys the item with the options selected, and ends the episode
+  page buys the item with the options selected, and ends the episode (with items left to buy, a
+  task of N goals goes back to the search page instead, rule 5)
 
 Clicks match the bracketed text on the page, case-insensitively. Observations are text pages in
 `<information>[HINT]You have k turns left.[/HINT] page</information>` (protocol.observation).
@@ -23,7 +24,8 @@ Rules written down here and tested:
    item page is one action, not two. Results are bm25s over title, type, category, attributes,
    description and option values (retrieval.Retriever), at most `MAX_RESULTS`, `PAGE_SIZE` a page.
 2. Turn budget: `TURN_LIMIT` = 10 = 5 for the shortest purchase (search, open an item, select two
-   options, buy) + 4 to look at two more items (open, back) + 1 spare.
+   options, buy) + 4 to look at two more items (open, back) + 1 spare; `TURN_LIMIT` x N for a task
+   of N goals (rule 5), shared by its items as the agent spends them.
 3. Invalid actions (a click on something not on the page, `buy now` off an item page, an empty
    query) and malformed responses (protocol.parse_response) get an error line followed by the
    current page again, and cost a turn; nothing raises. Out of turns without buying: reward 0.
@@ -40,6 +42,16 @@ Rules written down here and tested:
    reward, in [0, 1]); `f1` carries the match share without the type factor (the fraction of the
    goal's attribute, option and price clauses met); `per_slot_em` is `(reward,)`. A reward of 1
    is a WebShop "success".
+5. Multi-item goals (N >= 2, webshop.make_tasks): the prompt lists `Instruction 1: ...` to
+   `Instruction N: ...` and asks for one item per instruction, in order. A purchase with items
+   left is recorded and answered with `You bought B1234 (color red, size medium).` and the search
+   page; it does not say which instruction is next or how many are left: keeping track is the
+   agent's memory's job, as the QA agent's list of answers. The k-th purchase is scored against
+   instruction k (rule 4), whatever it was meant for; the episode ends with the N-th purchase or
+   the last turn. `em` is the sum of the items' rewards (so `em / N` is the mean reward per item,
+   as QA's em counts the objectives answered right), `f1` the sum of their shares, `per_slot_em`
+   the rewards per instruction (0 for an item not bought), `answer` the purchases joined by "; ".
+   At N = 1 every page, reward and field is what it was before multi-item goals.
 """
 
 from __future__ import annotations
@@ -47,6 +59,7 @@ from __future__ import annotations
 import re
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from .protocol import ANSWER, EpisodeResult, Parsed, StepOutcome, observation, parse_response
@@ -69,14 +82,34 @@ INSTRUCTION = (
 )
 
 
-def task_prompt(instruction: str) -> str:
-    return f"{INSTRUCTION}\nInstruction: {instruction}"
+MULTI_ITEM = (
+    "Buy one item per instruction, in the order given; after each purchase the search page comes back."
+)
+"""[5] the sentence a task of N >= 2 goals adds to `INSTRUCTION`"""
+
+
+def task_prompt(instructions: str | Sequence[str]) -> str:
+    """The user message: one instruction (`Instruction: ...`) or N >= 2 numbered ones [5]."""
+    if isinstance(instructions, str):
+        instructions = (instructions,)
+    if len(instructions) == 1:
+        return f"{INSTRUCTION}\nInstruction: {instructions[0]}"
+    lines = "\n".join(f"Instruction {i}: {q}" for i, q in enumerate(instructions, 1))
+    return f"{INSTRUCTION} {MULTI_ITEM}\n{lines}"
 
 
 def parse_prompt_instruction(text: str) -> str | None:
-    """The instruction of a task prompt (inverse of `task_prompt`)."""
+    """The instruction of a one-goal task prompt (inverse of `task_prompt` at N = 1)."""
     m = re.search(r"\nInstruction: (.+)", text)
     return m.group(1).strip() if m else None
+
+
+def parse_prompt_instructions(text: str) -> list[str]:
+    """The instructions of a task prompt, in order (inverse of `task_prompt`; [] if none)."""
+    one = parse_prompt_instruction(text)
+    if one is not None:
+        return [one]
+    return [m.group(1).strip() for m in re.finditer(r"\nInstruction \d+: (.+)", text)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,6 +247,12 @@ def invalid_action_page(reason: str, page: str) -> str:
     return f"Invalid action: {reason}.\n{page}"
 
 
+def purchase_text(product: Product, selected: dict[str, str]) -> str:
+    """`B1234 (color red, size medium)`: a purchase in `answer` and in the page after it [5]."""
+    opts = ", ".join(f"{t} {v}" for t, v in selected.items()) or "no options"
+    return f"{product.id} ({opts})"
+
+
 # ---------------------------------------------------------------------------------------------
 # Actions
 
@@ -250,11 +289,14 @@ def parse_action(parsed: Parsed) -> tuple[str, str]:
 
 @dataclass
 class WebShopEnvironment:
-    """One shopping goal. `step` takes the agent's raw response text and never raises."""
+    """N shopping goals, one item to buy for each, in order (WebShop's task: N = 1). `step` takes
+    the agent's raw response text and never raises."""
 
-    goal: Goal
+    goals: tuple[Goal, ...]
+    """the goals in prompt order (a single `Goal` is taken as a task of one)"""
     shop: Shop
-    turn_limit: int = TURN_LIMIT
+    turn_limit: int | None = None
+    """[2] default `TURN_LIMIT` x N"""
     turns: int = 0
     format_errors: int = 0
     invalid_actions: int = 0
@@ -267,22 +309,41 @@ class WebShopEnvironment:
     result_page: int = 1
     item: Product | None = None
     selected: dict[str, str] = field(default_factory=dict)
-    bought: Product | None = None
-    bought_options: dict[str, str] = field(default_factory=dict)
+    purchases: list[tuple[Product, dict[str, str]]] = field(default_factory=list)
+    """[5] (product, options selected) of each purchase, in order: the k-th is scored against goal k"""
     started: float = field(default_factory=time.perf_counter)
 
     env_name = "webshop"
 
+    def __post_init__(self):
+        self.goals = (self.goals,) if isinstance(self.goals, Goal) else tuple(self.goals)
+        if self.turn_limit is None:
+            self.turn_limit = TURN_LIMIT * len(self.goals)
+
+    @property
+    def goal(self) -> Goal:
+        """The first goal (the only one at N = 1)."""
+        return self.goals[0]
+
+    @goal.setter
+    def goal(self, goal: Goal) -> None:  # a one-goal task on another goal (the notebook's scripted episode)
+        self.goals = (goal,)
+
+    @property
+    def bought(self) -> Product | None:
+        """The last item bought (None before any purchase)."""
+        return self.purchases[-1][0] if self.purchases else None
+
     @property
     def questions(self) -> tuple[str, ...]:
-        return (self.goal.instruction,)
+        return tuple(g.instruction for g in self.goals)
 
     @property
     def golds(self) -> tuple[str, ...]:
-        return (self.goal.summary(),)
+        return tuple(g.summary() for g in self.goals)
 
     def prompt(self) -> str:
-        return task_prompt(self.goal.instruction)
+        return task_prompt(self.questions)
 
     @property
     def turns_left(self) -> int:
@@ -330,8 +391,14 @@ class WebShopEnvironment:
         if kind == "buy":
             if self.page != "item":
                 return invalid_action_page("[Buy Now] is on an item page", self.current_page())
-            self.bought, self.bought_options, self.done = self.item, dict(self.selected), True
-            return ""
+            self.purchases.append((self.item, dict(self.selected)))
+            if len(self.purchases) == len(self.goals):
+                self.done = True
+                return ""
+            bought = purchase_text(self.item, self.selected)  # [5] items left: back to the search page
+            self.page, self.query, self.results, self.result_page = "search", "", [], 1
+            self.item, self.selected = None, {}
+            return f"You bought {bought}.\n{self.current_page()}"
         return self._click(arg)
 
     def _click(self, target: str) -> str:
@@ -363,23 +430,19 @@ class WebShopEnvironment:
                     return self.current_page()
         return invalid_action_page(f"there is no [{target}] on this page", self.current_page())
 
-    def reward(self) -> Reward | None:
-        if self.bought is None:
-            return None
-        return purchase_reward(self.goal, self.bought, self.bought_options)
+    def rewards(self) -> list[Reward]:
+        """[4, 5] The reward of each purchase, the k-th against goal k."""
+        return [purchase_reward(g, p, opts) for g, (p, opts) in zip(self.goals, self.purchases)]
 
     def result(self) -> EpisodeResult:
-        r = self.reward()
-        answer = None
-        if self.bought is not None:
-            opts = ", ".join(f"{t} {v}" for t, v in self.bought_options.items()) or "no options"
-            answer = f"bought {self.bought.id} ({opts})"
-        value = r.reward if r else 0.0
+        rewards = self.rewards()
+        per_item = [r.reward for r in rewards] + [0.0] * (len(self.goals) - len(rewards))
+        answer = "; ".join(f"bought {purchase_text(p, opts)}" for p, opts in self.purchases) or None
         return EpisodeResult(
             answer=answer,
-            em=value,
-            f1=r.share if r else 0.0,
-            per_slot_em=(value,),
+            em=sum(per_item, 0.0),
+            f1=sum((r.share for r in rewards), 0.0),
+            per_slot_em=tuple(per_item),
             turns=self.turns,
             format_errors=self.format_errors,
             searches=self.searches,

@@ -4,9 +4,11 @@ Like the QA teacher (teacher.py) it sees exactly what a model would see: the pro
 instruction), its last internal state and the last page. It never looks at the catalogue or the
 goal record, so it is a true mem1 policy and every response is a function of the visible context.
 
-The internal state is index-free and holds what is wanted, what was ruled out, and the step taken:
+The internal state holds what is wanted, what was ruled out, and the step taken (and, in a task
+of N >= 2 goals, which item it is on):
 
     want: t-shirt; cotton, slim fit; red, medium; under 30. rejected: B1234. now: open B5678.
+    item 2 of 3. want: mug; ceramic; blue, large; under 20. rejected: none. now: search.
 
 1. `want`: the product type, the wanted attributes, the wanted option values and the price bound,
    read from the instruction on the first turn (the words of the store's vocabulary that occur in
@@ -28,6 +30,17 @@ The policy, with the shortcuts that keep it from being perfect:
    offer. If all hold, select the wanted options one per turn, then buy. If not, reject it and go
    back, unless two items were rejected already or the turns left would not cover another try
    (back, open, options, buy): then it buys this item anyway, with the wanted options it offers.
+
+Multi-item tasks (N >= 2 goals, webshop_env.py [5]):
+
+7. The state starts with `item k of N. ` (N = 1: no prefix, the state above). The pages never say
+   which instruction is next, so this pointer is the only place the teacher keeps it: `want` is
+   read from instruction k of the prompt.
+8. After a purchase page (`You bought ...`) it moves on: `item k+1`, `want` read from instruction
+   k+1 [1], nothing rejected yet, and a search [4].
+9. The turns the later items need are reserved: [6] counts the turns left minus `RESERVE` per item
+   after this one, so an item that goes badly settles early instead of starving the next ones.
+   Turns an item leaves unused go to the next ones.
 """
 
 from __future__ import annotations
@@ -39,11 +52,10 @@ from dataclasses import dataclass, field
 from .webshop import ALL_ATTRIBUTES, ALL_TYPES, CATEGORIES, SPLITS, Goal, option_phrase, satisfies
 from .webshop_env import (
     PAGE_SIZE,
-    TURN_LIMIT,
     Shop,
     WebShopEnvironment,
     item_page,
-    parse_prompt_instruction,
+    parse_prompt_instructions,
     task_prompt,
 )
 
@@ -51,13 +63,22 @@ MAX_REJECTED = 2
 """items rejected before the teacher settles for the one it is looking at [6]"""
 MAX_PAGES = 2
 """results pages the teacher reads per search [5]"""
+RESERVE = 5
+"""turns kept for each item after the current one [9]: a shortest purchase (search, open, two
+options, buy; webshop_env.py [2]). On 200 test tasks at N = 2, 3, 4, reserves 0 to 8 play the same
+episodes (the teacher seldom needs more than its share); a whole item's budget, 10, settles a few
+items early (reward per item 95.02 against 95.18 at N = 2, even at N = 4); 12 starves the last
+items (89.5 against 95.7 at N = 4)."""
 
 _USER = re.compile(r"<\|im_start\|>user\n(.*?)<\|im_end\|>", re.S)
 _THINK = re.compile(r"<think>(.*?)</think>", re.S)
 _INFO = re.compile(r"<information>(.*?)</information>", re.S)
 _HINT = re.compile(r"\[HINT\]You have (\d+) turns left\.\[/HINT\]")
+_BOUGHT = "You bought "
+"""how the page after a purchase with items left begins (webshop_env.py [5])"""
 _STATE = re.compile(
-    r"^want: (?P<type>[^;]*); (?P<attrs>[^;]*); (?P<opts>[^;]*); under (?P<bound>[\d.]+)\. "
+    r"^(?:item (?P<item>\d+) of (?P<items>\d+)\. )?"
+    r"want: (?P<type>[^;]*); (?P<attrs>[^;]*); (?P<opts>[^;]*); under (?P<bound>[\d.]+)\. "
     r"rejected: (?P<rejected>[^.]*)\. now: (?P<now>.*)\.$",
     re.S,
 )
@@ -91,9 +112,15 @@ class State:
     want: Want
     rejected: list[str] = field(default_factory=list)
     now: str = "search"
+    item: int = 1
+    """[7] the instruction being shopped for, 1-based"""
+    items: int = 1
+    """[7] instructions in the task (1: the state has no pointer)"""
 
     def render(self) -> str:
-        return f"want: {self.want.render()}. rejected: {', '.join(self.rejected) or 'none'}. now: {self.now}."
+        pointer = f"item {self.item} of {self.items}. " if self.items > 1 else ""
+        rejected = ", ".join(self.rejected) or "none"
+        return f"{pointer}want: {self.want.render()}. rejected: {rejected}. now: {self.now}."
 
 
 def _contains(text: str, phrase: str) -> bool:
@@ -124,7 +151,8 @@ def parse_state(text: str) -> State | None:
         return None
     split = lambda s: [] if s in ("any", "none") else [x.strip() for x in s.split(",")]  # noqa: E731
     want = Want(m["type"], split(m["attrs"]), split(m["opts"]), float(m["bound"]))
-    return State(want, split(m["rejected"]), m["now"])
+    item, items = (int(m["item"]), int(m["items"])) if m["item"] else (1, 1)
+    return State(want, split(m["rejected"]), m["now"], item, items)
 
 
 def search_query(want: Want) -> str:
@@ -180,18 +208,20 @@ def _respond(state: State, action: str) -> str:
 def teacher_response(context: str) -> str:
     """The teacher's next response for a turn's context text (prompt + whatever the agent kept)."""
     user = _USER.search(context)
-    instruction = parse_prompt_instruction(user.group(1) if user else context) or ""
+    instructions = parse_prompt_instructions(user.group(1) if user else context)
     assistant = context[user.end() :] if user else context
     thinks = list(_THINK.finditer(assistant))
     state = parse_state(thinks[-1].group(1)) if thinks else None
     if state is None:  # first turn (or a state it cannot read): [1] read the instruction, [4] search
-        state = State(parse_instruction(instruction))
-        return _respond(state, f"<search> {search_query(state.want)}</search>")
+        return _start(instructions, 1)
     infos = list(_INFO.finditer(assistant, thinks[-1].end()))
     page = infos[-1].group(1) if infos else ""
     hint = _HINT.search(page)
     turns_left = int(hint.group(1)) if hint else 1
     page = _HINT.sub("", page).strip()
+    if page.startswith(_BOUGHT) and state.item < state.items:  # [8] bought: on to the next instruction
+        return _start(instructions, state.item + 1)
+    turns_left -= RESERVE * (state.items - state.item)  # [9]
     item = parse_item(page)
     if item is not None:
         return _on_item(state, item, turns_left)
@@ -202,6 +232,13 @@ def teacher_response(context: str) -> str:
     state.now = "search"
     query = search_query(state.want) if "No results" not in page else state.want.type or "shop"
     return _respond(state, f"<search> {query}</search>")
+
+
+def _start(instructions: list[str], item: int) -> str:
+    """[1, 4, 7] Read instruction `item` (1-based) of the prompt and search for it."""
+    instruction = instructions[item - 1] if item <= len(instructions) else ""
+    state = State(parse_instruction(instruction), item=item, items=max(1, len(instructions)))
+    return _respond(state, f"<search> {search_query(state.want)}</search>")
 
 
 def _on_results(state: State, items, page_no: int, pages: int) -> str:
@@ -244,12 +281,13 @@ def _on_item(state: State, item: ItemView, turns_left: int) -> str:
     return _respond(state, "<answer> buy now</answer>")
 
 
-def play_text(goal, shop, turn_limit: int | None = None) -> list[tuple[str, str | None]]:
+def play_text(goals, shop, turn_limit: int | None = None) -> list[tuple[str, str | None]]:
     """A teacher episode in plain text, without a tokenizer: [(response, observation or None)].
 
-    Each turn the teacher reads the mem1 view (prompt + last response + last observation), as in
+    `goals`: one `Goal` or the N goals of a task; the turn limit defaults to `TURN_LIMIT` x N. Each
+    turn the teacher reads the mem1 view (prompt + last response + last observation), as in
     `rollout.run_episodes` with the mem1 agent."""
-    env = WebShopEnvironment(goal, shop, turn_limit=turn_limit or TURN_LIMIT)
+    env = WebShopEnvironment(goals, shop, turn_limit=turn_limit or None)
     head = f"<|im_start|>user\n{env.prompt()}<|im_end|>\n<|im_start|>assistant\n"
     turns: list[tuple[str, str | None]] = []
     while not env.done:

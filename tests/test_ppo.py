@@ -184,8 +184,9 @@ def test_card_command_names_what_the_run_changed():
 
 
 def test_final_comparison_runs_each_size_once_where_the_domain_caps_sizes(monkeypatch):
-    """WebShop has N = 1 only: the preset's sizes 2 / 4 / 8 / 16 all cap to 1, and the card must
-    hold the first (largest) comparison, not the last one written over it."""
+    """WebShop's defaults are N = 1 (its tasks go up to 4 goals only when asked for): the preset's
+    sizes 2 / 4 / 8 / 16 all cap to 1, and the card must hold the first (largest) comparison, not
+    the last one written over it."""
     import contextlib
     from types import SimpleNamespace
 
@@ -202,7 +203,7 @@ def test_final_comparison_runs_each_size_once_where_the_domain_caps_sizes(monkey
     monkeypatch.setattr(ppo_module, "greedy_em", fake_greedy_em)  # ppo.py imports it by name
     model = SimpleNamespace(disable_adapter=contextlib.nullcontext)
     args = PPOArgs(final_eval=((2, 200), (4, 50), (8, 30)))
-    out = compare_to_start(model, None, SimpleNamespace(max_objectives=1), args)
+    out = compare_to_start(model, None, SimpleNamespace(max_objectives=4, default_max_objectives=1), args)
     assert calls == [(1, 200), (1, 200)] and set(out) == {"n1"} and out["n1"]["n"] == 200
     out = compare_to_start(model, None, SimpleNamespace(), args)  # QA: no cap, every size
     assert set(out) == {"n2", "n4", "n8"}

@@ -8,6 +8,8 @@
   under mem1 and full, and the mem1 agent's peak context stays >= 2.5x below full's;
 - the shared machinery: run_episodes with a model, jsonl, the inspector, `mem1 webshop` / `mem1
   rollout --env webshop`, sft/ppo task sizes fitted to the domain, the tokenizer extension.
+
+Tasks of N >= 2 goals (multi-item, the harder split) are tested in test_webshop_items.py.
 """
 
 import json
@@ -112,8 +114,8 @@ def test_tasks_are_deterministic_prefix_stable_and_fresh(domain):
     assert [t.goal.id for t in a[:10]] == [t.goal.id for t in domain.tasks("dev", 1, 10, seed=2)]
     assert len({t.goal.id for t in a}) == 50  # no goal repeats before all were used
     assert [t.goal.id for t in a] != [t.goal.id for t in domain.tasks("dev", 1, 50, seed=3)]
-    with pytest.raises(ValueError, match="one goal"):
-        domain.tasks("dev", 2, 5)
+    with pytest.raises(ValueError, match="1 to 4 goals"):
+        domain.tasks("dev", 5, 5)
     with pytest.raises(ValueError, match="unknown split"):
         domain.tasks("train", 1, 5)
 
@@ -389,8 +391,8 @@ def test_cli_rollout_and_inspector_render_a_shopping_episode(tmp_path, capsys):
     page = html.read_text()
     words = re.sub(r"<[^>]+>", " ", page).split()  # the panes draw one span per token
     assert "webshop" in words and "Results" in words and "Buy" in words and "features" in words
-    assert main(["rollout", "--env", "webshop", "--objectives", "2", "--out", str(out)]) == 2
-    assert "one goal" in capsys.readouterr().err
+    assert main(["rollout", "--env", "webshop", "--objectives", "5", "--out", str(out)]) == 2
+    assert "1 to 4 goals" in capsys.readouterr().err
 
 
 def test_sft_and_ppo_task_sizes_fit_the_domain(domain):
@@ -403,7 +405,8 @@ def test_sft_and_ppo_task_sizes_fit_the_domain(domain):
     assert args.objectives == (1,) and args.final_eval_objectives == (1,)
     chosen = fit_to_domain(make_args("quick", env="webshop", objectives=(2,)), domain)
     assert chosen.objectives == (2,)  # a user's choice is left for the domain to refuse
-    assert PPOArgs.objectives == (2,) and isinstance(domain, WebShopDomain) and domain.max_objectives == 1
+    assert PPOArgs.objectives == (2,) and isinstance(domain, WebShopDomain)
+    assert domain.max_objectives == 4 and domain.default_max_objectives == 1  # defaults stay one goal
 
 
 def test_shared_tokenizer_keeps_qa_encodings_and_shortens_shop_text(world, domain, tokenizer, tmp_path):
