@@ -40,7 +40,8 @@ def play(engine, setup, agent="mem1"):
 
 def test_engines_satisfy_the_protocol_and_default_is_ours(setup):
     tok, model, _, _ = setup
-    assert DEFAULT_ENGINE == "kv" and set(ENGINES) == {"kv", "hf", "hf-static"}
+    assert DEFAULT_ENGINE == "kv" and set(ENGINES) == {"kv", "kv-hf", "hf", "hf-static"}
+    assert make_engine("kv-hf", model, tok).config.plain_step is False
     assert isinstance(make_engine("kv", model, tok), ModelPolicy)
     for engine in [make_engine(e, model, tok) for e in ENGINES] + [TeacherPolicy(tok)]:
         assert callable(engine.respond) and isinstance(engine.name, str)
