@@ -38,13 +38,13 @@ def test_the_same_rows_on_one_and_two_workers_as_the_in_memory_builder(qa, token
     reference = rows_in_memory(qa, tokenizer, args)
     built, real, mine = {}, sft_data.write_shard, []
 
-    def after_a_helper_shard(domain, tokenizer, split, agent, seed, shard, folder):
+    def after_a_helper_shard(domain, tokenizer, split, agent, seed, shard, folder, rows):
         """This process waits for a shard file of the helper's before its first, so both play."""
         deadline = time.monotonic() + 120
         while not set(folder.glob("*.arrow")) - set(mine) and time.monotonic() < deadline:
             time.sleep(0.05)
         mine.append(sft_data.shard_path(folder, shard.index))
-        return real(domain, tokenizer, split, agent, seed, shard, folder)
+        return real(domain, tokenizer, split, agent, seed, shard, folder, rows)
 
     for workers in (1, 2):
         monkeypatch.setattr(sft_data, "CACHE_DIR", tmp_path / f"w{workers}")
