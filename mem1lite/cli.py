@@ -356,7 +356,8 @@ def _eval_config(args: argparse.Namespace):
     return EvalConfig(
         policies=_names(args.policy),
         agents=_names(args.agents),
-        objectives=_sizes(args.objectives),
+        # left unset: the config's own default, which a domain may fit (WebShop-lite: N = 1)
+        objectives=_sizes(args.objectives) if args.objectives else EvalConfig.objectives,
         episodes=args.episodes,
         split=args.split,
         seed=args.seed,
@@ -758,7 +759,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--agents", default="mem1,full,truncate", help="comma-separated memory policies")
     p.add_argument(
-        "--objectives", type=_objective_list, default="1,2,4,8,16", help="comma-separated task sizes N"
+        "--objectives",
+        type=_objective_list,
+        default=None,
+        help="comma-separated task sizes N (default 1,2,4,8,16; webshop 1)",
     )
     p.add_argument("--episodes", type=_episodes, default=32, help="tasks per N (the same for all)")
     p.add_argument("--split", default="test", choices=list(SPLITS))

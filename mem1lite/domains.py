@@ -66,9 +66,11 @@ def fit_objectives(sizes, domain) -> tuple[int, ...]:
 
 def fit_default(sizes, default, domain) -> tuple[int, ...]:
     """The one rule for a command's task sizes: as the user chose them, but when left at the
-    QA-shaped `default`, fitted to the domain (`fit_objectives`). A size a user chose is never
-    changed: the domain then says what is wrong with it."""
-    return fit_objectives(sizes, domain) if tuple(sizes) == tuple(default) else tuple(sizes)
+    QA-shaped `default`, fitted to the domain (`fit_objectives`). "Left at the default" is the very
+    default object (`sizes is default`: a config field never overridden), so a user's choice that
+    happens to equal it (`--objectives 1,2,3,4` for WebShop's multi-item tasks) is still theirs. A
+    size a user chose is never changed: the domain then says what is wrong with it."""
+    return fit_objectives(sizes, domain) if sizes is default else tuple(sizes)
 
 
 class QADomain:

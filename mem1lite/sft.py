@@ -779,11 +779,12 @@ def _parameter_digests(model, processes) -> list[str]:
 def fit_to_domain(args: SFTArgs, domain) -> SFTArgs:
     """Bring the QA-shaped default task sizes within the domain's (WebShop-lite tasks have N = 1).
     Sizes a user chose are left alone: the domain then says what is wrong with them."""
-    return replace(
-        args,
-        objectives=fit_default(args.objectives, SFTArgs.objectives, domain),
-        final_eval_objectives=fit_objectives(args.final_eval_objectives, domain),
-    )
+    objectives = fit_default(args.objectives, SFTArgs.objectives, domain)
+    final = fit_objectives(args.final_eval_objectives, domain)
+    cap = getattr(domain, "max_objectives", None)
+    if cap and max(objectives) > max(final):  # larger tasks than the defaults (WebShop's N = 2..4): those too
+        final = tuple(n for n in args.final_eval_objectives if n <= min(cap, max(objectives))) or final
+    return replace(args, objectives=objectives, final_eval_objectives=final)
 
 
 def fit_pack_length(args: SFTArgs, longest: int) -> SFTArgs:

@@ -405,6 +405,10 @@ def test_sft_and_ppo_task_sizes_fit_the_domain(domain):
     assert args.objectives == (1,) and args.final_eval_objectives == (1,)
     chosen = fit_to_domain(make_args("quick", env="webshop", objectives=(2,)), domain)
     assert chosen.objectives == (2,)  # a user's choice is left for the domain to refuse
+    multi = fit_to_domain(make_args("long", env="webshop", objectives=(1, 2, 3, 4)), domain)
+    assert multi.objectives == (1, 2, 3, 4)  # chosen, though equal to the QA default: kept
+    assert multi.final_eval_objectives == (1, 2, 4)  # multi-item data: evaluated at those sizes too
+    assert fit_to_domain(make_args("standard", env="webshop"), domain).objectives == (1,)
     assert PPOArgs.objectives == (2,) and isinstance(domain, WebShopDomain)
     assert domain.max_objectives == 4 and domain.default_max_objectives == 1  # defaults stay one goal
 
