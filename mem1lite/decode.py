@@ -10,7 +10,9 @@ layer, every step), runs three projections where one would do, and goes through 
 output records. This step computes the same function with the same weights:
 
 1. Weights are read from the live modules at each `of()` (a rollout's start): q, k and v stacked
-   into one matrix, gate and up into another, so a layer is four matrix products. A peft LoRA
+   into one matrix, gate and up into another, so a layer is four matrix products. The RMS norms
+   are the model's own modules, so whatever they do (transformers' float32 island, or none in
+   masks.without_float32_islands) happens here too. A peft LoRA
    layer contributes its base weight plus its active adapters' delta (`get_delta_weight`), nothing
    when its adapters are disabled: PPO's rollouts and `disable_adapter()` comparisons see the
    policy they would see through transformers.
@@ -24,8 +26,10 @@ output records. This step computes the same function with the same weights:
    at its next column, so the prefill (transformers': compute-bound, a plain version measured no
    faster), row dropping and the cross-turn store are unchanged.
 
-Only the default rotary type, no sliding window, float32 or float64 weights, on the CPU; anything
-else (a GPU, bfloat16, another architecture) keeps transformers' forward. The logits agree with
+Only the default rotary type, no sliding window, float32 or float64 weights, LoRA weights of the
+same dtype (peft runs float32 adapters on a float64 base in float32, which a merged weight would
+not reproduce), on the CPU; anything else (a GPU, bfloat16, another architecture) keeps
+transformers' forward. The logits agree with
 transformers' to float rounding (tests/test_decode.py: float64 within 1e-12, and the `kv` engine
 writes the same tokens either way on a trained checkpoint); `mem1 bench generate` measures both.
 """
@@ -63,11 +67,11 @@ def _stack(linears) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 @dataclass
 class _Layer:
-    norm_in: torch.Tensor
+    norm_in: torch.nn.Module
     qkv: torch.Tensor
     qkv_bias: torch.Tensor | None
     out: torch.Tensor
-    norm_post: torch.Tensor
+    norm_post: torch.nn.Module
     gate_up: torch.Tensor
     down: torch.Tensor
 
@@ -90,11 +94,10 @@ class PlainStep:
         self.heads = config.num_attention_heads
         self.kv_heads = config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
-        self.eps = config.rms_norm_eps
         self.embed = backbone.embed_tokens.weight.detach()
         self.inv_freq = backbone.rotary_emb.inv_freq.detach().float()
         self.scaling = float(backbone.rotary_emb.attention_scaling)
-        self.norm = backbone.norm.weight.detach()
+        self.norm = backbone.norm
         self.head, _ = _weight(head)
         self.layers = []
         for layer in backbone.layers:
@@ -102,11 +105,11 @@ class PlainStep:
             qkv, qkv_bias = _stack([attn.q_proj, attn.k_proj, attn.v_proj])
             self.layers.append(
                 _Layer(
-                    layer.input_layernorm.weight.detach(),
+                    layer.input_layernorm,
                     qkv,
                     qkv_bias,
                     _weight(attn.o_proj)[0],
-                    layer.post_attention_layernorm.weight.detach(),
+                    layer.post_attention_layernorm,
                     _stack([mlp.gate_proj, mlp.up_proj])[0],
                     _weight(mlp.down_proj)[0],
                 )
@@ -127,17 +130,12 @@ class PlainStep:
             and rope == "default"
             and not getattr(config, "use_sliding_window", False)
             and all(_weight(b.self_attn.o_proj)[1] is None for b in backbone.layers)  # Qwen2's: none
+            and all(p.dtype == weight.dtype for n, p in backbone.named_parameters() if "lora_" in n)
             and all(
                 _weight(m)[1] is None for b in backbone.layers for m in (b.mlp.gate_proj, b.mlp.down_proj)
             )
         )
         return cls(backbone, head) if plain else None
-
-    def _rms(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        x = x.to(torch.float32)
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return weight * x.to(dtype)
 
     def _rotate(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         half = x.shape[-1] // 2
@@ -160,7 +158,7 @@ class PlainStep:
         sin = (emb.sin() * self.scaling).to(x.dtype)[:, None, :]
         visible = (mask != 0)[:, None, None, :]  # (B, 1, 1, L + 1)
         for layer, kv in zip(self.layers, cache.layers):
-            h = self._rms(x, layer.norm_in)
+            h = layer.norm_in(x)
             qkv = F.linear(h, layer.qkv, layer.qkv_bias)  # [1] one product for q, k and v
             q = self._rotate(qkv[:, : H * D].view(B, H, D), cos, sin)
             k = self._rotate(qkv[:, H * D : (H + KV) * D].view(B, KV, D), cos, sin)
@@ -169,7 +167,7 @@ class PlainStep:
             # [3] a key/value head's G query heads as G queries of that one head: no copy of the cache
             attended = F.scaled_dot_product_attention(q.view(B, KV, G, D), keys, values, attn_mask=visible)
             x = x + F.linear(attended.reshape(B, H * D), layer.out)
-            h = self._rms(x, layer.norm_post)
+            h = layer.norm_post(x)
             gate, up = F.linear(h, layer.gate_up).chunk(2, dim=-1)
             x = x + F.linear(F.silu(gate) * up, layer.down)
-        return F.linear(self._rms(x, self.norm), self.head)
+        return F.linear(self.norm(x), self.head)
