@@ -7,6 +7,7 @@ the SFT data build.
     mem1 bench masks --json runs/bench_masks.json             # layouts' speed and memory, side by side
     mem1 bench data --json runs/bench-data.json               # ~1 minute: SFT teacher data, old vs streamed
     mem1 bench ppo --json runs/bench-ppo.json                 # one PPO step per N, split into its parts
+    mem1 bench sft --json runs/bench-sft.json                 # ~25 s: SFT steps, turn rows vs episodes
 
 (`mem1 bench masks --deviation` is layout_check.py: an accuracy study, not a timing.)
 
@@ -39,6 +40,19 @@ process one after the other: the in-memory reference (`sft_data.rows_in_memory` 
 growth during the build, a worker's), whether the rows are the reference's (sha256), and how long a
 rerun that finds the cache takes. Spawning the workers costs a few seconds, so at this size two
 workers gain less than on a full build.
+
+## SFT steps
+
+SFT on mem1-view teacher data, the two ways sft.py can train (sft.py [8]): turn rows (TRL's
+best-fit-decreasing packs, `max_length` x `grad_accum` a step, FastSFTTrainer's loss) and episodes
+(steps of `step_budget` response tokens under the packed layout, the episode trainer's loss). The
+data are `episodes` teacher tasks of the long preset's size mix (N = 1..16, half of them at N = 16)
+on the `sft` pool; each way trains its own copy of the untrained tiny model with the stage's own
+Trainer (`sft.stage_trainer`: its data loader, its count of the step's response tokens, its
+`compute_loss`), a step being the accumulated forward and backward passes, gradient clipping and
+AdamW. The two are interleaved, `steps` each per round, after one untimed step each; the figure is
+response (scored) tokens per second, its median over rounds, and the ratio of the two in each
+round (median, best, and in CPU time, which other processes' load does not count).
 
 ## PPO step
 
@@ -695,6 +709,177 @@ def bench_data(
         )
     hits = [r["cache_hit_seconds"] for r in records if r["cache_hit_seconds"] is not None]
     log(f"  a rerun that finds the cache: {max(hits):.2f} s at most")
+    return records
+
+
+# ---------------------------------------------------------------------------------------------
+# mem1 bench sft
+
+
+def _sft_steps(trainer, batches, steps: int) -> dict:
+    """`steps` optimizer steps as the Trainer takes them: its accumulated batches with its count of
+    their scored tokens, forward and backward of its loss each, clipping, AdamW. Wall and CPU
+    seconds, scored tokens, and tokens fed (real and padded)."""
+    model, optimizer = trainer.model, trainer.optimizer
+    accumulate = trainer.args.gradient_accumulation_steps
+    wall, cpu = time.perf_counter(), time.process_time()
+    scored = fed = padded = 0
+    for _ in range(steps):
+        inputs, n = trainer.get_batch_samples(batches, accumulate, torch.device("cpu"))
+        for batch in inputs:
+            trainer.compute_loss(model, batch, num_items_in_batch=n).backward()
+            if "layout" in batch:
+                fed += batch["layout"].layout_tokens
+                padded += batch["layout"].padded_tokens
+            else:  # padding-free packs: every position a real token
+                fed += batch["input_ids"].numel()
+                padded += batch["input_ids"].numel()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scored += int(n)
+    return {
+        "wall": time.perf_counter() - wall,
+        "cpu": time.process_time() - cpu,
+        "scored": scored,
+        "fed": fed,
+        "padded": padded,
+    }
+
+
+def _endless(trainer):
+    """The Trainer's training batches, epoch after epoch."""
+    while True:
+        yield from trainer.get_train_dataloader()
+
+
+def bench_sft(
+    objectives: Sequence[int] = tuple(range(1, 17)),
+    episodes: int = 64,
+    steps: int = 4,
+    repeats: int = 3,
+    seed: int = 0,
+    threads: int | None = None,
+    data: str | Path | None = None,
+    log: Callable[[str], None] | None = print,
+) -> list[dict]:
+    """Training steps of the tiny model on the same mem1-view teacher data as turn rows and as
+    episodes, interleaved: response tokens per second of each and their ratio (see the module's
+    "SFT steps"). One record per way, then the ratio."""
+    import datasets
+    from datasets import Dataset
+
+    from .sft import Stage, fit_pack_length, make_args, stage_trainer, step_budget
+
+    log = log or (lambda s: None)
+    use_threads(threads)
+    datasets.disable_progress_bars()
+    domain, tokenizer = load_domain("qa", data), load_tokenizer(TINY_DIR)
+    preset = make_args("long", objectives=tuple(objectives), seed=seed)
+    counts = sft_data.tasks_per_size(preset.objectives, episodes, preset.long_share)
+    t0 = time.perf_counter()
+    trajs = [
+        t
+        for n, count in counts.items()
+        for t in teacher_trajectories(domain, tokenizer, "sft", n, count, seed=seed)
+    ]
+    rows = Dataset(sft_data.rows_table(trajs))
+    table = Dataset(sft_data.episode_table(trajs))
+    totals = sft_data.episode_totals(table)
+    args = fit_pack_length(preset, int(sft_data.row_lengths(rows).max()))
+    budget = step_budget(args, table)
+    log(
+        f"teacher data: {len(trajs)} episodes (N = {min(counts)}..{max(counts)}, "
+        f"{counts[max(counts)]} at N = {max(counts)}), {totals['turns']} turns, {totals['scored']} response "
+        f"tokens, {totals['turn_tokens']} as turn rows, in {time.perf_counter() - t0:.1f} s; "
+        f"{torch.get_num_threads()} thread(s), load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} "
+        "cores"
+    )
+    stage = Stage("bench", "response", max_steps=10**6, lr=5e-4, warmup_steps=0)
+    trainers = {}
+    with tempfile.TemporaryDirectory(prefix="mem1-bench-sft-") as tmp:
+        for way, per_step in (("rows", None), ("episodes", budget)):
+            trainer = stage_trainer(
+                args,
+                stage,
+                table if per_step else rows,
+                build_tiny_model(seed=seed),
+                tokenizer,
+                Path(tmp) / way,
+                seed=seed,
+                budget=per_step,
+            )
+            trainer.create_optimizer()
+            trainer.model.train()
+            trainers[way] = (trainer, _endless(trainer))
+        share = totals["scored"] / totals["turn_tokens"]
+        log(
+            f"  turn rows: packs of {args.max_length} x {args.grad_accum} tokens a step; episodes: steps of "
+            f"{budget} response tokens (the rows' response share {share:.3f})"
+        )
+        runs = {way: [] for way in trainers}
+        for trainer, batches in trainers.values():  # first calls of every code path
+            _sft_steps(trainer, batches, 1)
+        for r in range(repeats):
+            for way, (trainer, batches) in trainers.items():
+                run = _sft_steps(trainer, batches, steps)
+                runs[way].append(run)
+                log(
+                    f"  round {r + 1} {way:8s} {steps} steps in {run['wall']:6.1f} s: "
+                    f"{run['scored'] / steps:6.0f} response tokens a step, "
+                    f"{run['scored'] / run['wall']:6.0f} a second"
+                )
+    speed = {w: [x["scored"] / x["wall"] for x in runs[w]] for w in runs}
+    cpu_speed = {w: [x["scored"] / x["cpu"] for x in runs[w]] for w in runs}
+    records = []
+    for way in runs:
+        done = runs[way]
+        n_steps = steps * len(done)
+        records.append(
+            {
+                "bench": "sft",
+                "way": way,
+                "objectives": sorted(counts),
+                "episodes": len(trajs),
+                "steps_timed": n_steps,
+                "response_tokens_per_step": sum(x["scored"] for x in done) / n_steps,
+                "fed_tokens_per_step": sum(x["fed"] for x in done) / n_steps,
+                "padded_tokens_per_step": sum(x["padded"] for x in done) / n_steps,
+                "seconds_per_step": statistics.median(x["wall"] for x in done) / steps,
+                "response_tokens_per_s": statistics.median(speed[way]),
+                "response_tokens_per_s_all": speed[way],
+                "response_tokens_per_cpu_s": statistics.median(cpu_speed[way]),
+                "max_length": args.max_length,
+                "grad_accum": args.grad_accum,
+                "step_budget": budget if way == "episodes" else None,
+                "threads": torch.get_num_threads(),
+                "load_average": os.getloadavg()[0],
+            }
+        )
+    per_round = [e / r for e, r in zip(speed["episodes"], speed["rows"])]
+    per_round_cpu = [e / r for e, r in zip(cpu_speed["episodes"], cpu_speed["rows"])]
+    ratio = {
+        "bench": "sft",
+        "kind": "ratio",
+        "name": "episodes_vs_rows_response_tokens_per_s",
+        "value": statistics.median(per_round),
+        "best": max(per_round),
+        "per_round": per_round,
+        "cpu_time_ratio": statistics.median(per_round_cpu),
+        "target": ">= 1.5",
+        "met": statistics.median(per_round) >= 1.5,
+    }
+    records.append(ratio)
+    for rec in records[:-1]:
+        log(
+            f"  {rec['way']:8s} {rec['response_tokens_per_step']:6.0f} response tokens a step, fed "
+            f"{rec['fed_tokens_per_step']:6.0f} (padded {rec['padded_tokens_per_step']:6.0f}), "
+            f"{rec['seconds_per_step']:5.2f} s a step, {rec['response_tokens_per_s']:6.0f} response tokens/s"
+        )
+    log(
+        f"episodes / turn rows, response tokens/s: {ratio['value']:.2f}x (best round {ratio['best']:.2f}x, "
+        f"CPU-time {ratio['cpu_time_ratio']:.2f}x)  target >= 1.5x {'met' if ratio['met'] else 'MISSED'}"
+    )
     return records
 
 

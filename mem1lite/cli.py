@@ -516,6 +516,21 @@ def cmd_bench(args: argparse.Namespace) -> None:
         objectives = args.objectives or tuple(range(1, 17))
         _write_json(args.json, bench_data(args.tasks, objectives, data=args.data))
         return
+    if args.what == "sft":
+        from .bench import bench_sft
+
+        _check_outputs((args.json,))
+        objectives = args.objectives or tuple(range(1, 17))
+        records = bench_sft(
+            objectives,
+            episodes=args.episodes or 64,
+            steps=args.steps,
+            repeats=args.repeats,
+            threads=args.threads,
+            data=args.data,
+        )
+        _write_json(args.json, records)
+        return
     if args.what == "ppo":
         from .bench import bench_ppo
         from .evaluate import resolve_policy
@@ -683,7 +698,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--rows",
         default=None,
         choices=["turn", "episode"],
-        help="a sample per turn (default) or per episode (--agent full: the same tokens scored, ~1/3 fed)",
+        help="a sample per turn (default) or per episode (--agent full: one row, ~1/3 the tokens fed; mem1: "
+        "the packed layout, the prompt once an episode, stages with the loss on responses only)",
     )
     p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
     p.add_argument("--minutes-scale", type=_positive, default=1.0, help="scale every stage's time budget")
@@ -822,7 +838,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmarks that print ratios measured in one run")
     p.add_argument(
-        "what", choices=["retrieval", "masks", "rollout", "generate", "data", "ppo"], help="what to measure"
+        "what",
+        choices=["retrieval", "masks", "rollout", "generate", "data", "ppo", "sft"],
+        help="what to measure",
     )
     _data_flag(p, "world folder (retrieval, rollout, generate, data; default data/qa)")
     p.add_argument("--limit", type=_positive_int, default=None, help="questions per split (retrieval)")
@@ -830,7 +848,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--objectives",
         type=_objective_list,
         default=None,
-        help="N values, comma-separated (masks, ppo: default 2,8; data: default 1..16)",
+        help="N values, comma-separated (masks, ppo: default 2,8; data, sft: default 1..16)",
     )
     p.add_argument(
         "--tasks", type=_positive_int, default=200, help="teacher tasks of the data, all N together (data)"
@@ -840,7 +858,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=None,
         help="teacher trajectories per batch (masks, default 4); episodes batched (generate, default 16); "
-        "episodes a step (ppo, default 8)",
+        "episodes a step (ppo, default 8); teacher tasks of the data, the long preset's size mix (sft, "
+        "default 64)",
+    )
+    p.add_argument(
+        "--steps", type=_positive_int, default=4, help="optimizer steps of each way per timed round (sft)"
     )
     p.add_argument(
         "--engines",
@@ -851,10 +873,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--repeats",
         type=_positive_int,
         default=3,
-        help="timed rounds, median reported (masks, rollout, generate)",
+        help="timed rounds, median reported (masks, rollout, generate, sft)",
     )
     p.add_argument("--agent", default="mem1", choices=AGENTS, help="memory policy (masks)")
-    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads (masks, rollout)")
+    p.add_argument(
+        "--threads", type=_positive_int, default=None, help="torch CPU threads (masks, rollout, sft)"
+    )
     p.add_argument(
         "--teacher-episodes", type=_positive_int, default=100, help="tasks per agent and N (rollout)"
     )

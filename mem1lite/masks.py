@@ -49,6 +49,15 @@ Implementation details (the code repeats the numbers):
    that showed it otherwise. It sees what it saw there, at the position it had there.
 9. The loss mask (`LayoutOutput.mask`) covers response tokens only; prompt, observation and
    copied context tokens are never scored.
+10. Part of an episode: `turns` (one range of turn indices per trajectory, exact layouts only)
+   scores those turns alone. A turn's log-probs depend only on its own context, so they are the
+   ones the whole episode gives; SFT cuts an episode longer than a step so (sft.py [8]).
+   `layout_hidden` is the forward without the head: the hidden state before every scored token.
+11. Buckets (`build_packed(..., buckets=k)`, what SFT uses): the turn blocks sorted by length and
+   cut into up to k block stages, each padded to its own longest block and attending to the same
+   prompt stage's cache, where one stage would pad every block to the longest of all (~17% of
+   the block tokens at N = 1..16). The cuts minimise the padded total (`length_buckets`). The
+   same rows, so the same values; the default (one stage) is what PPO runs.
 """
 
 from __future__ import annotations
@@ -110,8 +119,8 @@ class Stage:
     """(R, L, P + L) bool, True where the query (row position) may attend the key; None for a
     right-padded plain causal stage [7]"""
     prefix_rows: torch.Tensor | None = None
-    """(R,) for a stage that continues an earlier one: the earlier stage's row whose KV cache is
-    this row's prefix (the trajectory's prompt)"""
+    """(R,) for a stage that continues the first one: the first stage's row whose KV cache is this
+    row's prefix (the trajectory's prompt)"""
     prefix_lengths: list[int] | None = None
     """real prefix tokens per row (keys past them are the prefix's padding)"""
 
@@ -233,17 +242,33 @@ def _positions(lengths: Sequence[int], L: int, start: Sequence[int] | None = Non
     return base
 
 
-def _records(trajs: Sequence[Trajectory]):
+TurnRanges = Sequence[range] | None
+"""[10] per trajectory, the turns scored (None: all of them)"""
+
+
+def _turns(traj: Trajectory, turns: TurnRanges, b: int) -> range:
+    """[10] The turns of trajectory b that are scored, checked to lie inside it."""
+    if turns is None:
+        return range(len(traj.turns))
+    chosen = turns[b]
+    if not len(chosen) or chosen.step != 1 or chosen.start < 0 or chosen.stop > len(traj.turns):
+        raise ValueError(f"turns {chosen} of {traj.task_id}: not a non-empty range of its {len(traj.turns)}")
+    return chosen
+
+
+def _records(trajs: Sequence[Trajectory], turns: TurnRanges = None):
     targets, recorded, turn_index, counts, kinds = [], [], [], [], []
-    for traj in trajs:
+    for b, traj in enumerate(trajs):
         n = 0
-        for j, turn in enumerate(traj.turns):
+        chosen = _turns(traj, turns, b)
+        for j in chosen:
+            turn = traj.turns[j]
             targets += turn.output_ids
             recorded += list(turn.logprobs) if turn.logprobs else [0.0] * len(turn.output_ids)
             turn_index += [j] * len(turn.output_ids)
             n += len(turn.output_ids)
         counts.append(n)
-        kinds.append("".join(t.output_kinds for t in traj.turns))
+        kinds.append("".join(traj.turns[j].output_kinds for j in chosen))
     return (
         torch.tensor(targets, dtype=torch.long),
         torch.tensor(recorded, dtype=torch.float64),
@@ -257,11 +282,12 @@ def _records(trajs: Sequence[Trajectory]):
 # Builders
 
 
-def build_per_turn(trajs: Sequence[Trajectory]) -> LayoutBatch:
+def build_per_turn(trajs: Sequence[Trajectory], turns: TurnRanges = None) -> LayoutBatch:
     """[7] One right-padded causal row per (trajectory, turn): context then response."""
     rows, kinds, scores = [], [], []
-    for traj in trajs:
-        for j, turn in enumerate(traj.turns):
+    for b, traj in enumerate(trajs):
+        for j in _turns(traj, turns, b):
+            turn = traj.turns[j]
             ctx = traj.context_ids(j)
             r = len(rows)
             rows.append(ctx + turn.output_ids)
@@ -276,7 +302,7 @@ def build_per_turn(trajs: Sequence[Trajectory]) -> LayoutBatch:
         lengths=lengths,
     )
     score_index = torch.tensor([r * L + c for r, c in scores], dtype=torch.long)
-    return LayoutBatch("per_turn", [stage], score_index, *_records(trajs))
+    return LayoutBatch("per_turn", [stage], score_index, *_records(trajs, turns))
 
 
 @dataclass
@@ -288,11 +314,12 @@ class _Block:
     """offset in the block of the token predicting each output token (-1: the prompt's last token)"""
 
 
-def packed_blocks(traj: Trajectory, b: int = 0) -> list[_Block]:
+def packed_blocks(traj: Trajectory, b: int = 0, turns: range | None = None) -> list[_Block]:
     """[4] The turn blocks of a trajectory after its prompt; a turn joins the previous block when
-    that block's ids are a prefix of its context."""
+    that block's ids are a prefix of its context. `turns`: those turns only [10]."""
     blocks: list[_Block] = []
-    for j, turn in enumerate(traj.turns):
+    for j in turns if turns is not None else range(len(traj.turns)):
+        turn = traj.turns[j]
         rest = _prompt_and_rest(traj, j)
         rest_kinds = span_kinds(traj, turn.spans[1:])
         cur = blocks[-1] if blocks else None
@@ -309,18 +336,21 @@ def packed_blocks(traj: Trajectory, b: int = 0) -> list[_Block]:
     return blocks
 
 
-def build_packed(trajs: Sequence[Trajectory], dense: bool = False) -> LayoutBatch:
+def build_packed(
+    trajs: Sequence[Trajectory], dense: bool = False, turns: TurnRanges = None, buckets: int = 1
+) -> LayoutBatch:
     """[2] Exact packing: the prompt once, then the turn blocks.
 
     `dense=False` (layout `packed`): stage 0 encodes the prompts (causal rows), stage 1 runs every
     block of every trajectory as one padded batch, each row prefixed by its trajectory's prompt KV
-    cache. `dense=True` (layout `packed_dense`): one row per trajectory, prompt then blocks, with
-    the full (L, L) visibility: prompt causal; a block sees the prompt and itself causally.
+    cache; with `buckets` > 1, up to that many block stages of like lengths [11]. `dense=True`
+    (layout `packed_dense`): one row per trajectory, prompt then blocks, with the full (L, L)
+    visibility: prompt causal; a block sees the prompt and itself causally.
     """
     pad = PAD_ID
     prompts = [t.prompt_ids for t in trajs]
     p_len = [len(p) for p in prompts]
-    blocks = [packed_blocks(t, b) for b, t in enumerate(trajs)]
+    blocks = [packed_blocks(t, b, _turns(t, turns, b)) for b, t in enumerate(trajs)]
     if dense:
         rows, kinds, block_of, scores = [], [], [], []
         for b, traj in enumerate(trajs):
@@ -361,7 +391,7 @@ def build_packed(trajs: Sequence[Trajectory], dense: bool = False) -> LayoutBatc
             visible=visible,
         )
         score_index = torch.tensor([r * L + c for r, c in scores], dtype=torch.long)
-        return LayoutBatch("packed_dense", [stage], score_index, *_records(trajs))
+        return LayoutBatch("packed_dense", [stage], score_index, *_records(trajs, turns))
 
     P = max(p_len)
     prompt_stage = Stage(
@@ -371,6 +401,31 @@ def build_packed(trajs: Sequence[Trajectory], dense: bool = False) -> LayoutBatc
         lengths=p_len,
     )
     flat = [blk for bl in blocks for blk in bl]
+    if buckets > 1:  # [11] blocks of like lengths together, each run its own stage
+        order = sorted(range(len(flat)), key=lambda r: len(flat[r].ids))
+        runs = [order[a:b] for a, b in length_buckets([len(flat[r].ids) for r in order], buckets)]
+    else:
+        runs = [list(range(len(flat)))]
+    stages, where = [prompt_stage], {}  # block -> (its stage, its row there)
+    for run in runs:
+        where |= {r: (len(stages), i) for i, r in enumerate(run)}
+        stages.append(_block_stage([flat[r] for r in run], p_len, P))
+    # Scores, in trajectory/turn order (blocks of one trajectory are consecutive, in turn order).
+    base = [0]
+    for stage in stages:
+        base.append(base[-1] + stage.input_ids.numel())
+    scores = []
+    for r, blk in enumerate(flat):
+        k, i = where[r]
+        Lb = stages[k].input_ids.shape[1]
+        for s in blk.scores:
+            scores.append(base[k] + i * Lb + s if s >= 0 else blk.traj * P + p_len[blk.traj] - 1)
+    score_index = torch.tensor(scores, dtype=torch.long)
+    return LayoutBatch("packed", stages, score_index, *_records(trajs, turns))
+
+
+def _block_stage(flat: list[_Block], p_len: list[int], P: int) -> Stage:
+    """[2] Turn blocks as one padded batch, each row after its trajectory's prompt KV cache."""
     Lb = max((len(blk.ids) for blk in flat), default=1)
     b_len = [len(blk.ids) for blk in flat]
     owner = torch.tensor([blk.traj for blk in flat], dtype=torch.long)
@@ -380,8 +435,8 @@ def build_packed(trajs: Sequence[Trajectory], dense: bool = False) -> LayoutBatc
     causal = torch.ones(Lb, Lb, dtype=torch.bool).tril()
     own_vis = causal[None] & real[:, None, :] | torch.eye(Lb, dtype=torch.bool)[None]  # [3]
     visible = torch.cat([prefix_vis[:, None, :].expand(-1, Lb, -1), own_vis], dim=-1)  # (Rb, Lb, P+Lb)
-    block_stage = Stage(
-        input_ids=_pad_rows([blk.ids for blk in flat], pad, Lb),
+    return Stage(
+        input_ids=_pad_rows([blk.ids for blk in flat], PAD_ID, Lb),
         position_ids=_positions(b_len, Lb, start=owner_p.tolist()),
         kinds=[blk.kinds + PAD_KIND * (Lb - len(blk.ids)) for blk in flat],
         lengths=b_len,
@@ -389,13 +444,31 @@ def build_packed(trajs: Sequence[Trajectory], dense: bool = False) -> LayoutBatc
         prefix_rows=owner,
         prefix_lengths=owner_p.tolist(),
     )
-    # Scores, in trajectory/turn order (blocks of one trajectory are consecutive, in turn order).
-    scores, base = [], P * len(trajs)
-    for r, blk in enumerate(flat):
-        for s in blk.scores:
-            scores.append(base + r * Lb + s if s >= 0 else blk.traj * P + p_len[blk.traj] - 1)
-    score_index = torch.tensor(scores, dtype=torch.long)
-    return LayoutBatch("packed", [prompt_stage, block_stage], score_index, *_records(trajs))
+
+
+def length_buckets(lengths: Sequence[int], buckets: int) -> list[tuple[int, int]]:
+    """[11] Sorted `lengths` cut into at most `buckets` consecutive runs, (start, stop) each, so
+    that the padded total (each run's count times its longest) is least; fewer runs on a tie."""
+    n = len(lengths)
+    if buckets <= 1 or n <= 1:
+        return [(0, n)]
+    k_max = min(buckets, n)
+    # best[k][j]: least padded total of lengths[:j] in k runs; cut[k][j]: where its last run starts
+    best = [[float("inf")] * (n + 1) for _ in range(k_max + 1)]
+    cut = [[0] * (n + 1) for _ in range(k_max + 1)]
+    best[0][0] = 0
+    for k in range(1, k_max + 1):
+        for j in range(k, n + 1):
+            for i in range(k - 1, j):
+                cost = best[k - 1][i] + (j - i) * lengths[j - 1]
+                if cost < best[k][j]:
+                    best[k][j], cut[k][j] = cost, i
+    k = min(range(1, k_max + 1), key=lambda k: (best[k][n], k))
+    runs, j = [], n
+    while k > 0:
+        runs.append((cut[k][j], j))
+        j, k = cut[k][j], k - 1
+    return runs[::-1]
 
 
 def build_stitched(trajs: Sequence[Trajectory]) -> LayoutBatch:
@@ -458,15 +531,22 @@ def build_stitched(trajs: Sequence[Trajectory]) -> LayoutBatch:
     return LayoutBatch("stitched", [stage], score_index, *_records(trajs))
 
 
-def build_layout(trajs: Sequence[Trajectory], layout: str = DEFAULT_LAYOUT) -> LayoutBatch:
+def build_layout(
+    trajs: Sequence[Trajectory], layout: str = DEFAULT_LAYOUT, turns: TurnRanges = None
+) -> LayoutBatch:
+    """`trajs` laid out for `layout`; `turns`: per trajectory, the turns scored (exact layouts) [10]."""
     if not trajs or any(not t.turns for t in trajs):
         raise ValueError("every trajectory needs at least one turn")
+    if turns is not None and len(turns) != len(trajs):
+        raise ValueError(f"{len(turns)} turn ranges for {len(trajs)} trajectories")
     if layout == "per_turn":
-        return build_per_turn(trajs)
+        return build_per_turn(trajs, turns)
     if layout == "packed":
-        return build_packed(trajs)
+        return build_packed(trajs, turns=turns)
     if layout == "packed_dense":
-        return build_packed(trajs, dense=True)
+        return build_packed(trajs, dense=True, turns=turns)
+    if turns is not None and layout in LAYOUTS:
+        raise ValueError(f"layout {layout!r} scores whole trajectories only (turns: exact layouts)")
     if layout == "stitched":
         return build_stitched(trajs)
     raise ValueError(f"unknown layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
@@ -518,6 +598,23 @@ def run_layout(
 ) -> LayoutOutput:
     """Forward a built layout; differentiable. `mask_fn` turns a bool visibility into the 4D mask
     passed to the model (tests pass `bool_mask_as_float` to show the official bug)."""
+    lm = causal_lm(model)
+    h = layout_hidden(model, batch, mask_fn)  # (T, H) [5]
+    logits = lm.lm_head(h)
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    t = temperature if temperature and temperature > 0 else 1.0  # [6]
+    logp_all = torch.log_softmax(logits / t, dim=-1)  # (T, V)
+    targets = batch.target_ids.to(logits.device)
+    logprobs = logp_all.gather(-1, targets[:, None])[:, 0]
+    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    values = value_head(h) if value_head is not None else None
+    return _to_padded(batch, logprobs, entropy, values)
+
+
+def layout_hidden(model, batch: LayoutBatch, mask_fn: MaskFn = additive_mask) -> torch.Tensor:
+    """[5] [10] The last hidden state just before every output token of `batch`, (T, H) in the
+    order of `batch.target_ids`; differentiable. The LM head on it gives the logits."""
     from transformers import DynamicCache
 
     lm = causal_lm(model)
@@ -531,14 +628,14 @@ def run_layout(
         cache = None
         if stage.prefix_rows is not None:
             rows = stage.prefix_rows.to(device)
-            prev = caches[i - 1]
+            prev = caches[0]  # the prompts' stage
             cache = DynamicCache(
                 ddp_cache_data=[
                     (layer.keys.index_select(0, rows), layer.values.index_select(0, rows))
                     for layer in prev.layers
                 ]
             )
-        keep_cache = any(s.prefix_rows is not None for s in batch.stages[i + 1 :])
+        keep_cache = i == 0 and any(s.prefix_rows is not None for s in batch.stages[1:])
         out = lm.model(
             input_ids=ids,
             attention_mask=mask,
@@ -554,17 +651,7 @@ def run_layout(
         hidden.append(out.last_hidden_state.reshape(-1, out.last_hidden_state.shape[-1]))
         caches.append(out.cache if keep_cache else None)
     hidden_all = torch.cat(hidden) if len(hidden) > 1 else hidden[0]
-    h = hidden_all.index_select(0, batch.score_index.to(device))  # (T, H) [5]
-    logits = lm.lm_head(h)
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()
-    t = temperature if temperature and temperature > 0 else 1.0  # [6]
-    logp_all = torch.log_softmax(logits / t, dim=-1)  # (T, V)
-    targets = batch.target_ids.to(device)
-    logprobs = logp_all.gather(-1, targets[:, None])[:, 0]
-    entropy = -(logp_all.exp() * logp_all).sum(-1)
-    values = value_head(h) if value_head is not None else None
-    return _to_padded(batch, logprobs, entropy, values)
+    return hidden_all.index_select(0, batch.score_index.to(device))  # (T, H) [5]
 
 
 def _to_padded(batch: LayoutBatch, logprobs, entropy, values) -> LayoutOutput:
@@ -600,13 +687,15 @@ def layout_forward(
     layout: str = DEFAULT_LAYOUT,
     value_head: nn.Module | None = None,
     temperature: float | None = None,
+    turns: TurnRanges = None,
 ) -> LayoutOutput:
     """Log-probs, entropy and values of every output token of `trajs` under `model`.
 
     `model` is a transformers causal LM or a PeftModel around one; the call is differentiable.
-    `temperature=None` uses the trajectories' own sampling temperature.
+    `temperature=None` uses the trajectories' own sampling temperature. `turns`: per trajectory,
+    the turns scored (default all) [10].
     """
-    batch = build_layout(trajs, layout)
+    batch = build_layout(trajs, layout, turns)
     if temperature is None:
         temperature = default_temperature(trajs)
     return run_layout(model, batch, value_head=value_head, temperature=temperature)

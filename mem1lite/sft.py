@@ -4,6 +4,7 @@
     mem1 sft --preset standard --out runs/sft             # the shipped recipe (<= 2 h on 2 cores)
     mem1 sft --preset standard --objectives 2 --out runs/sft-n2   # the paper's N = 2-only data
     mem1 sft --preset quick --model qwen2.5-0.5b --out runs/sft-qwen   # a real Qwen checkpoint (local)
+    mem1 sft --preset long --init DIR --rows episode --out runs/sft-ep # whole episodes, packed layout [8]
     accelerate launch --multi_gpu --num_processes 4 -m mem1lite.cli sft --model qwen2.5-0.5b --out runs/sft-q4
 
 The data are the scripted teacher's turns on the `sft` pool, in exactly the view the mem1 agent
@@ -38,10 +39,30 @@ The recipe, and why (docs/DESIGN.md has the measurements behind it):
    files.commit_folder). `--resume` continues from the last complete one: the stages done are
    skipped, the current one resumes where the Trainer left it (the same data order, optimizer,
    schedule and RNG), so the resumed run ends with the weights an uninterrupted one ends with.
+8. Episodes (`--rows episode`, the mem1 view). A row per turn feeds the episode's prompt (up to
+   ~340 tokens at N = 16) again with every one of its 2N + 2 turns. Here the data are the teacher's
+   episodes (sft_data.py [7]) and a step is scored by the exact `packed` layout of masks.py: each
+   episode's prompt encoded once, its turns' blocks after it attending to the prompt's KV cache,
+   the blocks in up to `EPISODE_BUCKETS` stages of like lengths (masks.py [11]: ~10% faster than
+   padding every block to the longest). The loss is the one a row per turn gives, the summed
+   cross-entropy of the response tokens (float64-equal, values and gradients: tests/test_sft.py),
+   divided by the step's response tokens (`num_items_in_batch`) as FastSFTTrainer divides it. A
+   step holds `step_budget` response tokens: on average what a step of turn rows of the same data
+   holds, counted from the packs TRL's best-fit-decreasing packing makes of them (long rows leave
+   packs part empty: at N = 1..16 a step of 1,024 x 8 holds ~5.2 k tokens, ~500 of them response
+   tokens, not 8.2 k x the response share 0.09), so the presets' step counts and learning rates
+   keep their meaning; an episode longer than a step is cut at a turn boundary (sft_data.py [8],
+   masks.py [10]). One forward and backward per step, through transformers' Trainer (the collator
+   builds the layout; nothing to pack) with the probes, clocks, checkpoints and resume of the row
+   path. Response tokens only: a stage with the loss on every token is refused before any data
+   are built (a prompt or a passage stands in several blocks, so "every token" has no single
+   weight). One process, and no activation checkpointing (the layout reuses the prompt's KV
+   cache). `mem1 bench sft` times both ways side by side.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import os
@@ -55,10 +76,21 @@ import torch.nn.functional as F
 
 from .domains import fit_default, fit_objectives, load_domain
 from .files import commit_folder, find_folder, fsync_tree, new_folder, remove_folder, write_text
+from .masks import build_packed, causal_lm, layout_hidden
 from .model import TINY_DIR, build_tiny_model, count_parameters, load_policy, load_tokenizer, resolve_model
 from .plots import probe_curves
 from .probe import greedy_em, name_token_ids, probe_samples, teacher_forced_accuracy, teacher_trajectories
-from .sft_data import ROWS, row_lengths, teacher_sft_data, to_dataset
+from .sft_data import (
+    ROWS,
+    episode,
+    episode_packs,
+    episode_totals,
+    keeps_episodes,
+    row_lengths,
+    teacher_sft_data,
+    to_dataset,
+    turn_row_lengths,
+)
 from .store import sha256_file
 from .threads import use_threads
 
@@ -112,9 +144,9 @@ class SFTArgs:
     agent: str = "mem1"
     """whose view of the context the samples take (mem1; full for the full-context baseline)"""
     rows: str = "turn"
-    """a sample per teacher turn, or per episode: the full view only, where the episode's row holds
-    every turn's row as a prefix, so the same response tokens are scored in ~1/3 of the tokens
-    (sft_data.py [6])"""
+    """a sample per teacher turn, or per episode: in the full view one row holding every turn's row
+    as a prefix, so the same response tokens are scored in ~1/3 of the tokens (sft_data.py [6]); in
+    the mem1 view the episode under the packed layout, its prompt encoded once [8]"""
     stages: tuple[Stage, ...] = field(default_factory=tuple)
     """training stages, run in order"""
     max_length: int = 512
@@ -548,12 +580,171 @@ def _fast_sft_trainer():
     return FastSFTTrainer
 
 
+class EpisodePacks(torch.utils.data.Dataset):
+    """[8] A stage's steps: each item one step's turn ranges (sft_data.episode_packs)."""
+
+    def __init__(self, packs):
+        self.packs = packs
+
+    def __len__(self) -> int:
+        return len(self.packs)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"pieces": self.packs[i]}
+
+
+EPISODE_BUCKETS = 3
+"""[8] block stages of a step's packed layout (masks.py [11])"""
+
+
+class EpisodeCollator:
+    """[8] A step's turn ranges -> their `packed` layout (masks.py, `buckets` block stages), with the
+    response tokens as `labels` / `shift_labels`, which the Trainer counts for `num_items_in_batch`
+    (never fed)."""
+
+    def __init__(self, episodes, buckets: int = EPISODE_BUCKETS):
+        self.episodes, self.buckets = episodes, buckets
+
+    def __call__(self, items: list[dict]) -> dict:
+        pieces = [piece for item in items for piece in item["pieces"]]
+        trajectories = [episode(self.episodes, e) for e, _, _ in pieces]
+        turns = [range(a, b) for _, a, b in pieces]
+        layout = build_packed(trajectories, turns=turns, buckets=self.buckets)
+        targets = layout.target_ids[None]
+        return {"layout": layout, "labels": targets, "shift_labels": targets}
+
+
+def _episode_sft_trainer():
+    """[8] transformers' Trainer with the loss of FastSFTTrainer computed through the packed layout:
+    the LM head on the hidden state before each response token, one summed cross-entropy, divided
+    by the step's response tokens."""
+    from transformers import Trainer
+
+    class EpisodeSFTTrainer(Trainer):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            self.model_accepts_loss_kwargs = True  # the loss below is divided by num_items_in_batch
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            layout = inputs["layout"]
+            n = num_items_in_batch if num_items_in_batch is not None else layout.policy_tokens
+            loss = episode_loss(model, layout) / torch.as_tensor(n).clamp(min=1)
+            return (loss, None) if return_outputs else loss
+
+    return EpisodeSFTTrainer
+
+
+def episode_loss(model, layout) -> torch.Tensor:
+    """[8] The summed cross-entropy of the response tokens of a `packed` layout: the LM head on the
+    hidden state before each of them (masks.layout_hidden), half precision raised to float32."""
+    logits = causal_lm(model).lm_head(layout_hidden(model, layout))  # (T, V)
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    return F.cross_entropy(logits, layout.target_ids.to(logits.device), reduction="sum")
+
+
+def step_budget(args: SFTArgs, episodes) -> int:
+    """[8] Response tokens of an episode step: what a step of turn rows of the same data holds on
+    average, their response tokens x `grad_accum` / the packs TRL's best-fit-decreasing packing
+    makes of them (at the pack length `fit_pack_length` gives). Not `max_length` x `grad_accum` x
+    the response share: a pack of long rows is part empty (N = 1..16: ~5.2 k of 8.2 k tokens)."""
+    lengths = turn_row_lengths(episodes)
+    fitted = fit_pack_length(args, int(lengths.max()))
+    scored = episode_totals(episodes)["scored"]
+    return max(1, round(scored * fitted.grad_accum / best_fit_packs(lengths, fitted.max_length)))
+
+
+def best_fit_packs(lengths, max_length: int) -> int:
+    """How many packs of `max_length` best-fit-decreasing packing makes of rows of these lengths
+    (trl's `pack_dataset(..., "bfd")`: longest first, each into the pack with the least room that
+    holds it, else a new pack; a longer row is cut to a pack)."""
+    rooms: list[int] = []  # sorted
+    for n in sorted((min(int(x), max_length) for x in lengths), reverse=True):
+        i = bisect.bisect_left(rooms, n)
+        if i < len(rooms):
+            room = rooms.pop(i) - n
+        else:
+            room = max_length - n
+        bisect.insort(rooms, room)
+    return len(rooms)
+
+
+def stage_trainer(
+    args: SFTArgs,
+    stage: Stage,
+    rows,
+    model,
+    tokenizer,
+    output_dir: Path,
+    seed: int,
+    spec=None,
+    grad_accum: int | None = None,
+    budget: int | None = None,
+    callbacks=None,
+):
+    """The Trainer of one stage: FastSFTTrainer on `rows` (turn rows, or the full view's episode
+    rows) packed best-fit-decreasing, `grad_accum` packs a step; or, given a `budget`, [8] the
+    episode trainer on steps of `budget` response tokens of the episodes `rows`. `seed` draws the
+    stage's order; `spec` (default tiny) sets bfloat16 on a GPU and activation checkpointing."""
+    from transformers import TrainingArguments
+    from trl import SFTConfig
+
+    spec = spec or resolve_model("tiny")
+    cuda = torch.cuda.is_available()
+    common = dict(
+        output_dir=str(output_dir),
+        learning_rate=stage.lr,
+        lr_scheduler_type=stage.schedule,
+        warmup_steps=stage.warmup_steps,
+        max_steps=stage.max_steps,
+        weight_decay=args.weight_decay,
+        max_grad_norm=1.0,
+        logging_steps=10,
+        save_strategy="no",
+        report_to="none",
+        bf16=spec.real and cuda,
+        use_cpu=not cuda,
+        ddp_find_unused_parameters=False,
+        seed=args.seed,
+        dataloader_num_workers=0,
+        disable_tqdm=not _tqdm_on(),
+    )
+    if budget is not None:  # [8] a step = one pack of turn ranges, one forward
+        config = TrainingArguments(
+            **common,
+            per_device_train_batch_size=1,
+            gradient_accumulation_steps=1,
+            remove_unused_columns=False,
+        )
+        make_trainer = _episode_sft_trainer()
+        data = dict(
+            train_dataset=EpisodePacks(episode_packs(rows, budget, seed=seed)),
+            data_collator=EpisodeCollator(rows),
+        )
+    else:
+        config = SFTConfig(
+            **common,
+            per_device_train_batch_size=args.batch_packs,
+            gradient_accumulation_steps=grad_accum or args.grad_accum,
+            packing=True,
+            packing_strategy="bfd",
+            max_length=args.max_length,
+            # TRL turns activation checkpointing on by default; a 1.7 M model needs no memory saving,
+            # and recomputing every forward cost ~30% of the step time here. A real model needs it.
+            gradient_checkpointing=spec.gradient_checkpointing,
+        )
+        make_trainer = _fast_sft_trainer()
+        data = dict(train_dataset=to_dataset(rows, stage.loss_on, seed=seed))
+    return make_trainer(
+        model=model, args=config, **data, processing_class=tokenizer, callbacks=list(callbacks or [])
+    )
+
+
 def train_sft(args: SFTArgs) -> dict:
     """Run every stage, save the model with its card, and return the card."""
     import datasets
     from accelerate import PartialState
     from transformers import set_seed
-    from trl import SFTConfig
 
     datasets.disable_progress_bars()
     cuda = torch.cuda.is_available()
@@ -567,6 +758,13 @@ def train_sft(args: SFTArgs) -> dict:
         raise FileExistsError(f"{out} is not empty; choose another --out or delete it")
     spec = resolve_model(args.init or args.model)
     check_rows(args)
+    episodes = keeps_episodes(args.rows, args.agent)  # [8]
+    if episodes and (processes.num_processes > 1 or spec.gradient_checkpointing):
+        raise ValueError(
+            "--rows episode (mem1 view) runs in one process without activation checkpointing "
+            f"(the packed layout reuses the prompt's KV cache): not for {spec.name} on "
+            f"{processes.num_processes} process(es)"
+        )
     domain = load_domain(args.env, args.data, pointer=args.pointer)  # bad options fail before any write
     args = fit_to_domain(args, domain)
     work = out.with_name(out.name + ".partial")
@@ -607,12 +805,23 @@ def train_sft(args: SFTArgs) -> dict:
     t0 = time.perf_counter()
     with processes.main_process_first():  # [6] the others read the main process's cache
         rows = teacher_sft_data(domain, tokenizer, args, progress=main and _tqdm_on(), log=say)
-    lengths = row_lengths(rows)
-    n_tokens, longest = int(lengths.sum()), int(lengths.max())
-    say(
-        f"{len(rows)} samples, {n_tokens / 1e6:.1f} M tokens, in {time.perf_counter() - t0:.0f} s", flush=True
-    )
-    fitted = fit_pack_length(args, longest)
+    if episodes:  # [8]
+        totals = episode_totals(rows)
+        n_samples, n_tokens, budget = totals["turns"], totals["turn_tokens"], step_budget(args, rows)
+        say(
+            f"{len(rows)} episodes ({n_samples} turns, {totals['scored'] / 1e6:.2f} M response tokens; "
+            f"as turn rows {n_tokens / 1e6:.1f} M tokens), in {time.perf_counter() - t0:.0f} s; steps of "
+            f"{budget} response tokens (what a step of turn rows holds on average)",
+            flush=True,
+        )
+    else:
+        lengths = row_lengths(rows)
+        n_samples, n_tokens, longest, budget = len(rows), int(lengths.sum()), int(lengths.max()), None
+        say(
+            f"{len(rows)} samples, {n_tokens / 1e6:.1f} M tokens, in {time.perf_counter() - t0:.0f} s",
+            flush=True,
+        )
+    fitted = args if episodes else fit_pack_length(args, longest)
     if fitted != args:
         say(
             f"longest sample {longest} tokens > max_length {args.max_length}: packing "
@@ -635,38 +844,17 @@ def train_sft(args: SFTArgs) -> dict:
                 shutil.rmtree(work / f"trainer-{stage.name}", ignore_errors=True)
             continue
         resume_from = progress.checkpoint if progress is not None and i == done else None
-        dataset = to_dataset(rows, stage.loss_on, seed=args.seed + i)
-        config = SFTConfig(
-            output_dir=str(work / f"trainer-{stage.name}"),
-            per_device_train_batch_size=args.batch_packs,
-            gradient_accumulation_steps=grad_accum,
-            learning_rate=stage.lr,
-            lr_scheduler_type=stage.schedule,
-            warmup_steps=stage.warmup_steps,
-            max_steps=stage.max_steps,
-            weight_decay=args.weight_decay,
-            max_grad_norm=1.0,
-            packing=True,
-            packing_strategy="bfd",
-            max_length=args.max_length,
-            logging_steps=10,
-            save_strategy="no",
-            report_to="none",
-            bf16=spec.real and cuda,
-            use_cpu=not cuda,
-            # TRL turns activation checkpointing on by default; a 1.7 M model needs no memory saving,
-            # and recomputing every forward cost ~30% of the step time here. A real model needs it.
-            gradient_checkpointing=spec.gradient_checkpointing,
-            ddp_find_unused_parameters=False,
-            seed=args.seed,
-            dataloader_num_workers=0,
-            disable_tqdm=not _tqdm_on(),
-        )
-        trainer = _fast_sft_trainer()(
-            model=model,
-            args=config,
-            train_dataset=dataset,
-            processing_class=tokenizer,
+        trainer = stage_trainer(
+            args,
+            stage,
+            rows,
+            model,
+            tokenizer,
+            work / f"trainer-{stage.name}",
+            seed=args.seed + i,
+            spec=spec,
+            grad_accum=grad_accum,
+            budget=budget,
             callbacks=_callbacks(
                 args,
                 stage,
@@ -739,8 +927,14 @@ def train_sft(args: SFTArgs) -> dict:
         "args": asdict(args),
         "minutes": round(clock.minutes(), 1),
         "parameters": count_parameters(model),
-        "samples": len(rows),
+        "rows": args.rows,
+        "samples": n_samples,
         "tokens": n_tokens,
+        **(
+            {"episodes": len(rows), "response_tokens": totals["scored"], "step_response_tokens": budget}
+            if episodes
+            else {}
+        ),
         "dev_metrics": final,
         "sha256": {"model.safetensors": sha256_file(work / "model.safetensors")},
         "torch_threads": torch.get_num_threads(),
@@ -754,14 +948,18 @@ def train_sft(args: SFTArgs) -> dict:
 
 
 def check_rows(args: SFTArgs) -> None:
-    """Episode rows are exact only where contexts only grow: the full view (sft_data.py [6])."""
+    """Episode rows: one causal row in the full view (sft_data.py [6]); in a pruning view the
+    episode under the packed layout, which scores response tokens only [8]."""
     if args.rows not in ROWS:
         raise ValueError(f"rows must be one of {', '.join(ROWS)}, got {args.rows!r}")
-    if args.rows == "episode" and args.agent != "full":
-        raise ValueError(
-            f"--rows episode needs --agent full: the {args.agent} view prunes, so its turns are not "
-            "prefixes of one row"
-        )
+    if keeps_episodes(args.rows, args.agent):
+        for stage in args.stages:
+            if stage.loss_on != "response":
+                raise ValueError(
+                    f"--rows episode ({args.agent} view) scores response tokens only: stage "
+                    f"{stage.name!r} has the loss on {stage.loss_on} tokens (use --rows turn, or a "
+                    "preset whose stages score responses, e.g. --preset long)"
+                )
 
 
 def _parameter_digests(model, processes) -> list[str]:

@@ -3,10 +3,12 @@ streamed to disk.
 
     rows = teacher_sft_data(domain, tokenizer, args)     # cached under runs/cache/sft-KEY
     stage = to_dataset(rows, "response", seed=0)         # + labels (-100 where no loss), shuffled
+    packs = episode_packs(episodes, budget, seed=0)      # mem1 --rows episode: steps of turn ranges
     mem1 bench data                                      # this builder beside the in-memory one
 
 One row per teacher turn, in the agent's view: `input_ids` (context + response) and
-`response_mask` (1 on the response tokens). How the rows are made, and why:
+`response_mask` (1 on the response tokens); or one per episode [6] [7]. How the rows are made, and
+why:
 
 1. Shards. The tasks (`tasks_per_size`: the sizes in order, each size's tasks in the domain's order)
    are cut into shards of about `SHARD_QUESTIONS` questions, and the rows are the shards' rows in
@@ -33,8 +35,20 @@ One row per teacher turn, in the agent's view: `input_ids` (context + response) 
    prefix: one row per episode, loss on every response, scores the same tokens with the same
    logits (causal attention) as one row per turn, in ~1/3 of the tokens at WebShop's ~6 turns
    (the prompt and early pages are not fed again each turn). `tests/test_sft_data.py` checks the
-   loss is equal in float64. The mem1 view prunes, so its turns are not prefixes of one row: it
-   keeps a row per turn (scoring its episodes whole needs the 2D masks of masks.py).
+   loss is equal in float64. The mem1 view prunes, so its turns are not prefixes of one row: its
+   episodes are kept whole instead [7].
+7. Episodes (`rows="episode"` with the mem1 agent). The cache holds the teacher's episodes, not
+   rows: one record per episode (`Trajectory.to_json`, its clocks zeroed so that the bytes do not
+   depend on the run), its response tokens (`scored`), and turn by turn its responses' lengths
+   (`turn_scored`) and the lengths its turn rows would have (`turn_rows`: context + response).
+   Shards, workers, the key (which includes the rows mode) and the cache work as for rows: the
+   same episodes whatever the number of workers. sft.py scores them with the exact `packed`
+   layout of masks.py (the prompt encoded once per episode, not once per turn).
+8. Packs (`episode_packs`): the episodes in a seeded order, laid end to end and cut into steps of
+   `budget` response tokens (one optimizer step each). An episode that does not fit the rest of a
+   step is cut at a turn boundary and goes on in the next step: a step's last turn is taken when
+   that leaves the step nearer its budget than stopping would, so steps hold `budget` response
+   tokens up to half a turn, and no turn is scored twice or left out.
 """
 
 from __future__ import annotations
@@ -49,7 +63,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +73,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .probe import play_teacher, teacher_trajectories
+from .trajectory import Trajectory
 
 CACHE_DIR = Path(__file__).resolve().parent.parent / "runs" / "cache"
 SHARD_QUESTIONS = 128
@@ -66,10 +81,18 @@ SHARD_QUESTIONS = 128
 about the same, ~250-400 turns): small enough for a progress line every second or two and an
 even share between the workers, large enough that a shard's file is not mostly header"""
 COLUMNS = ("input_ids", "response_mask")
+EPISODE_COLUMNS = ("trajectory", "scored", "turn_scored", "turn_rows")
+"""[7] the columns of the mem1 view's episodes"""
 ROWS = ("turn", "episode")
-"""a row per teacher turn, or per episode (the full view only) [6]"""
+"""a row per teacher turn, or per episode: one causal row in the full view [6], the episode's
+record in the mem1 view [7]"""
 CACHE_VERSION = 1
 """bumped only when the rows change (the streamed builder writes the rows version 1 had)"""
+
+
+def keeps_episodes(rows: str, agent: str) -> bool:
+    """[7] Whether the data are episodes (records), not rows: episode rows of a pruning view."""
+    return rows == "episode" and agent != "full"
 
 
 def default_workers() -> int:
@@ -240,17 +263,51 @@ def _features(labels: bool = False):
     return Features({"input_ids": List(Value("int32")), second[0]: List(Value(second[1]))})
 
 
+def episode_table(trajectories) -> pa.Table:
+    """[7] The episodes as Arrow columns: each one's record (clocks zeroed), its response tokens,
+    and turn by turn its responses' lengths and its turn rows' lengths."""
+    records, scored, turn_scored, turn_rows = [], [], [], []
+    for t in trajectories:
+        outputs = [len(turn.output_ids) for turn in t.turns]
+        steady = replace(t, seconds=0.0, turns=[replace(turn, seconds=0.0) for turn in t.turns])
+        records.append(steady.to_json())
+        scored.append(sum(outputs))
+        turn_scored.append(outputs)
+        turn_rows.append([c + o for c, o in zip(t.context_lengths(), outputs)])
+    columns = [records, scored, turn_scored, turn_rows]
+    return pa.Table.from_arrays(
+        [pa.array(c, type=f.type) for c, f in zip(columns, _episode_schema())], schema=_episode_schema()
+    )
+
+
+def _episode_schema() -> pa.Schema:
+    from datasets import Features, List, Value
+
+    return Features(
+        {
+            "trajectory": Value("string"),
+            "scored": Value("int64"),
+            "turn_scored": List(Value("int32")),
+            "turn_rows": List(Value("int32")),
+        }
+    ).arrow_schema
+
+
 def write_shard(
     domain, tokenizer, split: str, agent: str, seed: int, shard: Shard, folder: Path, rows: str = "turn"
 ) -> ShardDone:
-    """[3] Play one shard and write its rows to folder/shard-INDEX.arrow (Arrow stream, as `datasets`
-    writes them)."""
+    """[3] Play one shard and write its rows (or [7] its episodes) to folder/shard-INDEX.arrow (Arrow
+    stream, as `datasets` writes them)."""
     trajectories = play_shard(domain, tokenizer, split, agent, seed, shard)
-    table = rows_table(trajectories, rows)
+    episodes = keeps_episodes(rows, agent)
+    table = episode_table(trajectories) if episodes else rows_table(trajectories, rows)
     with pa.OSFile(str(shard_path(folder, shard.index)), "wb") as sink:
         with pa.ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table)
-    tokens = int(pc.sum(pc.list_value_length(table.column("input_ids"))).as_py() or 0)
+    if episodes:
+        tokens = int(pc.sum(pc.list_flatten(table.column("turn_rows"))).as_py() or 0)
+    else:
+        tokens = int(pc.sum(pc.list_value_length(table.column("input_ids"))).as_py() or 0)
     return ShardDone(shard.index, shard.stop - shard.start, table.num_rows, tokens)
 
 
@@ -347,7 +404,8 @@ class _Report:
 
 def teacher_sft_data(domain, tokenizer, args, split: str = "sft", progress: bool = True, log=print):
     """Play the teacher on `args.tasks` tasks of `args.objectives` (`tasks_per_size`); one row per
-    turn: `input_ids` (context + response) and `response_mask`. Cached under CACHE_DIR/sft-KEY,
+    turn: `input_ids` (context + response) and `response_mask` (or [6] [7] per episode, as
+    `args.rows` and `args.agent` say). Cached under CACHE_DIR/sft-KEY,
     keyed by everything that changes the rows; built by `args.data_workers` processes (None: two,
     one on a one-core machine), the same rows whatever their number. `progress`: a progress bar
     on stderr; `log`: where the cache key and a cache hit are said."""
@@ -356,11 +414,13 @@ def teacher_sft_data(domain, tokenizer, args, split: str = "sft", progress: bool
     workers = check_workers(getattr(args, "data_workers", None))
     key = cache_key(domain, tokenizer, args, split)
     cached = CACHE_DIR / f"sft-{key}"
+    columns = EPISODE_COLUMNS if keeps_episodes(getattr(args, "rows", "turn"), args.agent) else COLUMNS
     t0 = time.perf_counter()
-    data = _read_cache(cached)
+    data = _read_cache(cached, columns)
     if data is not None:
+        what = "episodes" if columns == EPISODE_COLUMNS else "rows"
         log(
-            f"teacher data: cache {key} found ({len(data)} rows, {cached}), "
+            f"teacher data: cache {key} found ({len(data)} {what}, {cached}), "
             f"read in {time.perf_counter() - t0:.1f} s"
         )
         return data
@@ -388,7 +448,7 @@ def teacher_sft_data(domain, tokenizer, args, split: str = "sft", progress: bool
         try:
             (tmp / "rows").rename(cached)
         except OSError:  # another writer renamed the same rows into place first
-            if _read_cache(cached) is None:
+            if _read_cache(cached, columns) is None:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -401,7 +461,7 @@ def _from_file(path: Path):
     return Dataset.from_file(str(path))
 
 
-def _read_cache(cached: Path):
+def _read_cache(cached: Path, columns=COLUMNS):
     """The cached rows, or None when there are none or they cannot be read: a damaged cache is
     said so on stderr and removed, and the caller builds the rows again (they are derived data)."""
     from datasets import load_from_disk
@@ -410,7 +470,7 @@ def _read_cache(cached: Path):
         return None
     try:
         data = load_from_disk(str(cached))
-        if set(data.column_names) != set(COLUMNS) or len(data) == 0:
+        if set(data.column_names) != set(columns) or len(data) == 0:
             raise ValueError(f"columns {data.column_names}, {len(data)} rows")
         return data
     except Exception as exc:  # datasets / pyarrow / json raise many types for a damaged folder
@@ -431,8 +491,15 @@ def row_lengths(data) -> np.ndarray:
 
 def rows_digest(data) -> str:
     """sha256 of the rows: each column's row lengths, then its values, as int64 (however the
-    columns are cut into chunks), read chunk by chunk."""
+    columns are cut into chunks), read chunk by chunk. [7] Episodes: each record's length and
+    bytes, in order."""
     digest = hashlib.sha256()
+    if "trajectory" in data.column_names:
+        for chunk in data.data.column("trajectory").chunks:
+            for record in chunk.to_pylist():
+                raw = record.encode()
+                digest.update(len(raw).to_bytes(8, "little") + raw)
+        return digest.hexdigest()
     for column in COLUMNS:
         chunks = data.data.column(column).chunks
         lengths, values = hashlib.sha256(), hashlib.sha256()
@@ -443,6 +510,67 @@ def rows_digest(data) -> str:
             values.update(pc.list_flatten(chunk).to_numpy(zero_copy_only=False).astype(np.int64).tobytes())
         digest.update(lengths.digest() + values.digest())
     return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# [7] [8] Episodes and their packs
+
+
+def episode(data, index: int) -> Trajectory:
+    """[7] Episode `index` of the cached episodes, as its trajectory."""
+    return Trajectory.from_dict(json.loads(data.data.column("trajectory")[index].as_py()))
+
+
+def episode_totals(data) -> dict:
+    """[7] Episodes, turns, response tokens, and the tokens of their turn rows (all, the longest)."""
+    rows = turn_row_lengths(data)
+    return {
+        "episodes": len(data),
+        "turns": len(rows),
+        "scored": int(pc.sum(data.data.column("scored")).as_py() or 0),
+        "turn_tokens": int(rows.sum()),
+        "longest_turn_row": int(rows.max(initial=0)),
+    }
+
+
+def turn_row_lengths(data) -> np.ndarray:
+    """[7] The lengths of the episodes' turn rows (what a row per turn would hold), flat."""
+    return pc.list_flatten(data.data.column("turn_rows")).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+Pack = list[tuple[int, int, int]]
+"""[8] one optimizer step: (episode, first turn, turn after the last) of each piece"""
+
+
+def episode_packs(data, budget: int, seed: int) -> list[Pack]:
+    """[8] The episodes in a seeded order, laid end to end and cut into steps of about `budget`
+    response tokens, each a list of (episode, start, stop) turn ranges; every turn once."""
+    if budget < 1:
+        raise ValueError(f"a step needs a budget of at least one response token, got {budget}")
+    per_turn = data.data.column("turn_scored").to_pylist()
+    packs: list[Pack] = []
+    pack: Pack = []
+    room = budget
+    for e in np.random.default_rng(seed).permutation(len(per_turn)).tolist():
+        turns, start = per_turn[e], 0
+        while start < len(turns):
+            stop, taken = start, 0
+            # a turn is taken while it fits, or when the step ends nearer its budget with it
+            while stop < len(turns) and turns[stop] < 2 * (room - taken):
+                taken += turns[stop]
+                stop += 1
+            if stop == start and not pack:  # a turn alone over the budget: a step of its own
+                stop, taken = start + 1, turns[start]
+            if stop > start:
+                pack.append((e, start, stop))
+                room -= taken
+                start = stop
+            if stop < len(turns) or room <= 0:
+                packs.append(pack)
+                pack, room = [], budget
+    if pack:
+        packs.append(pack)
+    return packs
 
 
 # ---------------------------------------------------------------------------------------------

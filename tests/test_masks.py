@@ -258,6 +258,38 @@ def test_stitched_deviation_measured(lora64, trajs64):
 # Mask structure
 
 
+@pytest.mark.parametrize("agent", ["mem1", "truncate"])
+def test_packed_buckets_and_turn_ranges_give_the_per_turn_logprobs(lora64, trajs64, agent):
+    """[10] [11] Turn ranges (some from inside an episode) scored alone, and the blocks cut into
+    length buckets (several block stages on one prompt stage): the log-probs of those turns under
+    per_turn, float64; one bucket is the plain packed layout, stage for stage."""
+    from mem1lite.masks import build_packed, length_buckets
+
+    trajs = trajs64[agent]
+    turns = [range(j % len(t.turns), len(t.turns)) for j, t in enumerate(trajs)]
+    assert any(r.start > 0 for r in turns)
+    padded = {}
+    with torch.no_grad():
+        whole = layout_forward(lora64, trajs, "per_turn").per_trajectory()
+        for buckets in (1, 2, 3):
+            batch = build_packed(trajs, turns=turns, buckets=buckets)
+            assert 2 <= len(batch.stages) <= 1 + buckets
+            padded[buckets] = batch.padded_tokens
+            part = run_layout(lora64, batch).per_trajectory()
+            for t, r, w, got in zip(trajs, turns, whole, part):
+                skip = sum(len(t.turns[j].output_ids) for j in range(r.start))
+                assert float((got - w[skip:]).abs().max()) <= 1e-12, (buckets, t.task_id)
+    assert padded[3] <= padded[2] <= padded[1]
+    plain = build_layout(trajs, "packed")
+    one = build_packed(trajs, buckets=1)
+    assert len(one.stages) == 2 and torch.equal(one.score_index, plain.score_index)
+    assert all(torch.equal(a.input_ids, b.input_ids) for a, b in zip(one.stages, plain.stages))
+    assert length_buckets([1, 1, 1, 9, 9], 2) == [(0, 3), (3, 5)]
+    assert length_buckets([5, 5, 5], 3) == [(0, 3)]  # no gain from a cut: one run
+    with pytest.raises(ValueError, match="turns"):
+        build_layout(trajs, "stitched", turns=turns)
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_masks_are_additive_in_model_dtype_and_rows_see_themselves(trajs64, layout):
     batch = build_layout(trajs64["truncate"], layout)

@@ -15,6 +15,7 @@ from mem1lite.sft import (
     make_args,
     train_sft,
 )
+from mem1lite.sft_data import row_lengths as sft_row_lengths
 from mem1lite.sft_data import tasks_per_size, teacher_sft_data, to_dataset
 
 
@@ -284,3 +285,176 @@ def test_cli_sft_resume_without_an_interrupted_run_is_one_line(tmp_path, capsys)
     err = capsys.readouterr().err.strip()
     assert err.startswith("mem1: error: --resume: no interrupted run") and "\n" not in err
     assert not (tmp_path / "r.partial").exists() and not (tmp_path / "r").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# [8] Episodes of the mem1 view under the packed layout
+
+
+def _turn_row_loss(model, trajectories):
+    """The row path: rows_table + to_dataset's response labels, one plain causal forward per row;
+    the summed float64 cross-entropy of the labelled tokens (differentiable) and their count."""
+    import torch.nn.functional as F
+    from datasets import Dataset
+
+    from mem1lite.sft_data import rows_table
+
+    total, count = 0.0, 0
+    for row in to_dataset(Dataset(rows_table(trajectories)), "response", seed=0):
+        labels = torch.tensor(row["labels"][1:])
+        logits = model(input_ids=torch.tensor([row["input_ids"]])).logits[0, :-1]
+        scored = labels != -100
+        total = total + F.cross_entropy(logits[scored], labels[scored], reduction="sum")
+        count += int(scored.sum())
+    return total, count
+
+
+@pytest.mark.parametrize("objectives", [2, 4])
+def test_episode_steps_give_the_turn_rows_loss_and_gradients_in_float64(
+    qa, tokenizer, small_qwen, tmp_path, objectives
+):
+    """mem1-view teacher episodes cut into steps (some episodes split at a turn boundary) and scored
+    by the packed layout through the collator and the loss of the episode trainer: the summed
+    response loss, its gradients and the scored token count of a row per turn."""
+    from datasets import Dataset
+
+    from mem1lite.masks import without_float32_islands
+    from mem1lite.model import load_policy
+    from mem1lite.probe import teacher_trajectories
+    from mem1lite.sft import EpisodeCollator, episode_loss
+    from mem1lite.sft_data import episode_packs, episode_table
+
+    trajectories = teacher_trajectories(qa, tokenizer, "sft", objectives, 3, seed=objectives, agent="mem1")
+    episodes = Dataset(episode_table(trajectories))
+    packs = episode_packs(episodes, budget=100 * objectives, seed=0)
+    assert any(a > 0 for pack in packs for _, a, _ in pack)  # some steps start inside an episode
+    model, _ = load_policy(small_qwen(tmp_path / "m"))
+    model = model.double()
+    params = [p for p in model.parameters() if p.requires_grad]
+    collate = EpisodeCollator(episodes)
+    with without_float32_islands():
+        rows_loss, rows_count = _turn_row_loss(model, trajectories)
+        rows_grads = torch.autograd.grad(rows_loss, params)
+        steps = [collate([{"pieces": pack}]) for pack in packs]
+        episode_sum = sum(episode_loss(model, step["layout"]) for step in steps)
+        episode_grads = torch.autograd.grad(episode_sum, params)
+    assert sum(int(step["shift_labels"].ne(-100).sum()) for step in steps) == rows_count
+    assert rows_count == sum(len(x.output_ids) for t in trajectories for x in t.turns)
+    assert float(episode_sum.detach()) == pytest.approx(float(rows_loss.detach()), rel=1e-10)
+    err = max(float((a - b).abs().max()) for a, b in zip(episode_grads, rows_grads))
+    assert err < 1e-10 and max(float(g.abs().max()) for g in rows_grads) > 1e-3
+    print(
+        f"N = {objectives}: {rows_count} response tokens, loss {float(rows_loss.detach()):.6f}, relative "
+        f"difference {abs(float(episode_sum.detach()) / float(rows_loss.detach()) - 1):.1e}, gradients max "
+        f"|diff| {err:.1e} (largest gradient {max(float(g.abs().max()) for g in rows_grads):.2f})"
+    )
+
+
+def test_episode_rows_refuse_a_stage_with_loss_on_every_token(tmp_path, capsys):
+    from mem1lite.cli import main
+
+    assert main(["sft", "--rows", "episode", "--out", str(tmp_path / "a")]) == 2  # quick: read, all tokens
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "mem1: error: --rows episode (mem1 view) scores response tokens only: stage 'read' has the "
+        "loss on all tokens (use --rows turn, or a preset whose stages score responses, e.g. --preset long)"
+    ]
+    assert not any(tmp_path.iterdir())
+
+
+def test_episode_run_writes_its_card_and_resumes_to_the_same_weights(small_init, tmp_path, monkeypatch):
+    """`--rows episode` end to end on a few steps of two response stages (the quick preset's sizes):
+    a card that says so, moved weights, probes; killed mid-stage and resumed, the same weights."""
+    from safetensors.torch import load_file
+    from transformers import TrainerCallback
+
+    import mem1lite.sft as sft
+    import mem1lite.sft_data as sft_data
+
+    monkeypatch.setattr(sft_data, "CACHE_DIR", tmp_path / "cache")
+    stages = (
+        Stage("respond", "response", minutes=100, max_steps=3, warmup_steps=1),
+        Stage("anneal", "response", minutes=100, max_steps=2, warmup_steps=0, schedule="linear"),
+    )
+    args = _resume_args(
+        small_init, tmp_path / "whole", rows="episode", objectives=(1, 2), tasks=6, stages=stages
+    )
+    card = train_sft(args)
+    out = tmp_path / "whole"
+    assert card["rows"] == "episode" and card["args"]["rows"] == "episode"
+    saved = json.loads((out / "card.json").read_text())
+    assert saved["rows"] == "episode" and "--rows episode" in saved["command"]
+    assert saved["episodes"] == 6 and 0 < saved["step_response_tokens"] < saved["response_tokens"]
+    assert saved["samples"] > saved["episodes"] and saved["tokens"] > saved["response_tokens"]
+    steps = [(r["stage"], r["step"]) for r in map(json.loads, (out / "probe.jsonl").read_text().splitlines())]
+    assert steps == [("respond", 1), ("respond", 3), ("anneal", 2)]
+    from mem1lite.model import load_policy
+
+    before, _ = load_policy(small_init)
+    after, _ = load_policy(out)
+    assert any(not torch.equal(a, b) for a, b in zip(after.parameters(), before.parameters()))
+
+    real = sft._callbacks
+
+    def with_a_kill(args, stage, *a, **kw):
+        class Kill(TrainerCallback):
+            def on_step_end(self, targs, state, control, **k):
+                if (stage.name, state.global_step) == ("respond", 3):
+                    raise KeyboardInterrupt
+
+        return real(args, stage, *a, **kw) + [Kill()]
+
+    monkeypatch.setattr(sft, "_callbacks", with_a_kill)
+    killed = replace(args, out=str(tmp_path / "killed"))
+    with pytest.raises(KeyboardInterrupt):
+        train_sft(killed)
+    partial = tmp_path / "killed.partial" / "trainer-respond"
+    assert [p.name for p in partial.glob("checkpoint-*")] == ["checkpoint-2"]  # resumed mid-stage
+    monkeypatch.setattr(sft, "_callbacks", real)
+    train_sft(replace(killed, resume=True))
+    whole, resumed = (
+        load_file(str(out / "model.safetensors")),
+        load_file(str(tmp_path / "killed" / "model.safetensors")),
+    )
+    assert whole.keys() == resumed.keys() and all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+def test_episode_steps_hold_the_response_tokens_of_a_step_of_turn_rows(qa, tokenizer):
+    """[8] The step budget: the turn rows' response tokens x grad_accum / the packs TRL's
+    best-fit-decreasing packing makes of them (counted here as trl counts them)."""
+    from datasets import Dataset
+    from trl import pack_dataset
+
+    from mem1lite.probe import teacher_trajectories
+    from mem1lite.sft import best_fit_packs, step_budget
+    from mem1lite.sft_data import episode_table, rows_table, turn_row_lengths
+
+    trajectories = [t for n in (1, 8, 16) for t in teacher_trajectories(qa, tokenizer, "sft", n, 4, seed=n)]
+    rows, episodes = Dataset(rows_table(trajectories)), Dataset(episode_table(trajectories))
+    lengths = turn_row_lengths(episodes)
+    assert list(lengths) == list(sft_row_lengths(rows)) and len(rows) < 1000  # one block of trl's map
+    for max_length in (512, 1024, 2048):
+        assert best_fit_packs(lengths, max_length) == len(pack_dataset(rows, max_length, "bfd"))
+    args = make_args("long")
+    fitted = fit_pack_length(args, int(lengths.max()))
+    assert (fitted.max_length, fitted.grad_accum) == (1024, 8)
+    scored = sum(len(x.output_ids) for t in trajectories for x in t.turns)
+    assert step_budget(args, episodes) == round(scored * 8 / len(pack_dataset(rows, 1024, "bfd")))
+
+
+@pytest.mark.slow
+def test_bench_sft_cli_smoke(tmp_path, capsys):
+    """`mem1 bench sft` with tiny flags: both ways timed, the same response tokens a step within
+    the noise of a few steps, and the ratio."""
+    from mem1lite.cli import main
+
+    out = tmp_path / "bench.json"
+    flags = ["--objectives", "1,4", "--episodes", "6", "--steps", "1", "--repeats", "2", "--threads", "1"]
+    assert main(["bench", "sft", *flags, "--json", str(out)]) == 0
+    rows, episodes, ratio = json.loads(out.read_text())
+    assert (rows["way"], episodes["way"], ratio["kind"]) == ("rows", "episodes", "ratio")
+    assert rows["steps_timed"] == episodes["steps_timed"] == 2 and episodes["step_budget"] > 0
+    fed = {r["way"]: r["fed_tokens_per_step"] / r["response_tokens_per_step"] for r in (rows, episodes)}
+    assert fed["episodes"] < fed["rows"]  # the prompt once an episode, not once a turn
+    assert len(ratio["per_round"]) == 2 and ratio["value"] > 0
+    assert "episodes / turn rows, response tokens/s" in capsys.readouterr().out

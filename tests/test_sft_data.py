@@ -199,16 +199,86 @@ def test_episode_rows_of_the_mem1_view_are_refused(qa, tokenizer):
         rows_table(trajectories, "turns")
 
 
-def test_cli_refuses_episode_rows_without_the_full_agent(tmp_path, capsys):
-    from mem1lite.cli import main
+@pytest.mark.slow
+def test_mem1_episodes_are_cached_as_records_the_same_on_one_and_two_workers(
+    qa, tokenizer, tmp_path, monkeypatch
+):
+    """[7] mem1 `--rows episode`: the cache holds the teacher's episodes (records with their clocks
+    zeroed, response and turn-row token counts), under a key of their own, the same whatever the
+    number of workers; a rerun finds them."""
+    from dataclasses import replace
 
-    assert main(["sft", "--rows", "episode", "--out", str(tmp_path / "a")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err == [
-        "mem1: error: --rows episode needs --agent full: the mem1 view prunes, "
-        "so its turns are not prefixes of one row"
+    from mem1lite.probe import teacher_trajectories
+    from mem1lite.sft_data import EPISODE_COLUMNS, cache_key, episode, episode_totals
+
+    monkeypatch.setattr(sft_data, "SHARD_QUESTIONS", 2)  # several shards
+    args = SFTArgs(tasks=5, objectives=(1, 2), seed=3, rows="episode", data_workers=1)
+    built, real, mine = {}, sft_data.write_shard, []
+
+    def after_a_helper_shard(domain, tokenizer, split, agent, seed, shard, folder, rows):
+        """This process waits for a shard file of the helper's before its first, so both play."""
+        deadline = time.monotonic() + 120
+        while not set(folder.glob("*.arrow")) - set(mine) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        mine.append(sft_data.shard_path(folder, shard.index))
+        return real(domain, tokenizer, split, agent, seed, shard, folder, rows)
+
+    for workers in (1, 2):
+        monkeypatch.setattr(sft_data, "CACHE_DIR", tmp_path / f"w{workers}")
+        if workers == 2:
+            monkeypatch.setattr(sft_data, "write_shard", after_a_helper_shard)
+        built[workers] = teacher_sft_data(
+            qa, tokenizer, replace(args, data_workers=workers), progress=False, log=_quiet
+        )
+    monkeypatch.setattr(sft_data, "write_shard", real)
+    assert 0 < len(mine) < len(sft_data.shard_plan(sft_data.tasks_per_size(args.objectives, args.tasks)))
+    data = built[1]
+    assert tuple(data.column_names) == EPISODE_COLUMNS and rows_digest(built[2]) == rows_digest(data)
+    expected = [
+        t
+        for n, count in ((1, 3), (2, 3))
+        for t in teacher_trajectories(qa, tokenizer, "sft", n, count, seed=3)
     ]
-    assert not any(tmp_path.iterdir())
+    assert len(data) == len(expected)
+    for i, t in enumerate(expected):
+        mine = episode(data, i)
+        assert mine.prompt_ids == t.prompt_ids and mine.task_id == t.task_id and mine.seconds == 0
+        assert [(x.spans, x.output_ids, x.observation_ids) for x in mine.turns] == [
+            (x.spans, x.output_ids, x.observation_ids) for x in t.turns
+        ]
+        assert data[i]["turn_scored"] == [len(x.output_ids) for x in t.turns]
+        assert data[i]["turn_rows"] == [c + len(x.output_ids) for c, x in zip(t.context_lengths(), t.turns)]
+    totals = episode_totals(data)
+    assert (
+        totals["turns"] == sum(len(t.turns) for t in expected)
+        and 0 < totals["scored"] < totals["turn_tokens"]
+    )
+    turn_rows = replace(args, rows="turn")
+    assert cache_key(qa, tokenizer, args) != cache_key(qa, tokenizer, turn_rows)
+    said = []
+    again = teacher_sft_data(qa, tokenizer, args, progress=False, log=said.append)
+    assert "found (6 episodes" in said[0] and rows_digest(again) == rows_digest(data)
+
+
+def test_episode_packs_hold_every_turn_once_in_steps_of_the_budget():
+    """[8] Seeded; each turn in exactly one step; a step ends within half a turn of its budget (the
+    last one excepted, and a lone turn longer than the budget)."""
+    from datasets import Dataset
+
+    from mem1lite.sft_data import episode_packs
+
+    turns = [[30, 40, 25], [200], [10] * 12, [50, 60], [35, 45, 55, 20]]
+    data = Dataset.from_dict({"turn_scored": turns})
+    packs = episode_packs(data, budget=100, seed=1)
+    assert packs == episode_packs(data, budget=100, seed=1) != episode_packs(data, budget=100, seed=2)
+    seen = sorted((e, j) for pack in packs for e, a, b in pack for j in range(a, b))
+    assert seen == sorted((e, j) for e, t in enumerate(turns) for j in range(len(t)))
+    sizes = [[turns[e][j] for e, a, b in pack for j in range(a, b)] for pack in packs]
+    for pack, after in zip(sizes, sizes[1:]):  # over by less than half its last turn, or short by
+        over = sum(pack) - 100  # at most half the turn that comes next
+        assert (0 <= over < pack[-1] / 2) or (0 <= -over <= after[0] / 2) or pack == [200], (pack, after)
+    with pytest.raises(ValueError, match="budget"):
+        episode_packs(data, budget=0, seed=0)
 
 
 def test_episode_rows_get_their_own_cache_key(qa, tokenizer):
