@@ -919,6 +919,7 @@ def train_sft(args: SFTArgs) -> dict:
             + ([f"--pointer {args.pointer}"] if args.pointer != "text" else [])
             + ([f"--tasks {args.tasks}"] if args.tasks != PRESETS.get(args.preset, {}).get("tasks") else [])
             + ([f"--env {args.env}"] if args.env != "qa" else [])
+            + _minutes_scale_flag(args)
             + ([f"--model {args.init or args.model}"] if spec.path != "tiny" else [])
         ),
         "model": spec.name,
@@ -945,6 +946,14 @@ def train_sft(args: SFTArgs) -> dict:
     work.rename(out)
     print(json.dumps(card["dev_metrics"], indent=1))
     return card
+
+
+def _minutes_scale_flag(args: SFTArgs) -> list[str]:
+    """`--minutes-scale X` when the stages' minute caps are the preset's scaled (cli.py scales them)."""
+    preset = PRESETS.get(args.preset, {}).get("stages")
+    if not preset or not args.stages or args.stages[0].minutes == preset[0].minutes:
+        return []
+    return [f"--minutes-scale {args.stages[0].minutes / preset[0].minutes:g}"]
 
 
 def check_rows(args: SFTArgs) -> None:

@@ -458,3 +458,14 @@ def test_bench_sft_cli_smoke(tmp_path, capsys):
     assert fed["episodes"] < fed["rows"]  # the prompt once an episode, not once a turn
     assert len(ratio["per_round"]) == 2 and ratio["value"] > 0
     assert "episodes / turn rows, response tokens/s" in capsys.readouterr().out
+
+
+def test_the_card_command_names_a_minutes_scale():
+    from dataclasses import replace
+
+    from mem1lite.sft import _minutes_scale_flag, make_args
+
+    args = make_args("standard")
+    assert _minutes_scale_flag(args) == []
+    scaled = replace(args, stages=tuple(replace(s, minutes=s.minutes * 0.5) for s in args.stages))
+    assert _minutes_scale_flag(scaled) == ["--minutes-scale 0.5"]
