@@ -23,6 +23,20 @@ def _quiet(*a, **k):
     pass
 
 
+def _after_a_helper_shard(real, mine: list):
+    """`write_shard` for this process that waits for a shard file of the spawned helper's before
+    playing its own (recorded in `mine`), so both processes play some shards."""
+
+    def write_shard(domain, tokenizer, split, agent, seed, shard, folder, rows):
+        deadline = time.monotonic() + 120
+        while not set(folder.glob("*.arrow")) - set(mine) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        mine.append(sft_data.shard_path(folder, shard.index))
+        return real(domain, tokenizer, split, agent, seed, shard, folder, rows)
+
+    return write_shard
+
+
 def test_shards_follow_the_sizes_then_the_tasks():
     plan = shard_plan({2: 5, 1: 2}, shard_questions=4)  # size 2: two tasks a shard; size 1: four
     assert plan == [Shard(0, 2, 5, 0, 2), Shard(1, 2, 5, 2, 4), Shard(2, 2, 5, 4, 5), Shard(3, 1, 2, 0, 2)]
@@ -38,13 +52,7 @@ def test_the_same_rows_on_one_and_two_workers_as_the_in_memory_builder(qa, token
     reference = rows_in_memory(qa, tokenizer, args)
     built, real, mine = {}, sft_data.write_shard, []
 
-    def after_a_helper_shard(domain, tokenizer, split, agent, seed, shard, folder, rows):
-        """This process waits for a shard file of the helper's before its first, so both play."""
-        deadline = time.monotonic() + 120
-        while not set(folder.glob("*.arrow")) - set(mine) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        mine.append(sft_data.shard_path(folder, shard.index))
-        return real(domain, tokenizer, split, agent, seed, shard, folder, rows)
+    after_a_helper_shard = _after_a_helper_shard(real, mine)
 
     for workers in (1, 2):
         monkeypatch.setattr(sft_data, "CACHE_DIR", tmp_path / f"w{workers}")
@@ -215,13 +223,7 @@ def test_mem1_episodes_are_cached_as_records_the_same_on_one_and_two_workers(
     args = SFTArgs(tasks=5, objectives=(1, 2), seed=3, rows="episode", data_workers=1)
     built, real, mine = {}, sft_data.write_shard, []
 
-    def after_a_helper_shard(domain, tokenizer, split, agent, seed, shard, folder, rows):
-        """This process waits for a shard file of the helper's before its first, so both play."""
-        deadline = time.monotonic() + 120
-        while not set(folder.glob("*.arrow")) - set(mine) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        mine.append(sft_data.shard_path(folder, shard.index))
-        return real(domain, tokenizer, split, agent, seed, shard, folder, rows)
+    after_a_helper_shard = _after_a_helper_shard(real, mine)
 
     for workers in (1, 2):
         monkeypatch.setattr(sft_data, "CACHE_DIR", tmp_path / f"w{workers}")
