@@ -216,6 +216,16 @@ fig = context_per_turn({a: runs[a][example] for a in runs}, title="one shopping 
 #
 # A shopping PPO step is slow on a CPU (48 episodes of up to ten turns, ~2 min), so 25 minutes gave
 # 14 steps: the training reward rose, the dev reward barely moved (0.646 -> 0.658 over 200 goals).
+# Two longer runs with the group baseline (`ppo-webshop-group`: 55 min at temperature 0.7; a third
+# with a 4x smaller step and 5x the KL weight) did not move it either: the README has the numbers.
+#
+# The full-context baseline is the same SFT recipe on the teacher's full-context episodes, in the
+# mem1 SFT's minutes (`--agent full --rows episode --minutes-scale 0.5`): one row per episode,
+# which holds every turn's row as a prefix (the same response tokens scored, a quarter of the
+# tokens fed).
+#
+#     mem1 sft --env webshop --preset standard --agent full --rows episode --minutes-scale 0.5 \
+#         --out data/checkpoints/sft-webshop-full                                      # 64 min
 
 # %%
 sft_dir, ppo_dir = CHECKPOINT_DIR / "sft-webshop", CHECKPOINT_DIR / "ppo-webshop"
