@@ -524,9 +524,11 @@ class ReadingProbe:
     def teacher_forced(self, model) -> dict:
         return teacher_forced_accuracy(model, self.samples, pad_id=self.tokenizer.pad_token_id)
 
-    def em(self, model, objectives=(1, 2), tasks: int | None = None, split: str = "dev") -> dict:
+    def em(self, model, objectives=None, tasks: int | None = None, split: str = "dev") -> dict:
+        """Greedy EM per objective at each size of `objectives` (None: N = 1 and 2, fitted to the
+        domain; sizes given are taken as they are, e.g. the final evaluation's, fitted already)."""
         out = {}
-        for n in fit_objectives(objectives, self.domain):
+        for n in fit_objectives((1, 2), self.domain) if objectives is None else objectives:
             s = greedy_em(
                 model,
                 self.tokenizer,
@@ -889,7 +891,9 @@ def train_sft(args: SFTArgs) -> dict:
     if args.sft_pool_eval_tasks:
         final |= {
             f"sft_pool_{k}": v
-            for k, v in probe.em(model, objectives=(2,), tasks=args.sft_pool_eval_tasks, split="sft").items()
+            for k, v in probe.em(
+                model, fit_objectives((2,), probe.domain), tasks=args.sft_pool_eval_tasks, split="sft"
+            ).items()
         }
     final |= probe.teacher_forced(model)
     model.save_pretrained(work)
@@ -911,7 +915,7 @@ def train_sft(args: SFTArgs) -> dict:
             ["mem1 sft", f"--preset {args.preset}", f"--out {args.out}", f"--seed {args.seed}"]
             + (
                 [f"--objectives {','.join(map(str, args.objectives))}"]
-                if args.objectives != SFTArgs.objectives
+                if args.objectives != SFTArgs.objectives or args.env != "qa"  # webshop: sizes always named
                 else []
             )
             + ([f"--agent {args.agent}"] if args.agent != "mem1" else [])

@@ -301,3 +301,15 @@ def test_cli_eval_has_an_n_column_and_rebuilds_from_records(tmp_path, capsys):
     assert main([*play[:-6], "--objectives", "5", "--episodes", "1"]) == 2
     err = capsys.readouterr().err.strip()
     assert "1 to 4 goals" in err and len(err.splitlines()) == 1
+
+
+def test_the_sft_probe_evaluates_the_sizes_it_is_given(domain, tokenizer, small_qwen, tmp_path):
+    """The final evaluation of an SFT run on multi-item data asks for N = 2: the probe plays N = 2
+    (its own default, N = 1 and 2, is fitted to WebShop's N = 1)."""
+    from mem1lite.model import load_policy
+    from mem1lite.sft import ReadingProbe, make_args
+
+    model, _ = load_policy(small_qwen(tmp_path / "m"))
+    probe = ReadingProbe(domain, tokenizer, make_args("quick", env="webshop", probe_max_new_tokens=4))
+    assert set(probe.em(model, objectives=(2,), tasks=1)) == {"em_per_objective_n2", "format_errors_n2"}
+    assert set(probe.em(model, tasks=1)) == {"em_per_objective_n1", "format_errors_n1"}
