@@ -44,17 +44,24 @@ import torch.nn.functional as F
 SUPPORTED_DTYPES = (torch.float32, torch.float64)
 
 
+def _bias(linear) -> torch.Tensor | None:
+    """A linear map's bias (a peft LoRA layer's is its base layer's), without computing any delta."""
+    return getattr(linear, "base_layer", linear).bias
+
+
 def _weight(linear) -> tuple[torch.Tensor, torch.Tensor | None]:
     """[1] A linear map's effective (weight, bias): a peft LoRA layer's base plus its active deltas."""
     base = getattr(linear, "base_layer", None)
+    bias = _bias(linear)
+    bias = None if bias is None else bias.detach()
     if base is None:
-        return linear.weight.detach(), None if linear.bias is None else linear.bias.detach()
+        return linear.weight.detach(), bias
     weight = base.weight.detach()
     if not getattr(linear, "disable_adapters", False) and not getattr(linear, "merged", False):
         for name in linear.active_adapters:
             if name in getattr(linear, "lora_A", {}):
                 weight = weight + linear.get_delta_weight(name).detach().to(weight.dtype)
-    return weight, None if base.bias is None else base.bias.detach()
+    return weight, bias
 
 
 def _stack(linears) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -129,10 +136,12 @@ class PlainStep:
             and weight.dtype in SUPPORTED_DTYPES
             and rope == "default"
             and not getattr(config, "use_sliding_window", False)
-            and all(_weight(b.self_attn.o_proj)[1] is None for b in backbone.layers)  # Qwen2's: none
             and all(p.dtype == weight.dtype for n, p in backbone.named_parameters() if "lora_" in n)
+            # the step has no bias for these (Qwen2 has none); read without computing LoRA deltas
             and all(
-                _weight(m)[1] is None for b in backbone.layers for m in (b.mlp.gate_proj, b.mlp.down_proj)
+                _bias(m) is None
+                for b in backbone.layers
+                for m in (b.self_attn.o_proj, b.mlp.gate_proj, b.mlp.up_proj, b.mlp.down_proj)
             )
         )
         return cls(backbone, head) if plain else None
