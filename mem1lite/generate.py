@@ -36,6 +36,7 @@ from typing import Protocol
 
 import torch
 
+from .codec import codec
 from .decode import PlainStep
 from .model import TINY_DIR, load_policy, load_tokenizer
 from .protocol import STOP_STRINGS
@@ -78,21 +79,13 @@ class TeacherPolicy:
     def __init__(self, tokenizer, respond_text: Callable[[str], str] | None = None):
         self.tokenizer = tokenizer
         self.respond_text = respond_text or teacher_response
-        backend = getattr(tokenizer, "backend_tokenizer", None)
-        # The Rust tokenizer's own decode where transformers' adds nothing to it (no clean-up of
-        # spaces): the wrapper first checks every id in Python, a fifth of the teacher's play time.
-        plain = backend is not None and not getattr(tokenizer, "clean_up_tokenization_spaces", False)
-        self._decode = (
-            (lambda ids: backend.decode(ids, skip_special_tokens=False))
-            if plain
-            else (lambda ids: tokenizer.decode(ids, skip_special_tokens=False))
-        )
+        self._encode, self._decode = codec(tokenizer)
 
     def respond(self, contexts: list[list[int]], generators: list[torch.Generator]) -> list[Response]:
         out = []
         for ids in contexts:
             text = self.respond_text(self._decode(ids))
-            resp = self.tokenizer.encode(text, add_special_tokens=False)
+            resp = self._encode(text)
             out.append(Response(resp, [0.0] * len(resp), False))
         return out
 

@@ -7,12 +7,14 @@ models: `Doc 1(Title: t) text`.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import bm25s
 import numpy as np
+from bm25s.stopwords import STOPWORDS_EN
 
 from .world import Document, World
 
@@ -24,6 +26,19 @@ _STOPWORDS = "english"
 class Hit:
     doc: Document
     score: float
+
+
+_WORDS = re.compile(r"(?u)\b\w\w+\b").findall
+"""bm25s.tokenize's default word pattern (scikit-learn's CountVectorizer's)"""
+_STOPWORD_SET = frozenset(STOPWORDS_EN)
+"""bm25s's English stopwords, which `_STOPWORDS` = "english" selects for the corpus"""
+
+
+def _query_words(query: str) -> list[str]:
+    """`bm25s.tokenize([query], stopwords="english", return_ids=False)[0]` without its per-call
+    set-up (a progress bar and a stopword set made for each call: half of a search's time in
+    playing the teacher, #22). tests/test_retrieval.py checks both give the same words."""
+    return [w for w in _WORDS(query.lower()) if w not in _STOPWORD_SET]
 
 
 class Retriever:
@@ -40,9 +55,9 @@ class Retriever:
         self.bm25.index(tokens, show_progress=False)
 
     def _query_ids(self, query: str) -> list[int]:
-        # Tokenise the query with the corpus vocabulary; words the corpus never had cannot match.
-        words = bm25s.tokenize([query], stopwords=_STOPWORDS, return_ids=False, show_progress=False)[0]
-        return [self.vocab[w] for w in words if w in self.vocab]
+        # Tokenise the query as bm25s.tokenize did the corpus (lower case, its word pattern, its
+        # stopwords; `_query_words`), with the corpus vocabulary: words it never had cannot match.
+        return [self.vocab[w] for w in _query_words(query) if w in self.vocab]
 
     def search(self, query: str, k: int = 3) -> list[Hit]:
         """The top-`k` documents for `query`; an empty list when no query word is in the corpus."""

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from .codec import codec
 from .terms import AGENTS
 from .trajectory import PROMPT, Trajectory, Turn, token_kinds
 
@@ -194,15 +195,13 @@ def _play_turn(policy, tokenizer, envs, trajs, agent, generators, active, reuse_
     else:
         responses = policy.respond(contexts, [generators[i] for i in active])
     per_episode = (time.perf_counter() - t0) / len(active)
+    encode, decode = codec(tokenizer)
     still = []
     for i, sp, context, resp in zip(active, spans, contexts, responses):
         t1 = time.perf_counter()
         env, traj = envs[i], trajs[i]
-        text = tokenizer.decode(resp.ids, skip_special_tokens=False)
-        outcome = env.step(text, resp.hit_limit)
-        obs_ids = (
-            tokenizer.encode(outcome.observation, add_special_tokens=False) if outcome.observation else []
-        )
+        outcome = env.step(decode(resp.ids), resp.hit_limit)
+        obs_ids = encode(outcome.observation) if outcome.observation else []
         parsed = outcome.parsed
         traj.turns.append(
             Turn(

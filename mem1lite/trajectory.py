@@ -96,7 +96,10 @@ class Trajectory:
         return self.ids_of(self.turns[j].spans)
 
     def ids_of(self, spans: Sequence[Sequence[int]]) -> list[int]:
-        return [t for p, a, b in spans for t in self.piece(p)[a:b]]
+        out: list[int] = []
+        for p, a, b in spans:
+            out += self.piece(p)[a:b]  # slices joined in C, not an id at a time
+        return out
 
     def context_lengths(self) -> list[int]:
         return [sum(b - a for _, a, b in t.spans) for t in self.turns]
@@ -192,14 +195,14 @@ def token_kinds(tokenizer, ids: Sequence[int], is_error: bool) -> str:
         return KIND_LETTERS["error"] * len(ids)
     texts = _token_texts(tokenizer, ids)
     full = "".join(texts)
-    region = ["o"] * len(full)
+    region = bytearray(b"o" * len(full))  # one letter per character, sliced and searched in C
     for pattern, letter in _KIND_REGIONS:
         for m in pattern.finditer(full):
             region[m.start() : m.end()] = letter * (m.end() - m.start())
     out, pos = [], 0
     for t in texts:
-        seg = [c for c in region[pos : pos + len(t)] if c != "o"]
-        out.append(seg[0] if seg else "o")
+        seg = region[pos : pos + len(t)].lstrip(b"o")  # its first letter that is not "o", if any
+        out.append(chr(seg[0]) if seg else "o")
         pos += len(t)
     return "".join(out)
 
@@ -212,15 +215,16 @@ was a quarter of the time of playing the teacher for SFT data (#22)"""
 def _token_texts(tokenizer, ids: Sequence[int]) -> list[str]:
     """`tokenizer.decode([i])` for each id, each id decoded once per tokenizer."""
     known = _TEXTS.setdefault(tokenizer, {})
-    for i in set(ids) - known.keys():
+    # not `set(ids) - known.keys()`: that walks every id known so far (thousands) at each call
+    for i in {i for i in ids if i not in known}:
         known[i] = tokenizer.decode([i], skip_special_tokens=False)
     return [known[i] for i in ids]
 
 
 _KIND_REGIONS = [
-    (re.compile(r"<think>.*?</think>", re.S), "s"),
-    (re.compile(r"<search>.*?</search>", re.S), "a"),
-    (re.compile(r"<answer>.*?</answer>", re.S), "A"),
+    (re.compile(r"<think>.*?</think>", re.S), b"s"),
+    (re.compile(r"<search>.*?</search>", re.S), b"a"),
+    (re.compile(r"<answer>.*?</answer>", re.S), b"A"),
 ]
 
 

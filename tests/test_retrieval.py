@@ -24,3 +24,25 @@ def test_queries_with_no_known_word_return_nothing(small_world):
     assert retriever.search("the of is") == []  # stop words only
     assert retriever.search("zzzqqq") == []
     assert format_passages([]) == "No results."
+
+
+def test_query_words_are_bm25s_own_tokens_of_the_query(world):
+    """The retriever tokenises a query itself (#22: bm25s.tokenize's per-call set-up was half of a
+    search); its words are bm25s's, case, stopwords, digits, apostrophes and non-ASCII included."""
+    import bm25s
+
+    from mem1lite.retrieval import _STOPWORDS, _query_words
+
+    queries = [
+        q for split in ("dev", "sft") for question in world.questions[split][:200] for q in question.queries
+    ]
+    queries += [
+        "",
+        "the of is",
+        "Who is the founder's son? 1852 A b",
+        "Ärzte Zoë naïve  café-au-lait",
+        "x1 22 a_b",
+    ]
+    for q in queries:
+        words = bm25s.tokenize([q], stopwords=_STOPWORDS, return_ids=False, show_progress=False)[0]
+        assert _query_words(q) == words, q

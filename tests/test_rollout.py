@@ -399,6 +399,41 @@ def test_token_kinds(tokenizer):
     assert token_kinds(tokenizer, ids, is_error=True) == "e" * len(ids)
 
 
+def test_token_kinds_are_the_per_character_rule_on_any_ids(tokenizer):
+    """token_kinds slices its regions in C (#22); the letters are those of the rule it implements:
+    a token takes the first tag region its characters fall in, on any ids (unclosed and nested
+    tags, multi-byte characters cut across tokens, empty texts)."""
+    import random
+    import re
+
+    regions = [(r"<think>.*?</think>", "s"), (r"<search>.*?</search>", "a"), (r"<answer>.*?</answer>", "A")]
+
+    def rule(ids):
+        texts = [tokenizer.decode([i], skip_special_tokens=False) for i in ids]
+        full = "".join(texts)
+        region = ["o"] * len(full)
+        for pattern, letter in regions:
+            for m in re.finditer(pattern, full, re.S):
+                region[m.start() : m.end()] = letter * (m.end() - m.start())
+        out, pos = [], 0
+        for t in texts:
+            seg = [c for c in region[pos : pos + len(t)] if c != "o"]
+            out.append(seg[0] if seg else "o")
+            pos += len(t)
+        return "".join(out)
+
+    rng = random.Random(0)
+    tags = tokenizer.convert_tokens_to_ids(
+        ["<think>", "</think>", "<search>", "</search>", "<answer>", "</answer>"]
+    )
+    words = tokenizer.encode("Kel Works é ü 1852; x", add_special_tokens=False) + list(range(12, 300))
+    for _ in range(400):
+        ids = [
+            rng.choice(tags) if rng.random() < 0.2 else rng.choice(words) for _ in range(rng.randint(0, 30))
+        ]
+        assert token_kinds(tokenizer, ids, False) == rule(ids), ids
+
+
 # ---------------------------------------------------------------------------------------------
 # jsonl
 
