@@ -23,9 +23,14 @@ why:
    teacher is plain Python, so two free cores play about twice the turns.
 3. Streamed. Each shard's rows become one Arrow file as soon as it is played: a process holds one
    shard's episodes, never the whole data (at N = 1..16, ~500 k rows of ~500 tokens: several GB
-   as Python lists). The shard files are then joined, memory-mapped, into the cache folder, which is
-   written whole in a temporary folder and renamed into place: a kill or a second writer never
-   leaves half the rows under the key, and a damaged cache is said so and built again.
+   as Python lists). This process appends the shards, in order, to one file (`ROWS_FILE`) as they
+   come in, between its own shards and while the helpers play: a shard is read whole and
+   written, never memory-mapped, so the process holds one shard at a time. (Joining the shards
+   memory-mapped and copying them with `save_to_disk` at the end, as before, kept every page of the
+   data mapped in this process: its RSS grew by the size of the data, ~3 GB at N = 1..16.) The
+   cache folder is written whole in a temporary folder and renamed into place: a kill or a second
+   writer never leaves half the rows under the key, and a damaged cache is said so and built again.
+   The cache is read memory-mapped (`Dataset.from_file`).
 4. Labels are computed on Arrow batches (`to_dataset`: numpy over whole columns), not by a Python
    loop over every token of every row.
 5. A progress bar (tasks, rate, ETA) while building; the cache key is printed, and a rerun that
@@ -86,6 +91,8 @@ EPISODE_COLUMNS = ("trajectory", "scored", "turn_scored", "turn_rows")
 ROWS = ("turn", "episode")
 """a row per teacher turn, or per episode: one causal row in the full view [6], the episode's
 record in the mem1 view [7]"""
+ROWS_FILE = "rows.arrow"
+"""[3] the cache folder's one file: the rows (or the episodes), an Arrow stream as `datasets` writes"""
 CACHE_VERSION = 1
 """bumped only when the rows change (the streamed builder writes the rows version 1 had)"""
 
@@ -319,26 +326,32 @@ def shard_path(folder: Path, index: int) -> Path:
 # [2] Worker processes
 
 
-def write_shards(domain, tokenizer, args, split: str, folder: Path, workers: int, bar=None) -> list[Path]:
-    """Every shard's rows under `folder`, played by `workers` processes: this one and workers - 1
-    spawned helpers, each taking the next unclaimed shard until none is left (this process starts
-    at once; a helper joins when it has started, a few seconds later). Returns the files in row
-    order, whichever order the shards finished in."""
+def write_shards(domain, tokenizer, args, split: str, folder: Path, workers: int, bar=None) -> Path:
+    """Every shard's rows, played by `workers` processes (this one and workers - 1 spawned helpers,
+    each taking the next unclaimed shard until none is left: this process starts at once, a helper
+    joins when it has started, a few seconds later), joined in row order into folder/rows.arrow,
+    whichever order the shards finished in. Returns that file."""
     plan = shard_plan(tasks_per_size(args.objectives, args.tasks, args.long_share))
     rows = getattr(args, "rows", "turn")
     job = (domain, tokenizer, split, args.agent, args.seed, folder, plan, rows)
-    report = _Report(bar)
+    report = _Report(bar, _Join(folder, len(plan)))
     helpers, done = [], None
     context = multiprocessing.get_context("spawn")
     claim = context.Value("i", 0)  # the next unclaimed shard, shared (with its lock)
     if min(workers, len(plan)) > 1:
-        done = context.Queue()
+        done, jobs = context.Queue(), context.Queue()
+        jobs.cancel_join_thread()  # a helper stopped before reading its job must not hold up exit
         helpers = [
-            context.Process(target=_helper, args=(job, claim, done), daemon=True)
+            context.Process(target=_helper, args=(jobs, claim, done), daemon=True)
             for _ in range(min(workers, len(plan)) - 1)
         ]
         for p in helpers:
             p.start()
+            # The job (the domain, with its world and index: ~17 MB pickled) goes by a queue, whose
+            # thread writes it while this process plays. As an argument of the process it was written
+            # by start(), which waited for the helper to import everything and read it: this
+            # process then started its first shard as late as the helper (~4 s).
+            jobs.put(job)
     try:
         for shard in _claimed(plan, claim):
             report(write_shard(domain, tokenizer, split, args.agent, args.seed, shard, folder, rows))
@@ -351,14 +364,15 @@ def write_shards(domain, tokenizer, args, split: str, folder: Path, workers: int
                 dead = [p.exitcode for p in helpers if p.exitcode not in (None, 0)]
                 if dead:
                     raise RuntimeError(f"a teacher data worker died (exit code {dead[0]})") from None
-        for p in helpers:
-            p.join()
+        # Every shard is written and reported: a helper's exit (tearing down torch, ~1 s) is not
+        # waited for; `finally` stops whichever has not exited yet.
     finally:
         for p in helpers:
             if p.is_alive():
                 p.terminate()
                 p.join()
-    return [shard_path(folder, s.index) for s in plan]
+        report.join.close()
+    return report.join.path
 
 
 def _claimed(plan: list[Shard], claim):
@@ -372,11 +386,11 @@ def _claimed(plan: list[Shard], claim):
         yield plan[i]
 
 
-def _helper(job, claim, done) -> None:
+def _helper(jobs, claim, done) -> None:
     """[2] A spawned worker: one torch thread (the teacher is Python; more would only compete)."""
     torch.set_num_threads(1)
-    domain, tokenizer, split, agent, seed, folder, plan, rows = job
     try:
+        domain, tokenizer, split, agent, seed, folder, plan, rows = jobs.get()
         for shard in _claimed(plan, claim):
             done.put(write_shard(domain, tokenizer, split, agent, seed, shard, folder, rows))
     except BaseException as exc:  # said in the parent, which raises it
@@ -384,18 +398,52 @@ def _helper(job, claim, done) -> None:
 
 
 class _Report:
-    """Counts the finished shards and moves the progress bar; raises a helper's error."""
+    """Counts the finished shards, joins them, moves the progress bar; raises a helper's error."""
 
-    def __init__(self, bar):
-        self.bar, self.shards, self.rows, self.tokens = bar, 0, 0, 0
+    def __init__(self, bar, join):
+        self.bar, self.join, self.shards, self.rows, self.tokens = bar, join, 0, 0, 0
 
     def __call__(self, d) -> None:
         if isinstance(d, str):
             raise RuntimeError(f"a teacher data worker failed: {d}")
+        self.join(d.index)
         self.shards, self.rows, self.tokens = self.shards + 1, self.rows + d.rows, self.tokens + d.tokens
         if self.bar is not None:
             self.bar.set_postfix(rows=self.rows, tokens=f"{self.tokens / 1e6:.1f}M", refresh=False)
             self.bar.update(d.tasks)
+
+
+class _Join:
+    """[3] Appends the shards' rows to one Arrow file in shard order, as soon as every shard before
+    them is done, and deletes each shard's file: this process does it between its own shards, while
+    the helpers play, and holds one shard's rows at a time (read, not memory-mapped: the kernel
+    keeps no mapped pages of them in this process)."""
+
+    def __init__(self, folder: Path, shards: int):
+        self.folder, self.shards, self.path = folder, shards, folder / "rows.arrow"
+        self.done: set[int] = set()
+        self.next = 0
+        self.sink, self.writer = None, None
+
+    def __call__(self, index: int) -> None:
+        self.done.add(index)
+        while self.next in self.done:
+            shard = shard_path(self.folder, self.next)
+            with pa.OSFile(str(shard), "rb") as source:
+                table = pa.ipc.open_stream(source).read_all()
+            if self.writer is None:
+                self.sink = pa.OSFile(str(self.path), "wb")
+                self.writer = pa.ipc.new_stream(self.sink, table.schema)
+            self.writer.write_table(table)
+            shard.unlink()
+            self.done.discard(self.next)
+            self.next += 1
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.sink.close()
+            self.writer = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -409,8 +457,6 @@ def teacher_sft_data(domain, tokenizer, args, split: str = "sft", progress: bool
     keyed by everything that changes the rows; built by `args.data_workers` processes (None: two,
     one on a one-core machine), the same rows whatever their number. `progress`: a progress bar
     on stderr; `log`: where the cache key and a cache hit are said."""
-    from datasets import concatenate_datasets, load_from_disk
-
     workers = check_workers(getattr(args, "data_workers", None))
     key = cache_key(domain, tokenizer, args, split)
     cached = CACHE_DIR / f"sft-{key}"
@@ -438,38 +484,36 @@ def teacher_sft_data(domain, tokenizer, args, split: str = "sft", progress: bool
             file=sys.stderr,
             mininterval=1.0,  # a line a second at most in a log file
         ) as bar:
-            paths = write_shards(domain, tokenizer, args, split, shards, workers, bar)
-        joined = concatenate_datasets([_from_file(p) for p in paths])
+            joined = write_shards(domain, tokenizer, args, split, shards, workers, bar)
         # a folder of this writer's own, renamed into place whole: a kill or a second writer never
         # leaves a half-written cache under the key
-        joined.save_to_disk(str(tmp / "rows"))
-        del joined
+        (tmp / "rows").mkdir()
+        joined.rename(tmp / "rows" / ROWS_FILE)
         shutil.rmtree(cached, ignore_errors=True)
         try:
             (tmp / "rows").rename(cached)
         except OSError:  # another writer renamed the same rows into place first
-            if _read_cache(cached, columns) is None:
-                raise
+            pass
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return load_from_disk(str(cached))
-
-
-def _from_file(path: Path):
-    from datasets import Dataset
-
-    return Dataset.from_file(str(path))
+    data = _read_cache(cached, columns)
+    if data is None:
+        raise RuntimeError(f"the SFT data just written to {cached} cannot be read")
+    return data
 
 
 def _read_cache(cached: Path, columns=COLUMNS):
     """The cached rows, or None when there are none or they cannot be read: a damaged cache is
     said so on stderr and removed, and the caller builds the rows again (they are derived data)."""
-    from datasets import load_from_disk
+    from datasets import Dataset, load_from_disk
 
     if not cached.exists():
         return None
     try:
-        data = load_from_disk(str(cached))
+        # [3] one Arrow file, memory-mapped; a folder of `save_to_disk`, as builders before the
+        # joined file wrote them (the same rows under the same key)
+        rows = cached / ROWS_FILE
+        data = Dataset.from_file(str(rows)) if rows.exists() else load_from_disk(str(cached))
         if set(data.column_names) != set(columns) or len(data) == 0:
             raise ValueError(f"columns {data.column_names}, {len(data)} rows")
         return data
@@ -578,25 +622,69 @@ def episode_packs(data, budget: int, seed: int) -> list[Pack]:
 
 
 def to_dataset(data, loss_on: str, seed: int):
-    """Add `labels` (-100 where no loss) for a stage, and shuffle: columns `input_ids`, `labels`."""
+    """Add `labels` (-100 where no loss) for a stage, and shuffle: columns `input_ids`, `labels`.
+    Rows cached in one file (`teacher_sft_data`) are labelled by reading that file a batch at a
+    time into labels-LOSS_ON.arrow beside it (made once, then reused), not memory-mapped: labelling
+    N = 1..16 data through `Dataset.map` left every page of the rows mapped in this process (its
+    RSS grew by the size of the data, ~3 GB). Other datasets (in memory, or several files) go
+    through `Dataset.map`; both give the same rows, types and order (tests/test_sft_data.py)."""
+    from datasets import Dataset
+
     if loss_on not in ("all", "response"):
         raise ValueError(f"loss_on must be 'all' or 'response', got {loss_on!r}")
-
-    def labels(batch: pa.Table) -> pa.Table:
-        ids = batch.column("input_ids").combine_chunks()
-        offsets = ids.offsets.to_numpy()
-        values = pc.list_flatten(ids).to_numpy().astype(np.int64)
-        if loss_on == "response":
-            mask = pc.list_flatten(batch.column("response_mask").combine_chunks()).to_numpy()
-            values = np.where(mask != 0, values, -100)
-        labels = pa.ListArray.from_arrays(pa.array(offsets - offsets[0]), pa.array(values))
-        return pa.table({"input_ids": ids, "labels": labels})
-
     features = _features(labels=True)
-    with_labels = data.with_format("arrow").map(
-        labels, batched=True, remove_columns=["response_mask"], features=features
-    )
-    return with_labels.with_format(None).shuffle(seed=seed)
+    source = _one_file(data)
+    if source is None:
+        with_labels = data.with_format("arrow").map(
+            lambda batch: _labels(batch, loss_on),
+            batched=True,
+            remove_columns=["response_mask"],
+            features=features,
+        )
+        return with_labels.with_format(None).shuffle(seed=seed)
+    target = source.with_name(f"labels-{loss_on}.arrow")
+    if not target.exists():
+        # written beside the rows under a name of this writer's own, then renamed into place whole
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            with pa.OSFile(str(source), "rb") as rows, pa.OSFile(tmp, "wb") as sink:
+                reader = pa.ipc.open_stream(rows)
+                with pa.ipc.new_stream(sink, features.arrow_schema) as writer:
+                    for batch in reader:
+                        writer.write_table(_labels(pa.Table.from_batches([batch]), loss_on))
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return Dataset.from_file(str(target)).shuffle(seed=seed)
+
+
+def _labels(batch: pa.Table, loss_on: str) -> pa.Table:
+    """[4] `input_ids` and their labels: the ids, -100 where the mask is 0 when `loss_on` is
+    "response"; numpy over whole columns."""
+    ids = batch.column("input_ids").combine_chunks()
+    offsets = ids.offsets.to_numpy()
+    values = pc.list_flatten(ids).to_numpy().astype(np.int64)
+    if loss_on == "response":
+        mask = pc.list_flatten(batch.column("response_mask").combine_chunks()).to_numpy()
+        values = np.where(mask != 0, values, -100)
+    labels = pa.ListArray.from_arrays(pa.array(offsets - offsets[0]), pa.array(values))
+    return pa.Table.from_arrays([ids, labels], schema=_features(labels=True).arrow_schema)
+
+
+def _one_file(data) -> Path | None:
+    """The Arrow file that holds all of `data`'s rows as they are (no selection, no reordering,
+    turn rows), or None."""
+    files = getattr(data, "cache_files", None) or []
+    if (
+        len(files) != 1
+        or getattr(data, "_indices", None) is not None
+        or set(data.column_names) != set(COLUMNS)
+    ):
+        return None
+    path = Path(files[0]["filename"])
+    return path if path.name in (ROWS_FILE, "data-00000-of-00001.arrow") else None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import shutil
 from dataclasses import replace
 
 import pytest
@@ -174,7 +175,7 @@ def test_cli_long_preset_needs_a_trained_start_and_webshop_has_no_pointer(tmp_pa
     assert not any(tmp_path.iterdir())  # nothing written
 
 
-@pytest.mark.parametrize("damage", ["truncate the arrow file", "break state.json", "empty folder"])
+@pytest.mark.parametrize("damage", ["cut rows.arrow", "former folder, bad state.json", "empty folder"])
 def test_a_damaged_data_cache_is_said_and_built_again(qa, tokenizer, tmp_path, monkeypatch, capsys, damage):
     import datasets
 
@@ -190,8 +191,14 @@ def test_a_damaged_data_cache_is_said_and_built_again(qa, tokenizer, tmp_path, m
     if damage == "empty folder":
         for f in cached.iterdir():
             f.unlink()
-    else:
-        (f,) = cached.glob("*.arrow") if "arrow" in damage else [cached / "state.json"]
+    elif damage == "cut rows.arrow":
+        f = cached / sft_data.ROWS_FILE
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    else:  # a cache of the builders before rows.arrow (`save_to_disk`), damaged
+        legacy = datasets.Dataset.from_dict(teacher_sft_data(qa, tokenizer, args, progress=False).to_dict())
+        shutil.rmtree(cached)
+        legacy.save_to_disk(str(cached))
+        f = cached / "state.json"
         f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
     capsys.readouterr()
     assert teacher_sft_data(qa, tokenizer, args, progress=False)["input_ids"] == rows
@@ -200,6 +207,32 @@ def test_a_damaged_data_cache_is_said_and_built_again(qa, tokenizer, tmp_path, m
     again = teacher_sft_data(qa, tokenizer, args, progress=False)  # rebuilt whole: read silently
     assert again["input_ids"] == rows
     assert capsys.readouterr().err == ""
+
+
+def test_a_cache_of_the_former_format_is_read_as_it_is(qa, tokenizer, tmp_path, monkeypatch):
+    """Caches written before rows.arrow (a `save_to_disk` folder under the same key) are read, and
+    labelled from their one file as the new ones are."""
+    import datasets
+
+    import mem1lite.sft_data as sft_data
+
+    monkeypatch.setattr(sft_data, "CACHE_DIR", tmp_path)
+    args = SFTArgs(tasks=2, objectives=(2,), seed=6)
+    rows = teacher_sft_data(qa, tokenizer, args, progress=False)
+    expected, labels = rows[:], to_dataset(rows, "response", seed=1)[:]
+    (cached,) = tmp_path.glob("sft-*")
+    legacy = datasets.Dataset.from_dict(expected, features=rows.features)
+    shutil.rmtree(cached)
+    legacy.save_to_disk(str(cached))
+
+    def no_play(*a, **k):
+        raise AssertionError("the former cache was not used")
+
+    monkeypatch.setattr(sft_data, "write_shards", no_play)
+    again = teacher_sft_data(qa, tokenizer, args, progress=False)
+    assert again[:] == expected and again.features == rows.features
+    assert to_dataset(again, "response", seed=1)[:] == labels
+    assert (cached / "labels-response.arrow").exists()
 
 
 def _resume_args(init, out, **kw) -> SFTArgs:

@@ -24,12 +24,12 @@ def _quiet(*a, **k):
 
 
 def _after_a_helper_shard(real, mine: list):
-    """`write_shard` for this process that waits for a shard file of the spawned helper's before
-    playing its own (recorded in `mine`), so both processes play some shards."""
+    """`write_shard` for this process that waits, before playing its first shard, for a shard file
+    of the spawned helper's, so both processes play some shards; its own shards go to `mine`."""
 
     def write_shard(domain, tokenizer, split, agent, seed, shard, folder, rows):
         deadline = time.monotonic() + 120
-        while not set(folder.glob("*.arrow")) - set(mine) and time.monotonic() < deadline:
+        while not mine and not list(folder.glob("shard-*.arrow")) and time.monotonic() < deadline:
             time.sleep(0.05)
         mine.append(sft_data.shard_path(folder, shard.index))
         return real(domain, tokenizer, split, agent, seed, shard, folder, rows)
@@ -80,11 +80,20 @@ def test_labels_are_the_response_or_every_token_and_the_old_map_s(qa, tokenizer,
     monkeypatch.setattr(sft_data, "CACHE_DIR", tmp_path)
     args = SFTArgs(tasks=3, objectives=(2,), seed=1, data_workers=1)
     rows = teacher_sft_data(qa, tokenizer, args, progress=False, log=_quiet)
+    from datasets import Dataset
+
+    in_memory = Dataset.from_dict(rows.to_dict(), features=rows.features)
     for loss_on in ("response", "all"):
-        stage = to_dataset(rows, loss_on, seed=7)
+        stage = to_dataset(rows, loss_on, seed=7)  # read from the cache's file, written beside it
+        labels_file = tmp_path / f"sft-{sft_data.cache_key(qa, tokenizer, args)}" / f"labels-{loss_on}.arrow"
+        assert stage.cache_files[0]["filename"] == str(labels_file)
         old = labels_per_row(rows, loss_on, seed=7)
         assert stage.column_names == ["input_ids", "labels"] and stage.features == old.features
         assert stage.format == old.format and stage[:] == old[:]  # the same shuffle as well
+        mapped = to_dataset(in_memory, loss_on, seed=7)  # Dataset.map: no file to read
+        assert not mapped.cache_files and mapped.features == old.features and mapped[:] == old[:]
+        written = labels_file.stat().st_mtime_ns
+        assert to_dataset(rows, loss_on, seed=7)[:] == old[:] and labels_file.stat().st_mtime_ns == written
     by_ids = {tuple(r["input_ids"]): r["response_mask"] for r in rows}
     for r in to_dataset(rows, "response", seed=0):
         mask = by_ids[tuple(r["input_ids"])]
@@ -147,6 +156,33 @@ def test_bench_data_cli_smoke(tmp_path, capsys):
     assert all(r["same_rows_as_memory"] and r["rows"] > 0 for r in records)
     assert records[1]["cache_hit_seconds"] < 5
     assert "a rerun that finds the cache" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_data_build_script_times_the_builder_and_digests_its_rows(qa, tokenizer, tmp_path):
+    """scripts/data_build.py (which times any commit's builder, issue #22): the rows it builds are the
+    reference's, and its digest is `rows_digest`'s (it keeps a copy, for commits that lack it)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, str(root / "scripts" / "data_build.py"), "--tasks", "4", "--objectives", "1-2"],
+        capture_output=True,
+        text=True,
+        env=os.environ | {"OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    record = json.loads(done.stdout.strip().splitlines()[-1])
+    reference = rows_in_memory(qa, tokenizer, SFTArgs(tasks=4, objectives=(1, 2), seed=0))
+    assert record["builder"] == "streamed" and record["workers"] == 2 and record["rows"] == len(reference)
+    assert record["digest"] == rows_digest(reference)[:16]
+    assert record["seconds"] >= record["rows_seconds"] > 0
+    assert record["peak_rss_mb"] >= record["peak_anon_mb"] > 0
 
 
 # ---------------------------------------------------------------------------------------------
