@@ -634,7 +634,8 @@ def to_dataset(data, loss_on: str, seed: int):
         raise ValueError(f"loss_on must be 'all' or 'response', got {loss_on!r}")
     features = _features(labels=True)
     source = _one_file(data)
-    if source is None:
+    target = None if source is None else source.with_name(f"labels-{loss_on}.arrow")
+    if target is None:
         with_labels = data.with_format("arrow").map(
             lambda batch: _labels(batch, loss_on),
             batched=True,
@@ -642,7 +643,6 @@ def to_dataset(data, loss_on: str, seed: int):
             features=features,
         )
         return with_labels.with_format(None).shuffle(seed=seed)
-    target = source.with_name(f"labels-{loss_on}.arrow")
     if not target.exists():
         # written beside the rows under a name of this writer's own, then renamed into place whole
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
