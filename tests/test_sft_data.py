@@ -121,6 +121,28 @@ def test_a_rerun_finds_the_cache_and_says_so(qa, tokenizer, tmp_path, monkeypatc
     assert rows_digest(again) == rows_digest(first)
 
 
+def test_a_failure_mid_build_leaves_no_cache_and_no_temporary(qa, tokenizer, tmp_path, monkeypatch):
+    """A shard that fails after others were joined: the error comes through, and neither a cache
+    under the key nor the half-joined rows are left; the next build makes the whole rows."""
+    monkeypatch.setattr(sft_data, "CACHE_DIR", tmp_path)
+    monkeypatch.setattr(sft_data, "SHARD_QUESTIONS", 2)
+    args = SFTArgs(tasks=6, objectives=(1,), seed=3, data_workers=1)
+    real = sft_data.play_shard
+
+    def fails_on_the_third(domain, tokenizer, split, agent, seed, shard):
+        if shard.index == 2:
+            raise OSError("No space left on device")
+        return real(domain, tokenizer, split, agent, seed, shard)
+
+    monkeypatch.setattr(sft_data, "play_shard", fails_on_the_third)
+    with pytest.raises(OSError, match="No space left"):
+        teacher_sft_data(qa, tokenizer, args, progress=False, log=_quiet)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(sft_data, "play_shard", real)
+    rows = teacher_sft_data(qa, tokenizer, args, progress=False, log=_quiet)
+    assert rows_digest(rows) == rows_digest(rows_in_memory(qa, tokenizer, args))
+
+
 @pytest.mark.parametrize("workers", [0, -1, 1.5, True])
 def test_fewer_than_one_worker_is_refused_in_one_line(qa, tokenizer, tmp_path, monkeypatch, workers):
     monkeypatch.setattr(sft_data, "CACHE_DIR", tmp_path)
