@@ -334,7 +334,7 @@ def write_shards(domain, tokenizer, args, split: str, folder: Path, workers: int
     plan = shard_plan(tasks_per_size(args.objectives, args.tasks, args.long_share))
     rows = getattr(args, "rows", "turn")
     job = (domain, tokenizer, split, args.agent, args.seed, folder, plan, rows)
-    report = _Report(bar, _Join(folder, len(plan)))
+    report = _Report(bar, _Join(folder))
     helpers, done = [], None
     context = multiprocessing.get_context("spawn")
     claim = context.Value("i", 0)  # the next unclaimed shard, shared (with its lock)
@@ -419,8 +419,8 @@ class _Join:
     the helpers play, and holds one shard's rows at a time (read, not memory-mapped: the kernel
     keeps no mapped pages of them in this process)."""
 
-    def __init__(self, folder: Path, shards: int):
-        self.folder, self.shards, self.path = folder, shards, folder / "rows.arrow"
+    def __init__(self, folder: Path):
+        self.folder, self.path = folder, folder / ROWS_FILE
         self.done: set[int] = set()
         self.next = 0
         self.sink, self.writer = None, None
