@@ -18,8 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from .files import lock, write_text
-from .store import DataError
+from .files import lock, lock_path, write_failure_line, write_text
 from .teacher import POINTERS
 from .terms import AGENTS, LAYOUTS
 from .world import DEFAULT_WORLD_DIR, SPLITS
@@ -138,18 +137,12 @@ def _build_store(out: Path, what: str, seed: int, force: bool, write) -> None:
     """Build a data store (the world, the catalogue) into `out` under its lock; one that is already
     there is kept unless --force."""
     t0 = time.perf_counter()
-    with lock(_lock_path(out), f"writing {out}"):  # two builds must not both pass the check below
+    with lock(lock_path(out), f"writing {out}"):  # two builds must not both pass the check below
         if out.exists() and any(out.iterdir()) and not force:
             raise UserError(f"{out} already holds a {what}; pass --force to overwrite it")
         write(out)
     size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
     print(f"wrote {what} seed={seed} to {out} ({size:.1f} MB) in {time.perf_counter() - t0:.1f} s")
-
-
-def _lock_path(folder: Path) -> Path:
-    """The lock file of a data folder's builders: beside the folder, which is replaced whole."""
-    folder = folder.resolve()
-    return folder.with_name(folder.name + ".lock")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -920,6 +913,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def error_line(exc: BaseException) -> str:
+    """The one line `main` prints for an error: the package's own errors (one line by design), a
+    refused write (files.write_failure_line: the path and the cause), a bad value, an OS error
+    naming its file; anything else is a bug, said as one and its traceback kept in a file."""
+    mine = type(exc).__module__.startswith("mem1lite") or (isinstance(exc, FileExistsError) and not exc.errno)
+    if mine and not isinstance(exc, (KeyError, TypeError)):
+        return _one_line(exc)
+    line = write_failure_line(exc)
+    if line is not None:
+        return line
+    if isinstance(exc, ValueError):
+        return _one_line(exc)
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    if isinstance(exc, MemoryError):
+        return "out of memory: ask for less (fewer episodes, tokens or a smaller batch)"
+    import tempfile
+    import traceback
+
+    where = "not kept"
+    try:
+        fd, where = tempfile.mkstemp(prefix="mem1-traceback-", suffix=".txt")
+        with os.fdopen(fd, "w") as f:
+            f.write("".join(traceback.format_exception(exc)))
+    except OSError:
+        pass
+    return (
+        f"unexpected {type(exc).__name__}: {_one_line(exc)[:300]} (a bug in mem1lite: the traceback is "
+        f"in {where}; MEM1_TRACEBACK=1 shows it)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     # read by OpenMP once, when torch loads (threads.py): idle threads sleep instead of spinning
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -927,20 +956,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except (UserError, DataError, FileExistsError, ValueError) as exc:
-        print(f"mem1: error: {exc}", file=sys.stderr)
-        return 2
-    except RuntimeError as exc:
-        # A missing or incomplete model directory, from any command that loads one. model.py (and
-        # torch with it) is imported only by such commands, so it is looked up, not imported here.
-        model = sys.modules.get("mem1lite.model")
-        if model is None or not isinstance(exc, model.ModelLoadError):
-            raise
-        print(f"mem1: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("mem1: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if os.environ.get("MEM1_TRACEBACK", "") not in ("", "0"):
+            raise
+        print(f"mem1: error: {error_line(exc)}", file=sys.stderr)
+        return 2
     return 0
 
 
