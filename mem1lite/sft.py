@@ -5,6 +5,9 @@
     mem1 sft --preset standard --objectives 2 --out runs/sft-n2   # the paper's N = 2-only data
     mem1 sft --preset quick --model qwen2.5-0.5b --out runs/sft-qwen   # a real Qwen checkpoint (local)
     mem1 sft --preset long --init DIR --rows episode --out runs/sft-ep # whole episodes, packed layout [8]
+    mem1 sft --preset n16 --out runs/sft-n16                # the headline recipe, from scratch [9]
+    mem1 sft --preset n16 --model runs/w7-tokenizer --data runs/w7 --out runs/w7-sft  # another world:
+                                          # from scratch with its tokenizer (mem1 tokenizer --out)
     accelerate launch --multi_gpu --num_processes 4 -m mem1lite.cli sft --model qwen2.5-0.5b --out runs/sft-q4
 
 The data are the scripted teacher's turns on the `sft` pool, in exactly the view the mem1 agent
@@ -58,6 +61,9 @@ The recipe, and why (docs/DESIGN.md has the measurements behind it):
    are built (a prompt or a passage stands in several blocks, so "every token" has no single
    weight). One process, and no activation checkpointing (the layout reuses the prompt's KV
    cache). `mem1 bench sft` times both ways side by side.
+9. Stages may name their own rows (`Stage.rows`). The `n16` preset, the headline recipe in one
+   command, reads on turn rows (every token's loss needs rows) and responds on episodes: each
+   rows mode's data are built once (their own cache key) and each stage trains on its own.
 """
 
 from __future__ import annotations
@@ -75,7 +81,19 @@ import torch
 import torch.nn.functional as F
 
 from .domains import fit_default, fit_objectives, load_domain
-from .files import commit_folder, find_folder, fsync_tree, new_folder, remove_folder, write_text
+from .files import (
+    append_text,
+    check_output,
+    commit_folder,
+    find_folder,
+    fsync_tree,
+    new_folder,
+    one_run,
+    remove_folder,
+    save_figure,
+    write_text,
+    writing,
+)
 from .masks import build_packed, causal_lm, layout_hidden
 from .model import TINY_DIR, build_tiny_model, count_parameters, load_policy, load_tokenizer, resolve_model
 from .plots import probe_curves
@@ -113,6 +131,9 @@ class Stage:
     """linear warm-up steps"""
     schedule: str = "constant_with_warmup"
     """'constant_with_warmup', 'linear' (decay to 0 over max_steps) or 'cosine'"""
+    rows: str | None = None
+    """this stage's rows, 'turn' or 'episode' (None: the run's `rows`); the `n16` recipe reads on
+    turn rows (loss on every token) and then responds on episodes [9]"""
 
 
 @dataclass
@@ -243,6 +264,48 @@ PRESETS = {
 }
 
 
+# [9] The headline recipe in one run, from scratch: N = 1..16 with half the tasks at N = 16
+# (`long_share`, so every answers-list length is well represented), the hop pointer from the first
+# step (teacher.py [6]), the read stage on turn rows (its loss on every token grows the copying
+# circuits; episodes score responses only), then the responses on whole episodes (the packed
+# layout, ~1.8x the response tokens a second). The steps are about what the four-run chain
+# (sft-mem1-n8 -> n16 -> n16-hop -> n16-hop2, ~4.5 h) gave its model on long tasks: the chain's
+# per-turn exactness rose with steps, not with any change of recipe (docs/DESIGN.md, section 10).
+PRESETS["n16"] = dict(
+    tasks=6_000,
+    objectives=tuple(range(1, 17)),
+    long_share=0.5,
+    pointer="hop",
+    rows="episode",
+    stages=(
+        Stage("read", "all", minutes=45, max_steps=1500, warmup_steps=100, rows="turn"),
+        Stage("respond", "response", minutes=80, max_steps=7000, lr=5e-4, warmup_steps=20),
+        Stage("anneal", "response", minutes=12, max_steps=800, lr=5e-4, warmup_steps=0, schedule="linear"),
+    ),
+    em_minutes=20.0,
+)
+
+# [9] The same recipe at the quick preset's size: its mechanics (two rows modes, three stages, the
+# hop pointer, N = 1..16) in about a minute, for notebook 03 and the tests. Not skill.
+PRESETS["n16-quick"] = PRESETS["n16"] | dict(
+    tasks=48,
+    stages=(
+        Stage("read", "all", minutes=0.5, max_steps=12, warmup_steps=2, rows="turn"),
+        Stage("respond", "response", minutes=0.4, max_steps=12, lr=5e-4, warmup_steps=0),
+        Stage("anneal", "response", minutes=0.2, max_steps=4, lr=5e-4, warmup_steps=0, schedule="linear"),
+    ),
+    grad_accum=1,
+    probe_minutes=0.3,
+    em_minutes=60.0,
+    probe_tasks=6,
+    em_tasks=8,
+    final_eval_tasks=4,
+    final_eval_objectives=(1,),
+    sft_pool_eval_tasks=0,
+    probe_max_new_tokens=48,
+)
+
+
 def make_args(preset: str, **overrides) -> SFTArgs:
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}: expected one of {', '.join(PRESETS)}")
@@ -349,9 +412,9 @@ def _callbacks(
                 record |= probe.em(model)
                 clock.last_em = clock.minutes()
             clock.last_probe = clock.minutes()  # the interval counts from the end of the probe
-            model.save_pretrained(log_path.parent / "snapshot")  # inspect or rescue a long run
-            with open(log_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            with writing(log_path.parent / "snapshot"):
+                model.save_pretrained(log_path.parent / "snapshot")  # inspect or rescue a long run
+            append_text(log_path, json.dumps(record) + "\n")
             keys = [
                 k
                 for k in (
@@ -423,21 +486,40 @@ def progress_record(clock: _Budget, log_path: Path, stage_index: int, stage_minu
 
 
 def mark_complete(folder: Path, marker: str, record: dict) -> None:
-    """Flush every file of `folder`, then write its marker: from now on it is complete."""
-    fsync_tree(folder)
-    write_text(folder / marker, json.dumps(record) + "\n")
+    """Flush every file of `folder`, then write its marker, with every file's sha256 (a resume
+    trusts only what matches them): from now on it is complete."""
+    with writing(folder):
+        fsync_tree(folder)
+        files = {str(f.relative_to(folder)): sha256_file(f) for f in sorted(folder.rglob("*")) if f.is_file()}
+        write_text(folder / marker, json.dumps(record | {"files": files}) + "\n")
 
 
 def _read_marker(file: Path) -> dict:
     try:
         record = json.loads(file.read_text())
         int(record["stage"])
+        if not isinstance(record.get("files", {}), dict):
+            raise TypeError("its files are not a table")
         return record
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(
             f"{file} cannot be read ({type(exc).__name__}); delete {file.parent} to resume from the "
             "checkpoint before it"
         ) from None
+
+
+def check_files(folder: Path, record: dict, before: str) -> None:
+    """[7] Every file a marker lists is there with its sha256, or one line naming the first that is
+    not; nothing is deleted (the state `before` it is kept, and resuming from it is one delete away)."""
+    for name, digest in sorted(record.get("files", {}).items()):
+        file = folder / name
+        if not file.is_file():
+            why = "is missing"
+        elif sha256_file(file) != digest:
+            why = "is damaged (its sha256 differs from the one recorded when it was saved)"
+        else:
+            continue
+        raise ValueError(f"{file} {why}; {before} is kept: delete {folder} to resume from it")
 
 
 def last_checkpoint(folder: Path) -> Path | None:
@@ -451,9 +533,13 @@ def find_progress(work: Path, stages) -> Progress | None:
     stage_dir = find_folder(work / STAGE_DIR, STAGE_MARKER)
     record = _read_marker(stage_dir / STAGE_MARKER) if stage_dir is not None else {}
     done = record["stage"] + 1 if stage_dir is not None else 0
+    if stage_dir is not None:
+        check_files(stage_dir, record, "nothing before the finished stages")
     checkpoint = last_checkpoint(work / f"trainer-{stages[done].name}") if done < len(stages) else None
     if checkpoint is not None:
         record = _read_marker(checkpoint / CHECKPOINT_MARKER)
+        before = f"the model after stage {done} ({stage_dir})" if stage_dir is not None else "the start"
+        check_files(checkpoint, record, before)
     if stage_dir is None and checkpoint is None:
         return None
     return Progress(done, stage_dir, checkpoint, record)
@@ -462,10 +548,15 @@ def find_progress(work: Path, stages) -> Progress | None:
 def save_stage(work: Path, model, tokenizer, record: dict) -> None:
     """The model after a finished stage, swapped in whole over the previous stage's."""
     tmp = new_folder(work / STAGE_DIR)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / STAGE_MARKER).write_text(json.dumps(record) + "\n")
-    commit_folder(tmp, work / STAGE_DIR, STAGE_MARKER)
+    try:
+        with writing(work / STAGE_DIR):  # a refused write names the stage folder, not the temporary
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+        mark_complete(tmp, STAGE_MARKER, record)
+        commit_folder(tmp, work / STAGE_DIR, STAGE_MARKER)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def run_options(args: SFTArgs) -> dict:
@@ -742,8 +833,29 @@ def stage_trainer(
     )
 
 
+def fresh_model_assets(model: str) -> Path | None:
+    """Where a from-scratch tiny model takes its tokenizer and config: data/tiny for `tiny`, or a
+    folder `mem1 tokenizer --out DIR` wrote (tokenizer and untrained config, no weights), the way to
+    train on a world of other names (tokenizer.require_name_parts); None for a model to load."""
+    if model == "tiny":
+        return TINY_DIR
+    folder = Path(model)
+    assets = ("config.json", "tokenizer.json", "tokenizer_config.json")
+    weights = [*folder.glob("*.safetensors"), *folder.glob("*.bin"), folder / "adapter_config.json"]
+    if all((folder / f).is_file() for f in assets) and not any(f.exists() for f in weights):
+        return folder
+    return None
+
+
 def train_sft(args: SFTArgs) -> dict:
-    """Run every stage, save the model with its card, and return the card."""
+    """Run every stage, save the model with its card, and return the card. The main process holds
+    the output's lock: a second run on the same --out is refused, naming this one."""
+    check_output(args.out, folder=True)
+    with one_run(args.out, f"training into {args.out}"):
+        return _train_sft(args)
+
+
+def _train_sft(args: SFTArgs) -> dict:
     import datasets
     from accelerate import PartialState
     from transformers import set_seed
@@ -760,7 +872,7 @@ def train_sft(args: SFTArgs) -> dict:
         raise FileExistsError(f"{out} is not empty; choose another --out or delete it")
     spec = resolve_model(args.init or args.model)
     check_rows(args)
-    episodes = keeps_episodes(args.rows, args.agent)  # [8]
+    episodes = any(keeps_episodes(mode, args.agent) for mode in stage_row_modes(args))  # [8]
     if episodes and (processes.num_processes > 1 or spec.gradient_checkpointing):
         raise ValueError(
             "--rows episode (mem1 view) runs in one process without activation checkpointing "
@@ -793,41 +905,30 @@ def train_sft(args: SFTArgs) -> dict:
     done = progress.stages_done if progress is not None else 0
     if done:  # [7] the model the finished stages left
         model, tokenizer = load_policy(progress.stage_dir)
-    elif spec.path != "tiny":  # float32 weights; a real model gets bfloat16 autocast on a GPU below
+    elif fresh_model_assets(spec.path) is None:  # float32; a real model gets bfloat16 autocast on a GPU below
         model, tokenizer = load_policy(spec.path)
-    else:
-        tokenizer = load_tokenizer(TINY_DIR)
-        model = build_tiny_model(seed=args.seed)
+    else:  # from scratch, with the shipped tokenizer or another world's (`mem1 tokenizer --out DIR`)
+        tokenizer = load_tokenizer(fresh_model_assets(spec.path))
+        model = build_tiny_model(seed=args.seed, tiny_dir=fresh_model_assets(spec.path))
     say(
         f"model: {spec.name}, {count_parameters(model) / 1e6:.2f} M parameters; "
         f"building teacher data ({args.tasks} tasks, "
         f"N in {list(args.objectives)}, agent {args.agent})",
         flush=True,
     )
-    t0 = time.perf_counter()
-    with processes.main_process_first():  # [6] the others read the main process's cache
-        rows = teacher_sft_data(domain, tokenizer, args, progress=main and _tqdm_on(), log=say)
-    if episodes:  # [8]
-        totals = episode_totals(rows)
-        n_samples, n_tokens, budget = totals["turns"], totals["turn_tokens"], step_budget(args, rows)
-        say(
-            f"{len(rows)} episodes ({n_samples} turns, {totals['scored'] / 1e6:.2f} M response tokens; "
-            f"as turn rows {n_tokens / 1e6:.1f} M tokens), in {time.perf_counter() - t0:.0f} s; steps of "
-            f"{budget} response tokens (what a step of turn rows holds on average)",
-            flush=True,
-        )
-    else:
-        lengths = row_lengths(rows)
-        n_samples, n_tokens, longest, budget = len(rows), int(lengths.sum()), int(lengths.max()), None
-        say(
-            f"{len(rows)} samples, {n_tokens / 1e6:.1f} M tokens, in {time.perf_counter() - t0:.0f} s",
-            flush=True,
-        )
-    fitted = args if episodes else fit_pack_length(args, longest)
+    data = {}  # [9] the rows of each rows mode the stages use, built once each
+    for mode in stage_row_modes(args):
+        with processes.main_process_first():  # [6] the others read the main process's cache
+            data[mode] = build_rows(
+                domain, tokenizer, replace(args, rows=mode), progress=main and _tqdm_on(), say=say
+            )
+    first = data[stage_row_modes(args)[0]]
+    n_samples, n_tokens = first.samples, first.tokens
+    fitted = fit_pack_length(args, max(d.longest for d in data.values()))
     if fitted != args:
         say(
-            f"longest sample {longest} tokens > max_length {args.max_length}: packing "
-            f"{fitted.max_length} tokens x {fitted.grad_accum} per step (the same tokens per step)",
+            f"longest sample {max(d.longest for d in data.values())} tokens > max_length {args.max_length}: "
+            f"packing {fitted.max_length} tokens x {fitted.grad_accum} per step (the same tokens per step)",
             flush=True,
         )
         args = fitted
@@ -846,17 +947,18 @@ def train_sft(args: SFTArgs) -> dict:
                 shutil.rmtree(work / f"trainer-{stage.name}", ignore_errors=True)
             continue
         resume_from = progress.checkpoint if progress is not None and i == done else None
+        stage_data = data[stage.rows or args.rows]
         trainer = stage_trainer(
             args,
             stage,
-            rows,
+            stage_data.rows,
             model,
             tokenizer,
             work / f"trainer-{stage.name}",
             seed=args.seed + i,
             spec=spec,
             grad_accum=grad_accum,
-            budget=budget,
+            budget=stage_data.budget,
             callbacks=_callbacks(
                 args,
                 stage,
@@ -869,11 +971,12 @@ def train_sft(args: SFTArgs) -> dict:
             ),
         )
         say(
-            f"stage {stage.name}: loss on {stage.loss_on} tokens, lr {stage.lr}, {stage.schedule}, "
-            f"<= {stage.minutes} min",
+            f"stage {stage.name}: loss on {stage.loss_on} tokens, {stage.rows or args.rows} rows, "
+            f"lr {stage.lr}, {stage.schedule}, <= {stage.minutes} min",
             flush=True,
         )
-        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
+        with writing(work / f"trainer-{stage.name}"):  # its checkpoints: a refused write in one line
+            trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
         model = trainer.model
         if main:  # [7] the stage's model first, then its Trainer checkpoints may go
             save_stage(work, model, tokenizer, progress_record(clock, log_path, i, 0.0))
@@ -896,8 +999,9 @@ def train_sft(args: SFTArgs) -> dict:
             ).items()
         }
     final |= probe.teacher_forced(model)
-    model.save_pretrained(work)
-    tokenizer.save_pretrained(work)
+    with writing(work):
+        model.save_pretrained(work)
+        tokenizer.save_pretrained(work)
     shutil.rmtree(work / "snapshot", ignore_errors=True)  # the last probe's copy: the model is here now
     for name in (STAGE_DIR, STAGE_DIR + ".old"):  # [7] resume state: the run is complete now
         remove_folder(work / name, STAGE_MARKER)
@@ -908,7 +1012,7 @@ def train_sft(args: SFTArgs) -> dict:
         title=f"SFT {args.preset} (N in {list(args.objectives)})",
         score=f"greedy dev {domain.score_name}",
     )
-    fig.savefig(work / "probe.png", dpi=110)
+    save_figure(fig, work / "probe.png")
     card = {
         "kind": "sft",
         "command": " ".join(
@@ -924,6 +1028,7 @@ def train_sft(args: SFTArgs) -> dict:
             + ([f"--tasks {args.tasks}"] if args.tasks != PRESETS.get(args.preset, {}).get("tasks") else [])
             + ([f"--env {args.env}"] if args.env != "qa" else [])
             + _minutes_scale_flag(args)
+            + _lr_scale_flag(args)
             + ([f"--model {args.init or args.model}"] if spec.path != "tiny" else [])
         ),
         "model": spec.name,
@@ -935,16 +1040,23 @@ def train_sft(args: SFTArgs) -> dict:
         "rows": args.rows,
         "samples": n_samples,
         "tokens": n_tokens,
-        **(
-            {"episodes": len(rows), "response_tokens": totals["scored"], "step_response_tokens": budget}
-            if episodes
-            else {}
+        **next(
+            (
+                {
+                    "episodes": len(d.rows),
+                    "response_tokens": d.response_tokens,
+                    "step_response_tokens": d.budget,
+                }
+                for d in data.values()
+                if d.budget is not None
+            ),
+            {},
         ),
         "dev_metrics": final,
         "sha256": {"model.safetensors": sha256_file(work / "model.safetensors")},
         "torch_threads": torch.get_num_threads(),
     }
-    (work / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    write_text(work / "card.json", json.dumps(card, indent=2) + "\n")
     if out.exists():
         out.rmdir()
     work.rename(out)
@@ -960,19 +1072,71 @@ def _minutes_scale_flag(args: SFTArgs) -> list[str]:
     return [f"--minutes-scale {args.stages[0].minutes / preset[0].minutes:g}"]
 
 
+def _lr_scale_flag(args: SFTArgs) -> list[str]:
+    """`--lr-scale X` when the stages' learning rates are the preset's scaled (cli.py scales them)."""
+    preset = PRESETS.get(args.preset, {}).get("stages")
+    if not preset or not args.stages or args.stages[0].lr == preset[0].lr:
+        return []
+    return [f"--lr-scale {args.stages[0].lr / preset[0].lr:g}"]
+
+
 def check_rows(args: SFTArgs) -> None:
     """Episode rows: one causal row in the full view (sft_data.py [6]); in a pruning view the
-    episode under the packed layout, which scores response tokens only [8]."""
+    episode under the packed layout, which scores response tokens only [8]. Each stage may name
+    its own rows [9]."""
+    for stage in args.stages:
+        mode = stage.rows or args.rows
+        if mode not in ROWS:
+            raise ValueError(f"rows must be one of {', '.join(ROWS)}, got {mode!r}")
+        if keeps_episodes(mode, args.agent) and stage.loss_on != "response":
+            raise ValueError(
+                f"--rows episode ({args.agent} view) scores response tokens only: stage "
+                f"{stage.name!r} has the loss on {stage.loss_on} tokens (use --rows turn, or a "
+                "preset whose stages score responses, e.g. --preset long)"
+            )
     if args.rows not in ROWS:
         raise ValueError(f"rows must be one of {', '.join(ROWS)}, got {args.rows!r}")
-    if keeps_episodes(args.rows, args.agent):
-        for stage in args.stages:
-            if stage.loss_on != "response":
-                raise ValueError(
-                    f"--rows episode ({args.agent} view) scores response tokens only: stage "
-                    f"{stage.name!r} has the loss on {stage.loss_on} tokens (use --rows turn, or a "
-                    "preset whose stages score responses, e.g. --preset long)"
-                )
+
+
+def stage_row_modes(args: SFTArgs) -> list[str]:
+    """[9] The rows modes the stages train on, in the order of first use (each is built once)."""
+    modes = [stage.rows or args.rows for stage in args.stages] or [args.rows]
+    return list(dict.fromkeys(modes))
+
+
+@dataclass
+class StageData:
+    """[9] One rows mode's data: the rows (or episodes), the step budget of episodes (None for
+    rows), and their size counted as turn rows."""
+
+    rows: object
+    budget: int | None
+    samples: int
+    tokens: int
+    longest: int
+    response_tokens: int | None = None
+
+
+def build_rows(domain, tokenizer, args: SFTArgs, progress: bool, say=print) -> StageData:
+    """The teacher's data in `args.rows` (sft_data.py), and the figures the run prints of them."""
+    t0 = time.perf_counter()
+    rows = teacher_sft_data(domain, tokenizer, args, progress=progress, log=say)
+    if keeps_episodes(args.rows, args.agent):  # [8]
+        totals, budget = episode_totals(rows), step_budget(args, rows)
+        say(
+            f"{len(rows)} episodes ({totals['turns']} turns, {totals['scored'] / 1e6:.2f} M response tokens; "
+            f"as turn rows {totals['turn_tokens'] / 1e6:.1f} M tokens), in {time.perf_counter() - t0:.0f} s; "
+            f"steps of {budget} response tokens (what a step of turn rows holds on average)",
+            flush=True,
+        )
+        # an episode's turns are never packed as rows: no pack length to fit
+        return StageData(rows, budget, totals["turns"], totals["turn_tokens"], 0, totals["scored"])
+    lengths = row_lengths(rows)
+    say(
+        f"{len(rows)} samples, {int(lengths.sum()) / 1e6:.1f} M tokens, in {time.perf_counter() - t0:.0f} s",
+        flush=True,
+    )
+    return StageData(rows, None, len(rows), int(lengths.sum()), int(lengths.max()))
 
 
 def _parameter_digests(model, processes) -> list[str]:
