@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from .domains import load_domain
 from .generate import GenerationConfig, ModelPolicy
-from .model import DATA_DIR, load_policy
+from .model import DATA_DIR, load_policy, read_card
 from .probe import teacher_trajectories
 from .protocol import parse_prompt_questions, parse_response
 from .rollout import RolloutConfig, run_episodes
@@ -384,11 +384,12 @@ def anatomy_figure(anatomy: Anatomy):
 def trained_pointer(path) -> str:
     """The state pointer a checkpoint was trained with (its SFT card; an adapter's card names its
     base): 'text' unless the card says otherwise."""
-    card = Path(path) / "card.json"
-    if not card.is_file():
+    data = read_card(path)
+    if data is None:
         return "text"
-    data = json.loads(card.read_text())
     args = data.get("args", {})
+    if not isinstance(args, dict):  # older cards wrote their args as a string
+        return "text"
     if "pointer" in args:
         return args["pointer"]
     base = args.get("init")

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from .files import lock, lock_path, write_failure_line, write_text
+from .files import check_output, lock, lock_path, write_failure_line, write_text
 from .teacher import POINTERS
 from .terms import AGENTS, LAYOUTS
 from .world import DEFAULT_WORLD_DIR, SPLITS
@@ -557,20 +557,14 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def _check_outputs(files=(), folders=()) -> None:
-    """Before any work: every output file's folder and every output folder can be written (they are
-    created if missing), and no output file is a directory, so a long run never ends in a lost write."""
-    import tempfile
-
-    targets = [(f, Path(f).parent) for f in files if f] + [(d, Path(d)) for d in folders if d]
-    for given, folder in targets:
-        if given in files and Path(given).is_dir():
-            raise UserError(f"{given} is a directory; give a file path")
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=folder, prefix=".mem1-write-check-"):
-                pass
-        except OSError as exc:
-            raise UserError(f"cannot write {given}: {exc.strerror or exc}") from None
+    """Before any work: every output file and folder can be written (files.check_output), so a long
+    run never ends in a lost write."""
+    for path in files:
+        if path:
+            check_output(path)
+    for path in folders:
+        if path:
+            check_output(path, folder=True)
 
 
 def _write_json(path: str | None, payload) -> None:

@@ -105,7 +105,7 @@ WRITE_CAUSES = {
     errno.EROFS: "the file system is read-only",
     errno.EACCES: "permission denied",
     errno.EPERM: "operation not permitted (an immutable or protected folder?)",
-    errno.EISDIR: "it is a folder, where a file is written",
+    errno.EISDIR: "it is a directory; give a file path",
     errno.ENOTDIR: "a part of the path is a file, where a folder is needed",
     errno.EEXIST: "a part of the path is a file, where a folder is needed",  # mkdir over a file
     errno.ENAMETOOLONG: "the name is too long",
@@ -158,6 +158,24 @@ def write_cause(exc: BaseException, path: str | Path | None = None) -> str | Non
     return "the write failed (is the disk full?)"
 
 
+def check_output(path: str | Path, folder: bool = False) -> None:
+    """Before any work: `path` can be written as a file (or, `folder`, as a folder): it is not of
+    the other type, its nearest existing folder is a folder and takes a new file. Nothing is made."""
+    path = Path(path)
+    if path.exists() and folder != path.is_dir():
+        raise OutputError(
+            f"cannot write {path}: "
+            + ("it is a file, where a folder is written" if folder else WRITE_CAUSES[errno.EISDIR])
+        )
+    existing = path if folder and path.is_dir() else path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"cannot write {path}: {existing} is a file, where a folder is needed")
+    with writing(path), tempfile.TemporaryFile(dir=existing, prefix=".mem1-write-check-"):
+        pass
+
+
 def _failed_path(exc: BaseException) -> str | None:
     for e in _chain(exc):
         if isinstance(e, OSError) and e.filename:
@@ -188,7 +206,7 @@ def write_failure_line(exc: BaseException) -> str | None:
     if cause is None:
         return None
     where, number = _failed_path(exc), write_errno(exc)
-    if number not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, None):
+    if number in (errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR):  # reads too
         return f"{where or 'a file'}: {os.strerror(number)}"
     return f"cannot write {where}: {cause}" if where else f"a write failed: {cause}"
 

@@ -97,26 +97,78 @@ def rebuild_hint(folder: Path) -> str:
         return "rebuild it with `mem1 tokenizer --force`"
     try:
         command = json.loads((folder / "card.json").read_text()).get("command")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError):  # no card, not JSON, not an object
         command = None
     if isinstance(command, str) and command:
         return f"restore the folder or train it again with `{command}`"
     return "copy the model folder again (or train it again)"
 
 
-def _unreadable(file: Path, exc: BaseException) -> ModelLoadError:
-    return ModelLoadError(f"{file} cannot be read ({type(exc).__name__}); {rebuild_hint(file.parent)}")
+def _unreadable(file: Path, exc: BaseException, rebuild: str | None = None) -> ModelLoadError:
+    why = "not a JSON object" if str(exc) == "not a JSON object" else type(exc).__name__
+    return ModelLoadError(f"{file} cannot be read ({why}); {rebuild or rebuild_hint(file.parent)}")
 
 
-def read_json_file(file: Path) -> dict:
-    """A model folder's JSON file (config, adapter config) as a dict, or one line naming it."""
+def read_json_file(file: Path, rebuild: str | None = None) -> dict:
+    """A model folder's JSON file (config, adapter config, card) as a dict, or one line naming it."""
     try:
         data = json.loads(file.read_text())
-    except (OSError, ValueError) as exc:
-        raise _unreadable(file, exc) from None
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError (a binary file) is a ValueError
+        raise _unreadable(file, exc, rebuild) from None
     if not isinstance(data, dict):
-        raise _unreadable(file, ValueError("not a JSON object"))
+        raise _unreadable(file, ValueError("not a JSON object"), rebuild)
     return data
+
+
+def read_card(folder: str | Path) -> dict | None:
+    """A checkpoint's card.json as a dict (None when it has none), or one line naming it."""
+    file = Path(folder) / "card.json"
+    return read_json_file(file) if file.is_file() else None
+
+
+_checked: dict[tuple, str] = {}
+"""(file, size, mtime) -> its sha256, so that a checkpoint loaded again is not read twice"""
+
+
+def check_card(folder: Path) -> None:
+    """Trust only what was checked: every file the card records a sha256 of (an SFT checkpoint's
+    model.safetensors) has those bytes, or one line names the file that differs (~20 ms for the
+    tiny model's 7 MB)."""
+    from .store import sha256_file
+
+    card = read_card(folder)
+    recorded = (card or {}).get("sha256", {})
+    if not isinstance(recorded, dict):
+        raise _unreadable(folder / "card.json", TypeError("its sha256 is not a table of files"))
+    for name, digest in sorted(recorded.items()):
+        file = folder / str(name)
+        if not file.is_file():
+            continue  # a missing weights file is said by the loader, by name
+        stat = file.stat()
+        key = (str(file.resolve()), stat.st_size, stat.st_mtime_ns)
+        if key not in _checked:
+            _checked[key] = sha256_file(file)
+        if _checked[key] != digest:
+            raise ModelLoadError(
+                f"{file} differs from the sha256 its card.json records (a damaged or replaced file); "
+                f"{rebuild_hint(folder)}"
+            )
+
+
+VOCABULARY_PADDING = 512
+"""most rows a model's embedding may hold beyond its tokenizer's tokens (rounded up for speed:
+the tiny model pads 5,668 to 5,696, Qwen2.5 151,665 to 151,936); more means another tokenizer"""
+
+
+def check_vocabulary(model, tokenizer, path: Path) -> None:
+    """The tokenizer and the model are a pair: every token id has an embedding row, and the model
+    has no more rows than padding explains (a checkpoint beside another run's tokenizer)."""
+    tokens, rows = len(tokenizer), model.get_input_embeddings().weight.shape[0]
+    if not tokens <= rows <= tokens + VOCABULARY_PADDING:
+        raise ModelLoadError(
+            f"{path}: the tokenizer has {tokens:,} tokens but the model's vocabulary is {rows:,}: not a "
+            f"pair (a tokenizer or config.json from another model); {rebuild_hint(path)}"
+        )
 
 
 def check_weights(folder: Path) -> None:
@@ -171,6 +223,7 @@ def load_policy(path: str | Path, dtype: torch.dtype | None = None, attn_impleme
         raise ModelLoadError(f"{path} has a config.json but no weights (*.safetensors)")
     read_json_file(path / "config.json")
     check_weights(path)
+    check_card(path)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path, dtype=dtype or torch.float32, attn_implementation=attn_implementation, local_files_only=True
@@ -181,6 +234,7 @@ def load_policy(path: str | Path, dtype: torch.dtype | None = None, attn_impleme
             f"{rebuild_hint(path)}"
         ) from None
     tokenizer = load_tokenizer(path)
+    check_vocabulary(model, tokenizer, path)
     return model, tokenizer
 
 
@@ -188,6 +242,11 @@ def _with_adapter(model, path: Path):
     """The peft adapter in `path` over `model`, its files checked first."""
     from peft import PeftModel
 
+    if not any((path / name).is_file() for name in ("adapter_model.safetensors", "adapter_model.bin")):
+        raise ModelLoadError(
+            f"{path} has an adapter_config.json but no adapter weights (adapter_model.safetensors); "
+            f"{rebuild_hint(path)}"
+        )
     check_weights(path)
     return PeftModel.from_pretrained(model, path, is_trainable=False)
 
@@ -203,6 +262,8 @@ def load_tokenizer(path: str | Path):
         raise ModelLoadError(
             f"{path} has no {' or '.join(missing)}; rebuild the tiny one with `mem1 tokenizer --force`"
         )
+    for name in ("tokenizer_config.json", "tokenizer.json"):  # a damaged file is named, not its neighbour
+        read_json_file(path / name, rebuild="rebuild the tiny one with `mem1 tokenizer --force`")
     try:
         tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
     except Exception as exc:  # a truncated or foreign file: name it, never a traceback

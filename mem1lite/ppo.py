@@ -62,13 +62,24 @@ from tqdm.auto import tqdm
 
 from .distributed import Processes
 from .domains import fit_default, fit_objectives, load_domain
-from .files import commit_folder, find_folder, new_folder, write_text
+from .files import (
+    append_text,
+    check_output,
+    commit_folder,
+    find_folder,
+    new_folder,
+    one_run,
+    save_figure,
+    write_text,
+    writing,
+)
 from .generate import GenerationConfig, ModelPolicy
 from .masks import ValueHead, layout_forward
 from .metrics import paired_bootstrap
 from .model import (
     LORA_TARGETS,  # noqa: F401  (re-exported: every linear map of a Qwen2 block)
     load_policy,
+    read_json_file,
     resolve_model,
 )
 from .plots import ppo_curves
@@ -222,6 +233,7 @@ def build_policy(init: str, args: PPOArgs, device=None):
     from peft import LoraConfig, get_peft_model
 
     spec = resolve_model(init)
+    check_init(spec.path)
     base, tokenizer = load_policy(spec.path, dtype=spec.dtype(device))
     base.config.use_cache = True
     for p in base.parameters():
@@ -243,6 +255,17 @@ def build_policy(init: str, args: PPOArgs, device=None):
     torch.nn.init.zeros_(head.summary.weight)  # [3] values start at exactly 0
     torch.nn.init.zeros_(head.summary.bias)
     return model, head, tokenizer
+
+
+def check_init(path: str) -> None:
+    """The base is a whole model: an adapter (a PPO run's output) under a new adapter is refused."""
+    adapter = Path(path) / "adapter_config.json"
+    if path != "tiny" and adapter.is_file():
+        base = read_json_file(adapter).get("base_model_name_or_path")
+        raise PPOError(
+            f"--init {path} is a LoRA adapter (a PPO run's output), not a whole model: PPO trains a new "
+            f"adapter over a whole model; give the base it was trained over ({base}) or an SFT checkpoint"
+        )
 
 
 def trainable_parameters(model) -> list[torch.nn.Parameter]:
@@ -456,11 +479,13 @@ def save_checkpoint(path: Path, model, head, optimizers, step: int, base: str, h
     instant a complete checkpoint exists at `path` or `path.old` (files.commit_folder)."""
     tmp = new_folder(path)
     try:
-        save_adapter(tmp, model, head, base)
-        torch.save(
-            {"optimizers": [o.state_dict() for o in optimizers], "rng": _rng_state()}, tmp / "optimizer.pt"
-        )
-        (tmp / CHECKPOINT_MARKER).write_text(json.dumps({"step": step, "history": history}) + "\n")
+        with writing(path):  # a refused write names the checkpoint, not the temporary folder
+            save_adapter(tmp, model, head, base)
+            torch.save(
+                {"optimizers": [o.state_dict() for o in optimizers], "rng": _rng_state()},
+                tmp / "optimizer.pt",
+            )
+            (tmp / CHECKPOINT_MARKER).write_text(json.dumps({"step": step, "history": history}) + "\n")
         commit_folder(tmp, path, CHECKPOINT_MARKER)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -631,11 +656,18 @@ def compare_to_start(model, tokenizer, domain, args: PPOArgs) -> dict:
 
 
 def train_ppo(args: PPOArgs) -> dict:
-    """The run. Under `accelerate launch` every process runs this; the main one writes [9]."""
+    """The run. Under `accelerate launch` every process runs this; the main one writes [9], and
+    holds the output's lock: a second run on the same --out is refused, naming this one."""
+    with one_run(args.out, f"training into {args.out}"):
+        return _train_ppo(args)
+
+
+def _train_ppo(args: PPOArgs) -> dict:
     procs = Processes.start()  # [9] one process unless `accelerate launch` started several
     use_threads(args.threads, args.init)
     out = Path(args.out)
     ckpt = out / "checkpoint"
+    check_output(out, folder=True)
     if out.exists() and any(out.iterdir()) and not args.resume:  # a fresh run would overwrite a checkpoint
         raise FileExistsError(f"{out} is not empty; choose another --out, delete it, or pass --resume")
     if args.advantage not in ("gae", "group"):
@@ -654,12 +686,15 @@ def train_ppo(args: PPOArgs) -> dict:
             f"({args.minibatch_episodes}) must both be multiples of the number of processes"
         )
     spec = resolve_model(args.init)
+    check_init(spec.path)
     if found is not None:
         check_base(found, spec.path)
     procs.wait()  # every process has looked at `out` before the main one writes into it
     domain = load_domain(args.env, args.data)
     args = replace(args, objectives=fit_default(args.objectives, PPOArgs.objectives, domain))
     model, head, tokenizer = build_policy(args.init, args, device=procs.device)
+    if spec.path != "tiny":  # a trained model on a world of names it cannot write: one line, no run
+        domain.check_tokenizer(tokenizer, args.init)
     optimizers = procs.prepare(
         model, head, args.layout, args.temperature, *make_optimizers(model, head, args)
     )  # [9]
@@ -675,8 +710,7 @@ def train_ppo(args: PPOArgs) -> dict:
     t_start = time.perf_counter()
     if start == 0 and args.eval_every and procs.main:
         history.append({"step": 0, "minutes": 0.0} | evaluate_dev(model, tokenizer, domain, args))
-        with open(log_path, "a") as f:
-            f.write(json.dumps(history[-1]) + "\n")
+        append_text(log_path, json.dumps(history[-1]) + "\n")
     bar = tqdm(range(start, args.steps), desc="ppo", initial=start, total=args.steps, disable=not procs.main)
     step = start
     for step in bar:
@@ -689,8 +723,7 @@ def train_ppo(args: PPOArgs) -> dict:
             record |= evaluate_dev(model, tokenizer, domain, args)
         history.append(record)
         if procs.main:
-            with open(log_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_text(log_path, json.dumps(record) + "\n")
             bar.set_postfix(
                 reward=f"{record['reward']:.2f}", kl=f"{record['kl']:.3f}", clip=f"{record['clipfrac']:.2f}"
             )
@@ -721,10 +754,11 @@ def train_ppo(args: PPOArgs) -> dict:
         raise PPOError(f"the {procs.count} processes ended with different parameters: {digests}")
     if not procs.main:
         return {}
-    save_adapter(out, model, head, spec.path)
+    with writing(out):
+        save_adapter(out, model, head, spec.path)
     comparison = compare_to_start(model, tokenizer, domain, args) if args.final_eval else {}
     fig = ppo_curves(history, title=f"PPO {args.preset} from {Path(args.init).name}")
-    fig.savefig(out / "curves.png", dpi=110)
+    save_figure(fig, out / "curves.png")
     card = {
         "kind": "ppo",
         "base": spec.path if spec.path == "tiny" else str(Path(spec.path)),
@@ -737,7 +771,7 @@ def train_ppo(args: PPOArgs) -> dict:
         "processes": procs.count,
         "parameter_sha256_per_process": digests,
     }
-    (out / "card.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
+    write_text(out / "card.json", json.dumps(card, indent=2, default=str) + "\n")
     return card
 
 

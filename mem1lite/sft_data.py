@@ -77,6 +77,7 @@ import pyarrow.compute as pc
 import torch
 from tqdm.auto import tqdm
 
+from .files import writing
 from .probe import play_teacher, teacher_trajectories
 from .trajectory import Trajectory
 
@@ -95,6 +96,10 @@ ROWS_FILE = "rows.arrow"
 """[3] the cache folder's one file: the rows (or the episodes), an Arrow stream as `datasets` writes"""
 CACHE_VERSION = 1
 """bumped only when the rows change (the streamed builder writes the rows version 1 had)"""
+
+
+class DataBuildError(RuntimeError):
+    """Building the teacher data failed (a worker died or raised): one line; nothing is cached."""
 
 
 def keeps_episodes(rows: str, agent: str) -> bool:
@@ -363,7 +368,11 @@ def write_shards(domain, tokenizer, args, split: str, folder: Path, workers: int
             except queue.Empty:
                 dead = [p.exitcode for p in helpers if p.exitcode not in (None, 0)]
                 if dead:
-                    raise RuntimeError(f"a teacher data worker died (exit code {dead[0]})") from None
+                    how = f"killed by signal {-dead[0]}" if dead[0] < 0 else f"exit code {dead[0]}"
+                    raise DataBuildError(
+                        f"a teacher data worker died ({how}); nothing was cached: run the command again "
+                        "(--data-workers 1 plays in this process only)"
+                    ) from None
         # Every shard is written and reported: a helper's exit (tearing down torch, ~1 s) is not
         # waited for; `finally` stops whichever has not exited yet.
     finally:
@@ -405,7 +414,7 @@ class _Report:
 
     def __call__(self, d) -> None:
         if isinstance(d, str):
-            raise RuntimeError(f"a teacher data worker failed: {d}")
+            raise DataBuildError(f"a teacher data worker failed: {d}")
         self.join(d.index)
         self.shards, self.rows, self.tokens = self.shards + 1, self.rows + d.rows, self.tokens + d.tokens
         if self.bar is not None:
@@ -471,8 +480,10 @@ def teacher_sft_data(domain, tokenizer, args, split: str = "sft", progress: bool
         )
         return data
     log(f"teacher data: building cache {key} with {workers} worker{'s' * (workers > 1)} ({cached})")
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=CACHE_DIR, prefix=f".{cached.name}.", suffix=".tmp"))
+    with writing(CACHE_DIR):  # a cache path that is a file, a read-only or full disk: one line
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        remove_stale_builds(CACHE_DIR, log)
+        tmp = Path(tempfile.mkdtemp(dir=CACHE_DIR, prefix=f".{cached.name}.pid{os.getpid()}.", suffix=".tmp"))
     try:
         shards = tmp / "shards"
         shards.mkdir()
@@ -484,7 +495,8 @@ def teacher_sft_data(domain, tokenizer, args, split: str = "sft", progress: bool
             file=sys.stderr,
             mininterval=1.0,  # a line a second at most in a log file
         ) as bar:
-            joined = write_shards(domain, tokenizer, args, split, shards, workers, bar)
+            with writing(cached):
+                joined = write_shards(domain, tokenizer, args, split, shards, workers, bar)
         # a folder of this writer's own, renamed into place whole: a kill or a second writer never
         # leaves a half-written cache under the key
         (tmp / "rows").mkdir()
@@ -498,8 +510,36 @@ def teacher_sft_data(domain, tokenizer, args, split: str = "sft", progress: bool
         shutil.rmtree(tmp, ignore_errors=True)
     data = _read_cache(cached, columns)
     if data is None:
-        raise RuntimeError(f"the SFT data just written to {cached} cannot be read")
+        raise DataBuildError(f"the SFT data just written to {cached} cannot be read")
     return data
+
+
+def remove_stale_builds(folder: Path, log=print) -> list[Path]:
+    """Delete the temporary build folders (`.sft-KEY.pidPID.*.tmp`) whose builder is no longer
+    running (a kill leaves them); a live builder's, and any whose owner cannot be told, are kept."""
+    removed = []
+    for tmp in sorted(folder.glob(".sft-*.pid*.tmp")):
+        try:
+            pid = int(tmp.name.rsplit(".pid", 1)[1].split(".", 1)[0])
+        except (IndexError, ValueError):
+            continue
+        if pid == os.getpid() or _alive(pid):
+            continue
+        shutil.rmtree(tmp, ignore_errors=True)
+        removed.append(tmp)
+    if removed:
+        log(f"teacher data: removed {len(removed)} temporary build folder(s) a killed build left in {folder}")
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: nothing is sent, only asked whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def _read_cache(cached: Path, columns=COLUMNS):

@@ -60,7 +60,7 @@ def test_a_refused_write_is_one_line_naming_the_target_not_the_temporary(tmp_pat
     blocker.write_text("x")
     with pytest.raises(OutputError, match=r"cannot write .*file/out.json: a part of the path is a file"):
         write_text(blocker / "out.json", "y")
-    with pytest.raises(OutputError, match=r"cannot write .*: it is a folder, where a file is written"):
+    with pytest.raises(OutputError, match=r"cannot write .*: it is a directory; give a file path"):
         write_text(tmp_path, "y")
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     resource.setrlimit(resource.RLIMIT_FSIZE, (1000, hard))  # Python ignores SIGXFSZ: the write gets EFBIG

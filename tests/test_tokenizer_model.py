@@ -230,3 +230,78 @@ def test_a_damaged_model_file_is_one_line_naming_it_and_what_rebuilds_it(tokeniz
     out = tmp_path / "t.jsonl"
     assert main(["rollout", "--policy", str(loaded), "--episodes", "1", "--out", str(out)]) == 2
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Trust only what was checked (issue #32)
+
+
+def _tiny_checkpoint(tokenizer, folder, card=None):
+    from mem1lite.store import sha256_file
+
+    build_tiny_model(seed=6).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    recorded = {
+        "command": "mem1 sft --out x",
+        "sha256": {"model.safetensors": sha256_file(folder / "model.safetensors")},
+    }
+    (folder / "card.json").write_text(json.dumps(recorded if card is None else card))
+    return folder
+
+
+def test_a_byte_flipped_in_the_weights_is_caught_by_the_cards_sha256(tokenizer, tmp_path):
+    folder = _tiny_checkpoint(tokenizer, tmp_path / "m")
+    load_policy(folder)  # whole: loads
+    weights = folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-100] ^= 0x01  # a flipped bit inside a tensor: safetensors itself loads it without a word
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ModelLoadError) as info:
+        load_policy(folder)
+    message = str(info.value)
+    assert message.startswith(f"{weights} differs from the sha256 its card.json records")
+    assert "mem1 sft --out x" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("card", ["[1, 2]", '{"sha256": "abc"}', "\x89PNG\x00\xff garbage"])
+def test_a_card_that_is_not_an_object_is_one_line_naming_it(tokenizer, tmp_path, card):
+    folder = _tiny_checkpoint(tokenizer, tmp_path / "m")
+    (folder / "card.json").write_bytes(card.encode("latin-1"))
+    with pytest.raises(ModelLoadError) as info:
+        load_policy(folder)
+    message = str(info.value)
+    assert message.startswith(f"{folder / 'card.json'} cannot be read") and "codec" not in message
+
+
+def test_a_tokenizer_of_another_size_than_the_models_vocabulary_is_refused(tokenizer, tmp_path):
+    folder = _tiny_checkpoint(tokenizer, tmp_path / "m", card={})
+    config = json.loads((folder / "config.json").read_text())
+    config["vocab_size"] = 1000  # the model's embedding has fewer rows than the tokenizer has ids
+    (folder / "config.json").write_text(json.dumps(config))
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(folder / "model.safetensors"))
+    for name, tensor in weights.items():
+        if tensor.shape[0] == tokenizer.vocab_size or tensor.shape[0] > 5000:
+            weights[name] = tensor[:1000].clone()
+    save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(
+        ModelLoadError, match=r"the tokenizer has 5,668 tokens but the model's vocabulary is 1,000"
+    ):
+        load_policy(folder)
+
+
+def test_a_damaged_tokenizer_config_is_named_itself_and_an_adapter_without_weights_is_said(
+    tokenizer, tmp_path
+):
+    folder = _tiny_checkpoint(tokenizer, tmp_path / "m")
+    (folder / "tokenizer_config.json").write_text("{ not json")
+    with pytest.raises(ModelLoadError) as info:
+        load_tokenizer(folder)
+    assert str(info.value).startswith(f"{folder / 'tokenizer_config.json'} cannot be read")
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    base = _tiny_checkpoint(tokenizer, tmp_path / "base")
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(base)}))
+    with pytest.raises(ModelLoadError, match="has an adapter_config.json but no adapter weights"):
+        load_policy(adapter)
