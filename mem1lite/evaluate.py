@@ -486,6 +486,9 @@ def load_records(paths: Sequence[str | Path]) -> list[dict]:
             wrong = _wrongly_typed(r)
             if wrong:
                 raise EvalError(f"{path}: record {i} has wrong types: {', '.join(wrong)}")
+            wrong = _out_of_range(r)
+            if wrong:
+                raise EvalError(f"{path}: record {i} has values out of range: {', '.join(wrong)}")
             key = (r["policy"], r["agent"], r["objectives"], r.get("split"))
             if key in seen:
                 raise EvalError(f"{path}: {key[:3]} is also in {seen[key]}")
@@ -512,6 +515,39 @@ def _wrongly_typed(record: dict) -> list[str]:
             )
         if not ok:
             wrong.append(f"{f}={v!r}")
+    return wrong
+
+
+SHARES = ("em_per_objective", "f1_per_objective", "answered", "format_error_rate", "state_readable")
+SHARES += ("early_switch_rate",)
+"""record fields that are a share of something: 0..1"""
+COUNTS = ("peak_tokens", "peak_tokens_max", "dependency", "turns", "seconds", "format_errors")
+COUNTS += ("tokens_generated", "state_questions", "state_coverage", "question_moves", "early_switches")
+COUNTS += ("wall_seconds",)
+"""record fields that count or time something: finite and >= 0"""
+
+
+def _out_of_range(record: dict) -> list[str]:
+    """`field=value` for each measure a run cannot have given: EM and F1 summed over the N
+    objectives in 0..N, shares (per objective, rates) in 0..1, counts and times finite and >= 0,
+    each task's EM in 0..1. A record file edited by hand or by a bug is refused, not drawn."""
+
+    def number(v) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool)
+
+    n = record["objectives"]
+    bounds = {"em": (0, n), "f1": (0, n)} | {f: (0, 1) for f in SHARES}
+    bounds |= {f: (0, math.inf) for f in COUNTS}
+    wrong = []
+    for f, (low, high) in bounds.items():
+        v = record.get(f)
+        if number(v) and not (math.isfinite(v) and low <= v <= high):
+            wrong.append(f"{f}={v!r} (expected {low}..{high if math.isfinite(high) else 'any finite'})")
+    per_task = record.get("em_by_task")
+    if per_task is not None and not (
+        isinstance(per_task, list) and all(number(v) and 0 <= v <= 1 for v in per_task)
+    ):
+        wrong.append("em_by_task (expected a list of numbers in 0..1)")
     return wrong
 
 

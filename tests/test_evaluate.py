@@ -400,13 +400,26 @@ def test_saved_records_are_joined_and_rebuild_the_same_tables(cli_sweep, tmp_pat
         ('{"a": 1}', "expected a list"),
         ('[{"policy": "x"}]', "record 0 lacks agent"),
         ("WRONG_TYPES", "record 0 has wrong types: objectives='2', em=[1]"),
+        ("EM_INF", "record 0 has values out of range: em=inf (expected 0..2)"),
+        ("EM_NEGATIVE", "record 0 has values out of range: em=-5 (expected 0..2)"),
+        ("SHARE_ABOVE_ONE", "em_per_objective=1.5 (expected 0..1)"),
+        ("NEGATIVE_TOKENS", "peak_tokens=-3 (expected 0..any finite)"),
+        ("TASK_EM", "em_by_task (expected a list of numbers in 0..1)"),
     ],
 )
 def test_bad_records_files_are_one_line_errors(tmp_path, capsys, content, message):
     path = tmp_path / "r.json"
-    if content == "WRONG_TYPES":  # a good record with a size as text and a measure as a list
-        good = {f: 1.0 for f in RECORD_FIELDS} | {"agent": "mem1", "policy": "p", "episodes": 4}
-        content = json.dumps([good | {"objectives": "2", "em": [1]}])
+    good = {f: 1.0 for f in RECORD_FIELDS} | {"agent": "mem1", "policy": "p", "episodes": 4, "objectives": 2}
+    broken = {  # a good record with a size as text and a measure as a list; values no run gives
+        "WRONG_TYPES": {"objectives": "2", "em": [1]},
+        "EM_INF": {"em": float("inf")},  # json.dumps writes Infinity, which json.loads reads back
+        "EM_NEGATIVE": {"em": -5},
+        "SHARE_ABOVE_ONE": {"em_per_objective": 1.5},
+        "NEGATIVE_TOKENS": {"peak_tokens": -3},
+        "TASK_EM": {"em_by_task": [1.0, 7]},
+    }
+    if content in broken:
+        content = json.dumps([good | broken[content]])
     if content is not None:
         path.write_text(content)
     assert main(["eval", "--records", str(path), "--markdown", str(tmp_path / "m.md")]) == 2
