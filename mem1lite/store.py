@@ -14,7 +14,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from .files import commit_folder, new_folder
+from .files import commit_folder, new_folder, writing
 
 # datasets and pyarrow are imported where they are used: world.py (and so the `mem1` command,
 # whose --help must stay fast) needs this module's DataError without paying ~1 s for them.
@@ -22,6 +22,33 @@ from .files import commit_folder, new_folder
 
 class DataError(RuntimeError):
     """A data file is missing, unreadable or not what its manifest says (message is one line)."""
+
+
+KINDS: dict[str, tuple[str, tuple[str, ...]]] = {}
+"""what -> (its name in words, its files): every kind of store (world.py and webshop.py register
+theirs), so that a folder of another kind is called what it is, not 'corrupted'"""
+
+
+def register_kind(what: str, name: str, files: tuple[str, ...]) -> None:
+    KINDS[what] = (name, files)
+
+
+def _other_kind(path: Path, what: str, names) -> str | None:
+    """The name of the other kind of store whose files `path` holds (or its manifest lists)."""
+    from . import webshop, world  # noqa: F401  (each registers its kind on import)
+
+    for other, (name, files) in KINDS.items():
+        if other != what and set(files) <= (set(names) | {f.name for f in path.iterdir()}):
+            return name
+    return None
+
+
+def _wrong_kind(path: Path, what: str, names=()) -> DataError | None:
+    other = _other_kind(path, what, names)
+    if other is None:
+        return None
+    name = KINDS.get(what, (what,))[0]
+    return DataError(f"{path} is a {other}, not a {name}: give the {name}'s folder (or the other --env)")
 
 
 def sha256_file(path: str | Path) -> str:
@@ -51,10 +78,11 @@ def save_store(
         raise FileExistsError(f"{out} already holds a {what}; pass --force to overwrite it")
     tmp = new_folder(out)
     try:
-        write(tmp)
-        manifest = manifest | {"sha256": {name: sha256_file(tmp / name) for name in files}}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        tmp.chmod(0o755)
+        with writing(out):  # a full disk or a file size limit: one line naming the store
+            write(tmp)
+            manifest = manifest | {"sha256": {name: sha256_file(tmp / name) for name in files}}
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+            tmp.chmod(0o755)
         if out.exists() and not (out / "manifest.json").is_file():
             shutil.rmtree(out)  # --force over a folder that is no store: nothing to keep while swapping
         commit_folder(tmp, out, "manifest.json")
@@ -77,8 +105,11 @@ def open_store(
     object of the code's `version`, `config(manifest["config"])` must succeed (it raises KeyError or
     TypeError otherwise), and every file must be there with the manifest's sha256 (when `verify`)."""
     manifest_path = path / "manifest.json"
+    if path.exists() and not path.is_dir():
+        raise DataError(f"{path} is not a folder; build the {what} with `{rebuild}`")
     if not manifest_path.is_file():
-        raise DataError(f"{manifest_path} is missing; build the {what} with `{rebuild}`")
+        wrong = _wrong_kind(path, what) if path.is_dir() else None
+        raise wrong or DataError(f"{manifest_path} is missing; build the {what} with `{rebuild}`")
     try:
         manifest = json.loads(manifest_path.read_text())
         if not isinstance(manifest, dict):
@@ -86,6 +117,14 @@ def open_store(
         expected = manifest["sha256"]
         if not isinstance(expected, dict):
             raise TypeError("sha256 is not a table of files")
+        wrong = _wrong_kind(path, what, expected)
+        if wrong is not None and not set(files) <= set(expected):
+            raise wrong
+        counts = manifest.get("counts", {})
+        if not isinstance(counts, dict) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts.values()
+        ):
+            raise TypeError(f"counts is not a table of whole numbers: {str(counts)[:80]}")
         cfg = config(manifest["config"])
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
         why = f"{type(exc).__name__}: {exc}" if isinstance(exc, (KeyError, TypeError)) else "not JSON"
@@ -104,6 +143,22 @@ def open_store(
                 f"{f} is corrupted (sha256 differs from the manifest); rebuild it with `{rebuild}`"
             )
     return manifest, cfg
+
+
+def check_counts(path: Path, manifest: dict, actual: dict[str, int], rebuild: str) -> None:
+    """The rows read are the rows the manifest counts (its counts are not covered by the files'
+    sha256: an edited manifest is caught here)."""
+    recorded = manifest.get("counts", {})
+    wrong = [
+        f"{k}: {recorded[k]} recorded, {v} read"
+        for k, v in actual.items()
+        if k in recorded and recorded[k] != v
+    ]
+    if wrong:
+        raise DataError(
+            f"{path / 'manifest.json'} does not match its files ({'; '.join(wrong[:3])}); "
+            f"rebuild it with `{rebuild}`"
+        )
 
 
 def read_parquet(path: Path, rebuild: str) -> list[dict]:

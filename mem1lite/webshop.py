@@ -46,7 +46,7 @@ import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .store import open_store, read_parquet, save_store, write_parquet
+from .store import check_counts, open_store, read_parquet, register_kind, save_store, write_parquet
 
 WEBSHOP_VERSION = 1
 SPLITS = ("sft", "rl", "dev", "test")
@@ -481,6 +481,7 @@ def make_tasks(catalogue: Catalogue, split: str, objectives: int, count: int, se
 # Storage: parquet files plus a manifest with their sha256, as the QA world (store.py).
 
 _FILES = ("products.parquet", "goals.parquet")
+register_kind("catalogue", "WebShop-lite catalogue", _FILES)
 
 
 def save_catalogue(catalogue: Catalogue, out: str | Path, force: bool = False) -> Path:
@@ -519,6 +520,8 @@ def load_catalogue(path: str | Path | None = None, verify: bool = True) -> Catal
     goals: dict[str, list[Goal]] = {s: [] for s in SPLITS}
     for row in read_parquet(path / "goals.parquet", REBUILD_COMMAND):
         goals[row["split"]].append(Goal(**(row | {"options": json.loads(row["options"])})))
+    counts = {"products": len(products)} | {f"goals_{s}": len(goals[s]) for s in SPLITS}
+    check_counts(path, manifest, counts, REBUILD_COMMAND)
     digest = hashlib.sha256(json.dumps(manifest["sha256"], sort_keys=True).encode()).hexdigest()
     return Catalogue(cfg, products, goals, digest)
 

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .store import open_store, read_parquet, save_store, write_parquet
+from .store import check_counts, open_store, read_parquet, register_kind, save_store, write_parquet
 
 WORLD_VERSION = 1
 SPLITS = ("sft", "rl", "dev", "test")
@@ -503,6 +503,7 @@ def make_tasks(world: World, split: str, objectives: int, count: int, seed: int 
 # Storage: parquet files plus a manifest with their sha256 (store.py).
 
 _FILES = ("entities.parquet", "documents.parquet", "questions.parquet", "name_parts.json")
+register_kind("world", "QA world", _FILES)
 
 
 def save_world(world: World, out: str | Path, force: bool = False) -> Path:
@@ -563,7 +564,9 @@ def _same_kind(value, default) -> bool:
 def load_world(path: str | Path | None = None, verify: bool = True) -> World:
     """Read a world written by `save_world`; every file is checked against the manifest's sha256."""
     path = Path(path) if path is not None else DEFAULT_WORLD_DIR
-    _, cfg = open_store(path, _FILES, WORLD_VERSION, "world", REBUILD_COMMAND, verify, config_from_manifest)
+    manifest, cfg = open_store(
+        path, _FILES, WORLD_VERSION, "world", REBUILD_COMMAND, verify, config_from_manifest
+    )
     parts = NameParts(**json.loads((path / "name_parts.json").read_text()))
     entities = [
         Entity(**(row | {"facts": json.loads(row["facts"])}))
@@ -573,6 +576,9 @@ def load_world(path: str | Path | None = None, verify: bool = True) -> World:
     questions: dict[str, list[Question]] = {s: [] for s in SPLITS}
     for row in read_parquet(path / "questions.parquet", REBUILD_COMMAND):
         questions[row["split"]].append(Question(**row))
+    counts = {"entities": len(entities), "documents": len(documents)}
+    counts |= {f"questions_{s}": len(questions[s]) for s in SPLITS}
+    check_counts(path, manifest, counts, REBUILD_COMMAND)
     return World(config=cfg, parts=parts, entities=entities, documents=documents, questions=questions)
 
 

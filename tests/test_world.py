@@ -173,3 +173,42 @@ def test_a_manifest_missing_a_key_or_holding_a_null_is_one_line_naming_it(tmp_pa
     with pytest.raises(DataError, match=r"manifest\.json is corrupted .*mem1 world --out") as info:
         load_world(out, verify=False)
     assert field in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("counts", ["12", {"entities": "many"}, {"entities": -1}])
+def test_a_manifest_whose_counts_are_not_whole_numbers_is_refused(tmp_path, small_world, counts):
+    out = save_world(small_world, tmp_path / "w")
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["counts"] = counts
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match=r"manifest\.json is corrupted \(TypeError: counts is not a table"):
+        load_world(out)
+
+
+def test_a_manifest_counting_other_rows_than_its_files_hold_is_refused(tmp_path, small_world):
+    """The counts are outside the files' sha256: an edited count is caught by reading the rows."""
+    out = save_world(small_world, tmp_path / "w")
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["counts"]["entities"] += 1
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match=r"does not match its files \(entities: \d+ recorded, \d+ read\)"):
+        load_world(out)
+
+
+def test_a_store_of_the_other_domain_is_called_what_it_is_not_corrupted(tmp_path, small_world):
+    from mem1lite.webshop import CatalogueConfig, generate_catalogue, load_catalogue, save_catalogue
+
+    world = save_world(small_world, tmp_path / "w")
+    shop = save_catalogue(
+        generate_catalogue(CatalogueConfig(seed=3, products=300, goals_per_product=2)), tmp_path / "s"
+    )
+    with pytest.raises(DataError, match=f"^{shop} is a WebShop-lite catalogue, not a QA world"):
+        load_world(shop)
+    with pytest.raises(DataError, match=f"^{world} is a QA world, not a WebShop-lite catalogue"):
+        load_catalogue(world)
+    (world / "manifest.json").unlink()  # its files alone still say what it is
+    with pytest.raises(DataError, match="is a QA world, not a WebShop-lite catalogue"):
+        load_catalogue(world)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match="is not a folder"):
+        load_world(tmp_path / "file")
