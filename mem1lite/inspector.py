@@ -142,10 +142,30 @@ def filter_episodes(
     return out
 
 
+def same_task(a: Trajectory, b: Trajectory) -> bool:
+    """[7] The same task: its id, and its domain, split and questions (a task id names a draw, which
+    another world or catalogue fills with other questions)."""
+    return (a.task_id, a.env, a.split, a.questions) == (b.task_id, b.env, b.split, b.questions)
+
+
+def check_token_ids(trajs: Iterable[Trajectory], size: int, tokenizer_name: str) -> None:
+    """Every token id of `trajs` is one of the tokenizer's `size` ids, or one line says which is not
+    (trajectories written with another tokenizer would be drawn as other text)."""
+    for t in trajs:
+        pieces = [t.prompt_ids] + [ids for turn in t.turns for ids in (turn.output_ids, turn.observation_ids)]
+        top = max((max(ids) for ids in pieces if ids), default=-1)
+        if top >= size:
+            raise InspectorError(
+                f"{t.task_id} ({t.agent}) holds token id {top:,}, outside the {size:,} ids of "
+                f"{tokenizer_name}: "
+                "written with another tokenizer? give it with --tokenizer DIR"
+            )
+
+
 def find_partner(traj: Trajectory, pool: Iterable[Trajectory]) -> Trajectory | None:
     """[7] The same task under the other agent (mem1 <-> full), the same policy preferred."""
     want = COMPARE_AGENTS.get(traj.agent)
-    candidates = [t for t in pool if t is not traj and t.task_id == traj.task_id and t.agent != traj.agent]
+    candidates = [t for t in pool if t is not traj and same_task(t, traj) and t.agent != traj.agent]
     if not candidates:
         return None
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import os
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
@@ -22,13 +23,16 @@ from .inspector import (
     LayoutCache,
     MaskRow,
     Origins,
+    TokenText,
     TurnView,
     as_token_text,
+    check_token_ids,
     find_partner,
     home_turn,
     load_trajectories,
     mask_row_of,
     piece_label,
+    same_task,
     turn_view,
 )
 from .terms import DEFAULT_LAYOUT, KIND_COLORS, KIND_LABELS, KIND_LETTERS, LAYOUTS
@@ -594,8 +598,21 @@ def export_html(
     for w in others.warnings:
         (warn or (lambda m: None))(w)
     partner = find_partner(traj, col.trajectories + others.trajectories)
+    if partner is None and compare:  # asked for a side by side: a same-id task of another draw is said
+        for other in others.trajectories:
+            if other.task_id == traj.task_id and other.agent != traj.agent and not same_task(other, traj):
+                raise InspectorError(
+                    f"--compare: task {traj.task_id} under {other.agent} asks other questions than under "
+                    f"{traj.agent} (another world, catalogue or split): not the same task, not compared"
+                )
+    text_of = as_token_text(tokenizer)
+    if isinstance(text_of, TokenText):  # a callable given by a caller is trusted with its ids
+        name = tokenizer if isinstance(tokenizer, (str, os.PathLike)) else "the tokenizer"
+        check_token_ids(
+            [traj] + ([partner] if partner else []), len(text_of.tokenizer), str(name or "data/tiny")
+        )
     text = render_episode_html(
-        traj, as_token_text(tokenizer), turn=turn, layout=layout, partner=partner,
+        traj, text_of, turn=turn, layout=layout, partner=partner,
         warnings=col.warnings, source=f"{path} · record {episode}", token=token,
     )  # fmt: skip
     write_text(out, text)

@@ -15,6 +15,7 @@ below, JSON-encoded; `output_kinds` is a string with one letter per output token
 from __future__ import annotations
 
 import json
+import math
 import re
 import weakref
 from collections.abc import Iterable, Sequence
@@ -137,13 +138,37 @@ class Trajectory:
         return traj
 
     def check(self) -> None:
-        """Per turn: one log-prob and one kind per output id; spans inside pieces that exist."""
+        """Per turn: one log-prob and one kind per output id; spans inside pieces that exist; token
+        ids whole numbers >= 0, log-probs numbers <= 0, EM and F1 within 0..N (a record edited by
+        hand or by a bug is refused, not drawn)."""
+        _check_ids("prompt_ids", self.prompt_ids)
+        n = len(self.questions)
+        for name in ("em", "f1"):
+            v = getattr(self, name)
+            if not (_number(v) and 0 <= v <= n):
+                raise ValueError(f"{name} {v!r} is outside 0..{n} (N = {n})")
+        if not all(_number(v) and 0 <= v <= 1 for v in self.per_slot_em):
+            raise ValueError(f"per_slot_em {self.per_slot_em!r} holds a value outside 0..1")
         for j, t in enumerate(self.turns):
             if not len(t.output_ids) == len(t.logprobs) == len(t.output_kinds):
                 raise ValueError(f"turn {j}: output_ids, logprobs and output_kinds differ in length")
+            _check_ids(f"turn {j}: output_ids", t.output_ids)
+            _check_ids(f"turn {j}: observation_ids", t.observation_ids)
+            if not all(isinstance(v, int | float) and v <= 1e-4 for v in t.logprobs):  # NaN fails <=
+                raise ValueError(f"turn {j}: a log-prob is not a number <= 0")
             for p, a, b in t.spans:
                 if not (PROMPT <= p < 2 * j and 0 <= a <= b <= len(self.piece(p))):
                     raise ValueError(f"turn {j}: span {[p, a, b]} is outside the trajectory")
+
+
+def _number(v) -> bool:
+    """A finite int or float (not a bool)."""
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_ids(name: str, ids) -> None:
+    if not (isinstance(ids, list) and all(type(i) is int for i in ids)) or (ids and min(ids) < 0):
+        raise ValueError(f"{name} holds something other than token ids (whole numbers >= 0)")
 
 
 def write_jsonl(trajectories: Iterable[Trajectory], path: str | Path) -> Path:

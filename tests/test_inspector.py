@@ -460,3 +460,41 @@ def test_a_line_nested_past_the_parsers_depth_is_a_named_warning(tmp_path, token
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("mem1: error:") and str(deep) in err[-1] and not (tmp_path / "o.html").exists()
     assert not any("Traceback" in line for line in err)
+
+
+# ---------------------------------------------------------------------------------------------
+# Trust only what was checked (issue #32)
+
+
+def test_compare_pairs_the_same_task_not_the_same_id_of_another_world(tmp_path, teacher, capsys):
+    """A task id names a draw (split, N, seed, index): another world fills it with other questions."""
+    import dataclasses
+
+    mem1 = write_jsonl(teacher["mem1"], tmp_path / "m.jsonl")
+    elsewhere = [
+        dataclasses.replace(t, questions=[q + " (elsewhere)" for q in t.questions]) for t in teacher["full"]
+    ]
+    other = write_jsonl(elsewhere, tmp_path / "other-world.jsonl")
+    assert I.find_partner(teacher["mem1"][0], elsewhere) is None
+    out = tmp_path / "o.html"
+    assert main(["inspect", str(mem1), "--episode", "0", "--html", str(out), "--compare", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "asks other questions than under mem1" in err and err.count("\n") == 1 and not out.exists()
+
+
+def test_token_ids_outside_the_tokenizer_or_values_no_run_gives_are_refused(tmp_path, teacher, capsys):
+    traj = json.loads(teacher["mem1"][0].to_json())
+    out = tmp_path / "o.html"
+    big = dict(traj, prompt_ids=traj["prompt_ids"] + [10**6])  # a valid id, but not this tokenizer's
+    (tmp_path / "big.jsonl").write_text(json.dumps(big) + "\n")
+    assert main(["inspect", str(tmp_path / "big.jsonl"), "--episode", "0", "--html", str(out)]) == 2
+    assert "holds token id 1,000,000, outside the 5,668 ids of" in capsys.readouterr().err
+    for broken, why in [
+        (dict(traj, prompt_ids=[-3]), "prompt_ids holds something other than token ids"),
+        (dict(traj, em=float("inf")), "em inf is outside 0..2"),
+        (dict(traj, em=-5), "em -5 is outside 0..2"),
+        (dict(traj, per_slot_em=[1.0, 3.0]), "per_slot_em [1.0, 3.0] holds a value outside 0..1"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(why)):
+            Trajectory.from_dict(broken)
+    assert not out.exists()
