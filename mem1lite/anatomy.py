@@ -430,3 +430,4 @@ def diagnose(
         texts = [tokenizer.decode(r.ids, skip_special_tokens=False) for r in responses]
         checks += teacher_forced_checks(forced, texts, tokenizer)
     return Anatomy(label, split, divergences, checks)
+    domain.check_tokenizer(tokenizer, label)  # a world of names it cannot write: one line, nothing played

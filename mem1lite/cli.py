@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from .files import check_output, lock, lock_path, write_failure_line, write_text
+from .files import check_output, lock, lock_path, save_figure, write_failure_line, write_text
 from .teacher import POINTERS
 from .terms import AGENTS, LAYOUTS
 from .world import DEFAULT_WORLD_DIR, SPLITS
@@ -61,6 +61,86 @@ def _at_most(limit: int, why: str):
 
 _objectives = _at_most(MAX_OBJECTIVES, "4x the paper's largest N; MAX_OBJECTIVES in mem1lite/cli.py")
 _episodes = _at_most(MAX_EPISODES, "hours of play already; MAX_EPISODES in mem1lite/cli.py")
+MAX_SEED = 2**32 - 1
+"""the largest seed numpy's generators take (a larger or negative one is refused by them, later)"""
+MAX_TOKENS = 8192
+"""longest response or kept history the command line takes: the tiny model's 8,192 positions (a
+KV cache of 1e9 tokens asked for 256 GB before this bound)"""
+MAX_STEPS = 100_000
+"""most PPO steps: ~70 days at the quick preset's minute a step"""
+MAX_BATCH = 4096
+"""most episodes generated together or played a step (64x the default batch)"""
+MAX_BENCH_TASKS = 40_000
+"""most teacher tasks `mem1 bench data` builds: the largest measured (36,000) took 258 s"""
+MAX_MINUTES = 10_080.0
+"""the longest time budget: a week"""
+MAX_SCALE = 100.0
+"""the largest factor on a preset's time budgets"""
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a seed in 0..{MAX_SEED:,} (numpy's range), got {value:,}")
+    return value
+
+
+def _threads(text: str) -> int:
+    """An argparse type: torch threads in 1..threads.max_threads() (4x the cores: more only waits)."""
+    from .threads import max_threads
+
+    return _at_most(max_threads(), "4x this machine's cores; more threads only wait")(text)
+
+
+def _at_most_float(limit: float, why: str):
+    def parse(text: str) -> float:
+        value = _positive(text)
+        if value > limit:
+            raise argparse.ArgumentTypeError(f"expected at most {limit:,g} ({why}), got {value:,g}")
+        return value
+
+    return parse
+
+
+def _name_list(text: str) -> str:
+    """An argparse type: a comma-separated list of at least one name (kept as text; `_names` splits it)."""
+    if not _names(text):
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return text
+
+
+_tokens = _at_most(MAX_TOKENS, "the tiny model's positions; MAX_TOKENS in mem1lite/cli.py")
+_steps = _at_most(MAX_STEPS, "MAX_STEPS in mem1lite/cli.py")
+_batch = _at_most(MAX_BATCH, "64x the default batch; MAX_BATCH in mem1lite/cli.py")
+_bench_tasks = _at_most(
+    MAX_BENCH_TASKS, "4 min of building on two workers; MAX_BENCH_TASKS in mem1lite/cli.py"
+)
+_repeats = _at_most(100, "a median of 100 rounds is exact enough")
+_minutes = _at_most_float(MAX_MINUTES, "a week; MAX_MINUTES in mem1lite/cli.py")
+_scale = _at_most_float(MAX_SCALE, "MAX_SCALE in mem1lite/cli.py")
+
+
+def _given(args: argparse.Namespace, dest: str) -> bool:
+    """Whether the command line set `dest` to other than its default."""
+    for action in args._parser._actions:
+        if action.dest == dest:
+            default = action.default
+            if isinstance(default, str) and action.type is not None:
+                default = action.type(default)
+            return getattr(args, dest) != default
+    raise KeyError(dest)
+
+
+def _refuse_unused(args: argparse.Namespace, dests, why: str) -> None:
+    """Flags that do nothing in the chosen mode are refused in one line, never silently ignored."""
+    given = [d for d in dests if _given(args, d)]
+    if given:
+        flags = ", ".join("--" + d.replace("_", "-") for d in given)
+        one = len(given) == 1
+        raise UserError(f"{flags} {'does' if one else 'do'} nothing {why}: drop {'it' if one else 'them'}")
 
 
 def _objective_list(text: str) -> tuple[int, ...]:
@@ -122,6 +202,7 @@ def cmd_world(args: argparse.Namespace) -> None:
     from .world import WorldConfig, generate_world, save_world
 
     if args.check:
+        _refuse_unused(args, ("seed", "force"), "with --check")
         from .data_check import check_world
 
         check_world(Path(args.data or args.out or DEFAULT_WORLD_DIR))
@@ -155,8 +236,11 @@ def cmd_tokenizer(args: argparse.Namespace) -> None:
     from .webshop import load_catalogue
     from .world import load_world
 
+    folder = args.out or TINY_DIR
+    check_output(folder, folder=True)
     world, catalogue = load_world(args.world), load_catalogue(args.webshop)
-    out = build_tiny_assets(world, args.out or TINY_DIR, force=args.force, catalogue=catalogue)
+    with lock(lock_path(folder), f"writing {folder}"):
+        out = build_tiny_assets(world, folder, force=args.force, catalogue=catalogue)
     print(f"wrote the tokenizer (QA world + WebShop-lite text) and the untrained tiny Qwen2 config to {out}")
 
 
@@ -199,8 +283,13 @@ def cmd_webshop(args: argparse.Namespace) -> None:
     from .webshop import DEFAULT_WEBSHOP_DIR, CatalogueConfig, generate_catalogue, save_catalogue
 
     if args.eval or args.records:
+        _refuse_unused(args, ("force", "out", "check"), "with --eval or --records")
         return webshop_eval(args)
+    _refuse_unused(
+        args, ("agents", "objectives", "episodes", "split", "threads", "json", "markdown"), "without --eval"
+    )
     if args.check:
+        _refuse_unused(args, ("seed", "force"), "with --check")
         from .data_check import check_webshop
 
         check_webshop(Path(args.data or args.out or DEFAULT_WEBSHOP_DIR))
@@ -220,7 +309,10 @@ def webshop_eval(args: argparse.Namespace) -> None:
 
     if args.eval and args.records:
         raise UserError("give --eval (play) or --records (join saved runs), not both")
+    _check_outputs((args.json, args.markdown))
     if args.records:
+        play = ("agents", "objectives", "episodes", "split", "seed", "threads", "data")
+        _refuse_unused(args, play, "with --records (it joins saved runs)")
         try:
             records = load_records(_names(args.records))
         except EvalError as exc:
@@ -333,6 +425,11 @@ def cmd_ppo(args: argparse.Namespace) -> None:
         kl_coef=args.kl_coef,
         max_new_tokens=args.max_new_tokens,
     )
+    if args.group is not None and ppo_args.advantage != "group":
+        raise UserError(
+            f"--group does nothing under the {ppo_args.advantage} advantage (the {args.preset} preset's "
+            "unless --advantage says otherwise): add --advantage group or drop --group"
+        )
     try:
         train_ppo(ppo_args)
     except PPOError as exc:
@@ -367,10 +464,41 @@ def _eval_config(args: argparse.Namespace):
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
+    _check_outputs((args.json, args.markdown, args.html), (args.figures, args.trajectories))
+    if args.records:
+        _refuse_unused(args, EVAL_PLAY_FLAGS, "with --records (it rebuilds the outputs from saved records)")
+    with _one_run(args.figures, args.trajectories):
+        _eval(args)
+
+
+EVAL_PLAY_FLAGS = ("policy", "agents", "objectives", "episodes", "split", "seed", "temperature", "top_p")
+EVAL_PLAY_FLAGS += (
+    "max_new_tokens",
+    "batch_size",
+    "truncate_tokens",
+    "threads",
+    "data",
+    "env",
+    "trajectories",
+)
+"""the flags of `mem1 eval` that only playing reads"""
+
+
+def _one_run(*folders):
+    """The locks of a command's output folders (files.lock: one run per output folder)."""
+    import contextlib
+
+    stack = contextlib.ExitStack()
+    for folder in folders:
+        if folder:
+            stack.enter_context(lock(lock_path(folder), f"writing {folder}"))
+    return stack
+
+
+def _eval(args: argparse.Namespace) -> None:
     from .evaluate import evaluate
     from .report import check_targets, per_objective_table, results_table, to_markdown, write_outputs
 
-    _check_outputs((args.json, args.markdown, args.html), (args.figures, args.trajectories))
     if args.records:  # rebuild the outputs from saved records: nothing is played
         from .evaluate import load_records
 
@@ -401,6 +529,8 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
     _check_outputs((args.json, args.markdown, args.figure))
     if (args.policy is None) == (args.records is None):
         raise UserError("give --policy (play and diagnose) or --records (a saved --json: tables again)")
+    if args.records:
+        _refuse_unused(args, ("objectives", "episodes", "split", "seed", "threads", "data"), "with --records")
     t0 = time.perf_counter()
     if args.records:
         from .anatomy import Anatomy, anatomy_figure
@@ -427,8 +557,8 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
         write_text(args.markdown, text)
     if args.json:
         write_text(args.json, anatomy.to_json() + "\n")
-    if args.figure:  # its folder was made by _check_outputs
-        anatomy_figure(anatomy).savefig(args.figure, dpi=110)
+    if args.figure:
+        save_figure(anatomy_figure(anatomy), args.figure)
     print(f"diagnosed {anatomy.policy} in {time.perf_counter() - t0:.1f} s")
 
 
@@ -463,6 +593,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
+    used = BENCH_FLAGS[args.what] + (("checkpoints", "figure") if args.deviation else ())
+    every = {d for flags in BENCH_FLAGS.values() for d in flags}
+    _refuse_unused(args, sorted(every - set(used)), f"in `mem1 bench {args.what}`")
+    _check_outputs((args.json, args.figure))
     if args.what == "rollout":
         from .bench import RolloutBenchConfig, bench_rollout
 
@@ -482,6 +616,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
         from .generate import ENGINES
 
         engines = _names(args.engines) if args.engines else tuple(ENGINES)
+        unknown = [e for e in engines if e not in ENGINES]
+        if unknown:
+            raise UserError(f"--engines: unknown {', '.join(unknown)}; expected some of {', '.join(ENGINES)}")
         cfg = GenerateBenchConfig(
             engines=engines,
             episodes=args.episodes or 16,
@@ -501,7 +638,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         records = bench_layout_deviation(checkpoints, episodes=args.episodes or 4, threads=args.threads)
         _write_json(args.json, records)
         if args.figure:
-            plot_stitched_by_turn(records).savefig(args.figure, dpi=110)
+            save_figure(plot_stitched_by_turn(records), args.figure)
         return
     if args.what == "data":
         from .bench import bench_data
@@ -549,6 +686,26 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
     records = bench_retrieval(Path(args.data or DEFAULT_WORLD_DIR), limit=args.limit)
     _write_json(args.json, records)
+
+
+BENCH_FLAGS = {
+    "retrieval": ("data", "limit"),
+    "masks": ("objectives", "episodes", "repeats", "agent", "threads", "deviation", "checkpoints", "figure"),
+    "rollout": (
+        "teacher_episodes",
+        "policy",
+        "batch_episodes",
+        "single_episodes",
+        "repeats",
+        "threads",
+        "data",
+    ),
+    "generate": ("engines", "episodes", "max_new_tokens", "repeats", "policy", "threads", "data"),
+    "data": ("tasks", "objectives", "data"),
+    "ppo": ("policy", "objectives", "episodes", "threads", "data"),
+    "sft": ("objectives", "episodes", "steps", "repeats", "threads", "data"),
+}
+"""the flags each `mem1 bench WHAT` reads (--json: all); any other given is refused"""
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -608,18 +765,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("world", help="build (or --check) the QA world")
     p.add_argument("--out", help=f"folder to write (default {DEFAULT_WORLD_DIR})")
-    p.add_argument("--seed", type=int, default=0, help="world seed (same seed, same bytes)")
+    p.add_argument("--seed", type=_seed, default=0, help="world seed (same seed, same bytes)")
     p.add_argument("--force", action="store_true", help="overwrite an existing world")
     p.add_argument("--check", action="store_true", help="verify a world and print its figures")
     _data_flag(p, "world folder for --check (default: --out or the shipped one)")
-    p.set_defaults(func=cmd_world)
+    p.set_defaults(func=cmd_world, _parser=p)
 
     p = sub.add_parser("tokenizer", help="train the tokenizer and write the untrained tiny config")
     p.add_argument("--out", help="folder (default data/tiny)")
     p.add_argument("--world", help="world folder (default data/qa)")
     p.add_argument("--webshop", help="WebShop-lite catalogue folder (default data/webshop)")
     p.add_argument("--force", action="store_true", help="overwrite")
-    p.set_defaults(func=cmd_tokenizer)
+    p.set_defaults(func=cmd_tokenizer, _parser=p)
 
     p = sub.add_parser("rollout", help="play episodes with a policy and an agent, write jsonl trajectories")
     p.add_argument("--policy", default="teacher", help="teacher, tiny (untrained) or a checkpoint directory")
@@ -633,23 +790,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--episodes", type=_episodes, default=8)
     p.add_argument("--split", default="dev", choices=list(SPLITS))
-    p.add_argument("--seed", type=int, default=0, help="draws the tasks and the sampling")
+    p.add_argument("--seed", type=_seed, default=0, help="draws the tasks and the sampling")
     p.add_argument("--temperature", type=_non_negative, default=1.0, help="0 for greedy decoding")
     p.add_argument("--top-p", type=_probability, default=1.0)
-    p.add_argument("--batch-size", type=_positive_int, default=64)
-    p.add_argument("--truncate-tokens", type=_positive_int, default=512, help="history kept by truncate")
+    p.add_argument("--batch-size", type=_batch, default=64)
+    p.add_argument("--truncate-tokens", type=_tokens, default=512, help="history kept by truncate")
     _data_flag(p, "the domain's data folder (default data/qa or data/webshop)")
     p.add_argument("--out", required=True, help="jsonl file to write")
-    p.set_defaults(func=cmd_rollout)
+    p.set_defaults(func=cmd_rollout, _parser=p)
 
     p = sub.add_parser("webshop", help="build (or --check) the WebShop-lite catalogue; --eval its table")
     p.add_argument("--out", help="folder to write (default data/webshop)")
-    p.add_argument("--seed", type=int, default=0, help="catalogue seed (same bytes); --eval: tasks")
+    p.add_argument("--seed", type=_seed, default=0, help="catalogue seed (same bytes); --eval: tasks")
     p.add_argument("--force", action="store_true", help="overwrite an existing catalogue")
     p.add_argument("--check", action="store_true", help="verify a catalogue and print its figures")
     _data_flag(p, "catalogue folder for --check and --eval (default: the shipped one)")
-    p.add_argument("--eval", metavar="POLICIES", help="teacher, tiny or checkpoints, comma-separated")
-    p.add_argument("--agents", default="mem1,full", help="--eval: comma-separated memory policies")
+    p.add_argument(
+        "--eval", type=_name_list, metavar="POLICIES", help="teacher, tiny or checkpoints, comma-separated"
+    )
+    p.add_argument(
+        "--agents", type=_name_list, default="mem1,full", help="--eval: comma-separated memory policies"
+    )
     p.add_argument(
         "--objectives",
         type=_objective_list,
@@ -658,11 +819,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--episodes", type=_episodes, default=100, help="--eval: tasks per N (the same for all)")
     p.add_argument("--split", default="test", choices=list(SPLITS), help="--eval: goal split")
-    p.add_argument("--threads", type=_positive_int, default=None, help="--eval: torch CPU threads")
+    p.add_argument("--threads", type=_threads, default=None, help="--eval: torch CPU threads")
     p.add_argument("--json", help="--eval / --records: write the records here")
-    p.add_argument("--records", help="join saved --eval --json files (comma-separated); plays nothing")
+    p.add_argument(
+        "--records", type=_name_list, help="join saved --eval --json files (comma-separated); plays nothing"
+    )
     p.add_argument("--markdown", help="--eval / --records: write the table here")
-    p.set_defaults(func=cmd_webshop)
+    p.set_defaults(func=cmd_webshop, _parser=p)
 
     p = sub.add_parser("sft", help="supervised warm start on teacher trajectories (TRL SFTTrainer)")
     p.add_argument(
@@ -672,7 +835,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="long: continue --init on N = 1..16",
     )
     p.add_argument("--out", required=True, help="output directory (must not exist or be empty)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--init", help="start from this checkpoint directory (the same as --model DIR)")
     p.add_argument(
         "--model", help="base model: tiny (default, from scratch), qwen2.5-0.5b (a local copy) or a directory"
@@ -688,8 +851,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="a sample per turn (default) or per episode (--agent full: one row, ~1/3 the tokens fed; mem1: "
         "the packed layout, the prompt once an episode, stages with the loss on responses only)",
     )
-    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
-    p.add_argument("--minutes-scale", type=_positive, default=1.0, help="scale every stage's time budget")
+    p.add_argument("--threads", type=_threads, default=None, help="torch CPU threads")
+    p.add_argument("--minutes-scale", type=_scale, default=1.0, help="scale every stage's time budget")
     p.add_argument("--env", default="qa", choices=["qa", "webshop"], help="the domain")
     _data_flag(p, "the domain's data folder (default data/qa or data/webshop)")
     p.add_argument("--tasks", type=_episodes, default=None, help="teacher tasks played for the data")
@@ -713,33 +876,31 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="minutes between checkpoints in OUT.partial (default 10; 0: at stage ends only)",
     )
-    p.set_defaults(func=cmd_sft)
+    p.set_defaults(func=cmd_sft, _parser=p)
 
     p = sub.add_parser("ppo", help="LoRA PPO on masked trajectories, from an SFT checkpoint")
     p.add_argument("--preset", default="quick", choices=["quick", "standard"])
     p.add_argument("--init", help="SFT checkpoint directory: the frozen base under the adapter")
     p.add_argument("--model", help="or a model preset as the base: qwen2.5-0.5b (a local copy), tiny")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
-    p.add_argument("--steps", type=_positive_int, default=None, help="override the preset's step count")
-    p.add_argument("--minutes", type=_positive, default=None, help="override the preset's time budget")
+    p.add_argument("--steps", type=_steps, default=None, help="override the preset's step count")
+    p.add_argument("--minutes", type=_minutes, default=None, help="override the preset's time budget")
     p.add_argument(
         "--objectives", type=_objective_list, help="comma-separated task sizes, cycled over steps (default 2)"
     )
     p.add_argument(
         "--advantage", default=None, choices=["gae", "group"], help="baseline: the critic, or a group's mean"
     )
-    p.add_argument("--group", type=_positive_int, default=None, help="episodes per task (--advantage group)")
+    p.add_argument("--group", type=_batch, default=None, help="episodes per task (--advantage group)")
     p.add_argument("--episodes-per-step", type=_episodes, default=None, help="override the preset's")
     p.add_argument("--temperature", type=_positive, default=None, help="sampling temperature (default 1)")
     p.add_argument("--actor-lr", type=_positive, default=None, help="LoRA learning rate (default 2e-4)")
     p.add_argument(
         "--kl-coef", type=_non_negative, default=None, help="per-token KL penalty to the reference (1e-3)"
     )
-    p.add_argument(
-        "--max-new-tokens", type=_positive_int, default=None, help="longest response (the preset's)"
-    )
+    p.add_argument("--max-new-tokens", type=_tokens, default=None, help="longest response (the preset's)")
     p.add_argument(
         "--layout",
         default=None,
@@ -747,20 +908,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="how training scores a trajectory (masks.py): packed (exact, default) or stitched (the paper's)",
     )
     p.add_argument("--agent", default=None, choices=["mem1", "full"], help="memory policy of the rollouts")
-    p.add_argument("--threads", type=_positive_int, default=None)
+    p.add_argument("--threads", type=_threads, default=None)
     p.add_argument("--env", default="qa", choices=["qa", "webshop"], help="the domain")
     _data_flag(p, "the domain's data folder (default data/qa or data/webshop)")
-    p.set_defaults(func=cmd_ppo)
+    p.set_defaults(func=cmd_ppo, _parser=p)
 
     p = sub.add_parser("eval", help="policies x agents x N on the same test tasks: table, figures, targets")
     p.add_argument(
         "--policy",
         "--policies",
+        type=_name_list,
         default="teacher",
         help="comma-separated: teacher, tiny, paced, a shipped name (sft, ppo, sft-full, ppo-full, sft-n2, "
         "sft-n8, sft-n16, sft-text-n16, ...) or model dirs",
     )
-    p.add_argument("--agents", default="mem1,full,truncate", help="comma-separated memory policies")
+    p.add_argument(
+        "--agents", type=_name_list, default="mem1,full,truncate", help="comma-separated memory policies"
+    )
     p.add_argument(
         "--objectives",
         type=_objective_list,
@@ -769,13 +933,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--episodes", type=_episodes, default=32, help="tasks per N (the same for all)")
     p.add_argument("--split", default="test", choices=list(SPLITS))
-    p.add_argument("--seed", type=int, default=0, help="draws the tasks and seeds the sampling")
+    p.add_argument("--seed", type=_seed, default=0, help="draws the tasks and seeds the sampling")
     p.add_argument("--temperature", type=_non_negative, default=0.0, help="0 (default): greedy decoding")
     p.add_argument("--top-p", type=float, default=1.0, help="0 < p <= 1 (checked with the other inputs)")
-    p.add_argument("--max-new-tokens", type=_positive_int, default=192, help="longest response")
-    p.add_argument("--batch-size", type=_positive_int, default=64, help="episodes generated together")
-    p.add_argument("--truncate-tokens", type=_positive_int, default=512, help="history kept by truncate")
-    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--max-new-tokens", type=_tokens, default=192, help="longest response")
+    p.add_argument("--batch-size", type=_batch, default=64, help="episodes generated together")
+    p.add_argument("--truncate-tokens", type=_tokens, default=512, help="history kept by truncate")
+    p.add_argument("--threads", type=_threads, default=None, help="torch CPU threads")
     _data_flag(p, "the domain's data folder (default data/qa or data/webshop)")
     p.add_argument(
         "--env",
@@ -792,25 +956,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figures", help="write the figures (PNG) into this folder")
     p.add_argument("--html", help="write a self-contained HTML report here")
     p.add_argument("--trajectories", help="write every row's trajectories (jsonl) into this folder")
-    p.set_defaults(func=cmd_eval)
+    p.set_defaults(func=cmd_eval, _parser=p)
 
     p = sub.add_parser(
         "diagnose", help="failure anatomy: a checkpoint beside the teacher (free play, forced)"
     )
     p.add_argument("--policy", help="a shipped name (sft, ppo, sft-n8, ...) or checkpoint dir")
-    p.add_argument("--records", help="a saved --json: write its tables and figure again, play nothing")
+    p.add_argument(
+        "--records", type=_name_list, help="a saved --json: write its tables and figure again, play nothing"
+    )
     p.add_argument(
         "--objectives", type=_objective_list, default="2,8,16", help="comma-separated task sizes N"
     )
     p.add_argument("--episodes", type=_episodes, default=32, help="tasks per N")
     p.add_argument("--split", default="dev", choices=list(SPLITS))
-    p.add_argument("--seed", type=int, default=0, help="draws the tasks")
-    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--seed", type=_seed, default=0, help="draws the tasks")
+    p.add_argument("--threads", type=_threads, default=None, help="torch CPU threads")
     _data_flag(p, "the QA world folder (default data/qa)")
     p.add_argument("--markdown", help="write the tables here")
     p.add_argument("--json", help="write the tables and every episode's first divergence here")
     p.add_argument("--figure", help="write the figure (PNG) here")
-    p.set_defaults(func=cmd_diagnose)
+    p.set_defaults(func=cmd_diagnose, _parser=p)
 
     p = sub.add_parser("demo", help="the main job: world check, checkpoints, a small sweep, a report")
     _data_flag(p, "world folder (default data/qa)")
@@ -820,8 +986,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--objectives", type=_objective_list, default="1,2,4,8,16", help="comma-separated task sizes N"
     )
     p.add_argument("--episodes", type=_episodes, default=None, help="tasks per N (default 8, 4 with --train)")
-    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
-    p.set_defaults(func=cmd_demo)
+    p.add_argument("--threads", type=_threads, default=None, help="torch CPU threads")
+    p.set_defaults(func=cmd_demo, _parser=p)
 
     p = sub.add_parser("bench", help="benchmarks that print ratios measured in one run")
     p.add_argument(
@@ -830,7 +996,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="what to measure",
     )
     _data_flag(p, "world folder (retrieval, rollout, generate, data; default data/qa)")
-    p.add_argument("--limit", type=_positive_int, default=None, help="questions per split (retrieval)")
+    p.add_argument("--limit", type=_episodes, default=None, help="questions per split (retrieval)")
     p.add_argument(
         "--objectives",
         type=_objective_list,
@@ -838,49 +1004,42 @@ def build_parser() -> argparse.ArgumentParser:
         help="N values, comma-separated (masks, ppo: default 2,8; data, sft: default 1..16)",
     )
     p.add_argument(
-        "--tasks", type=_positive_int, default=200, help="teacher tasks of the data, all N together (data)"
+        "--tasks", type=_bench_tasks, default=200, help="teacher tasks of the data, all N together (data)"
     )
     p.add_argument(
         "--episodes",
-        type=_positive_int,
+        type=_batch,
         default=None,
         help="teacher trajectories per batch (masks, default 4); episodes batched (generate, default 16); "
         "episodes a step (ppo, default 8); teacher tasks of the data, the long preset's size mix (sft, "
         "default 64)",
     )
     p.add_argument(
-        "--steps", type=_positive_int, default=4, help="optimizer steps of each way per timed round (sft)"
+        "--steps", type=_repeats, default=4, help="optimizer steps of each way per timed round (sft)"
     )
     p.add_argument(
         "--engines",
+        type=_name_list,
         help="comma-separated generation engines, the first the reference (generate; default all)",
     )
-    p.add_argument("--max-new-tokens", type=_positive_int, default=64, help="response limit (generate)")
+    p.add_argument("--max-new-tokens", type=_tokens, default=64, help="response limit (generate)")
     p.add_argument(
         "--repeats",
-        type=_positive_int,
+        type=_repeats,
         default=3,
         help="timed rounds, median reported (masks, rollout, generate, sft)",
     )
     p.add_argument("--agent", default="mem1", choices=AGENTS, help="memory policy (masks)")
-    p.add_argument(
-        "--threads", type=_positive_int, default=None, help="torch CPU threads (masks, rollout, sft)"
-    )
-    p.add_argument(
-        "--teacher-episodes", type=_positive_int, default=100, help="tasks per agent and N (rollout)"
-    )
+    p.add_argument("--threads", type=_threads, default=None, help="torch CPU threads (masks, rollout, sft)")
+    p.add_argument("--teacher-episodes", type=_episodes, default=100, help="tasks per agent and N (rollout)")
     p.add_argument(
         "--policy",
         default="tiny",
         help="tiny (untrained) or a checkpoint, for tokens/s (rollout, generate); "
         "the start (ppo: default sft-n16)",
     )
-    p.add_argument(
-        "--batch-episodes", type=_positive_int, default=64, help="episodes batched together (rollout)"
-    )
-    p.add_argument(
-        "--single-episodes", type=_positive_int, default=8, help="episodes one at a time (rollout)"
-    )
+    p.add_argument("--batch-episodes", type=_batch, default=64, help="episodes batched together (rollout)")
+    p.add_argument("--single-episodes", type=_repeats, default=8, help="episodes one at a time (rollout)")
     p.add_argument(
         "--deviation",
         action="store_true",
@@ -888,11 +1047,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--checkpoints",
+        type=_name_list,
         help="comma-separated policies whose rollouts --deviation scores (default: sft-mem1, ppo-mem1)",
     )
     p.add_argument("--figure", help="write the figure (PNG) here (masks --deviation)")
     p.add_argument("--json", help="write the records here")
-    p.set_defaults(func=cmd_bench)
+    p.set_defaults(func=cmd_bench, _parser=p)
 
     p = sub.add_parser("inspect", help="write a static HTML page of one episode of a trajectory jsonl")
     p.add_argument("path", help="trajectory jsonl file (mem1 rollout --out)")
@@ -903,7 +1063,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", default="packed", choices=LAYOUTS, help="layout of the mask row")
     p.add_argument("--compare", nargs="*", help="more jsonl files holding the task under another agent")
     p.add_argument("--tokenizer", default=None, help="tokenizer directory (default: the shipped data/tiny)")
-    p.set_defaults(func=cmd_inspect)
+    p.set_defaults(func=cmd_inspect, _parser=p)
     return parser
 
 

@@ -20,6 +20,10 @@ Per (policy, agent, N) one flat record (`RECORD_FIELDS`), measured like this:
 6. The records are what every report is made of (report.py: tables, targets, the paper beside
    ours, figures, markdown and HTML); `load_records` joins saved runs so a report can be rebuilt
    without playing an episode again. `mem1 demo` (demo.py) runs the sweeps and writes the report.
+7. Before any episode, each trained policy's tokenizer is checked against the domain: the tiny
+   model writes a QA name part as one token, so on a world of another seed, whose parts its
+   tokenizer cuts in pieces, it would score 0 with no word why (`check_tokenizers`: EvalError, one
+   line, with the commands that train a tokenizer and a model on that world).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from tqdm.auto import tqdm
 from .domains import fit_default, load_domain
 from .files import write_text
 from .generate import GenerationConfig, load_engine
-from .model import DATA_DIR, ModelLoadError
+from .model import DATA_DIR, TINY_DIR, ModelLoadError, load_tokenizer, read_json_file
 from .rollout import RolloutConfig, run_episodes
 from .teacher import parse_state
 from .terms import AGENTS
@@ -112,6 +116,15 @@ SHIPPED = {
         "mem1 ppo --preset standard --init data/checkpoints/sft-mem1-n16-hop2 --objectives 2,4,8 "
         "--minutes 15 --out data/checkpoints/ppo-mem1-n16-hop2-mix",
     ),
+    "sft-n16-recipe": (
+        "sft-mem1-n16-recipe",
+        "mem1 sft --preset n16 --out data/checkpoints/sft-mem1-n16-recipe",
+    ),
+    "sft-full-n16-slow": (
+        "sft-full-n16-slow",
+        "mem1 sft --preset long --init data/checkpoints/sft-full --agent full --rows episode --lr-scale 0.2 "
+        "--out data/checkpoints/sft-full-n16-slow",
+    ),
     "sft-full-n16": (
         "sft-full-n16",
         "mem1 sft --preset long --init data/checkpoints/sft-full --agent full --tasks 800 "
@@ -183,6 +196,9 @@ class EvalConfig:
     """keep them in memory too (`EvalRun.trajectories`), e.g. for a notebook"""
     progress: bool = True
     """tqdm bars"""
+    roles: dict[str, str] = field(default_factory=dict)
+    """policy label -> the part it plays in the records' comparisons (report.pick_roles), where its
+    name would say otherwise (`policy_role`); e.g. the demo's N <= 4 model is a `contrast`"""
 
 
 @dataclass
@@ -220,6 +236,17 @@ def resolve_policy(name: str) -> str:
         f"unknown policy {name!r}: expected teacher, tiny, paced, {', '.join(SHIPPED)} "
         "or a checkpoint directory"
     )
+
+
+def repo_path(path: str) -> str:
+    """A checkpoint path as records keep it: relative to the repository when inside it, so that a
+    committed record names no machine's folders ('teacher' and other names pass unchanged)."""
+    if not Path(path).is_absolute():
+        return path
+    try:
+        return str(Path(path).resolve().relative_to(DATA_DIR.parent.resolve()))
+    except ValueError:
+        return path
 
 
 def shown_path(path: Path) -> str:
@@ -265,6 +292,53 @@ def validate(cfg: EvalConfig) -> dict[str, str]:
     return {name: resolve_policy(name) for name in dict.fromkeys(cfg.policies)}
 
 
+SCRIPTED = ("teacher", "tiny", "paced")
+"""policies whose words no trained weights choose: the teacher, the untrained model, the paced teacher"""
+
+
+def check_tokenizers(domain, policies: dict[str, tuple[str, object]]) -> None:
+    """[7] Each trained policy (label -> (resolved path, its tokenizer)) can write `domain`'s text
+    (domains.Domain.check_tokenizer), or EvalError (one line) before any episode is played."""
+    for label, (path, tokenizer) in policies.items():
+        if path not in SCRIPTED:
+            try:
+                domain.check_tokenizer(tokenizer, label)
+            except ValueError as exc:
+                raise EvalError(str(exc)) from None
+
+
+def policy_tokenizer(path: str):
+    """The tokenizer a resolved policy plays with, its weights left unread: a checkpoint's own, or a
+    PPO adapter's base's (as model.load_policy finds it; ModelLoadError when it cannot)."""
+    folder = Path(path)
+    adapter = folder / "adapter_config.json"
+    if adapter.is_file() and not (folder / "tokenizer.json").is_file():
+        base = read_json_file(adapter).get("base_model_name_or_path")
+        if base == "tiny":
+            return load_tokenizer(TINY_DIR)
+        if isinstance(base, str) and base:
+            return policy_tokenizer(str(folder / base if not Path(base).is_absolute() else base))
+    return load_tokenizer(folder)
+
+
+def check_sweeps(configs: Sequence[EvalConfig]) -> None:
+    """Every sweep's input and its trained policies' tokenizers (`check_tokenizers`), checked before
+    the first sweep plays an episode: `demo.run_sweeps` plays the teacher's sweep first."""
+    domains: dict = {}
+    for cfg in configs:
+        trained = {label: path for label, path in validate(cfg).items() if path not in SCRIPTED}
+        if not trained:
+            continue
+        key = (cfg.env, cfg.data)
+        if key not in domains:
+            domains[key] = load_domain(*key)
+        try:
+            tokenizers = {label: (path, policy_tokenizer(path)) for label, path in trained.items()}
+        except ModelLoadError as exc:
+            raise EvalError(str(exc)) from None
+        check_tokenizers(domains[key], tokenizers)
+
+
 # ---------------------------------------------------------------------------------------------
 # The sweep
 
@@ -298,6 +372,7 @@ def evaluate(cfg: EvalConfig, log: Callable[[str], None] | None = print) -> Eval
         }
     except ModelLoadError as exc:
         raise EvalError(str(exc)) from None
+    check_tokenizers(domain, {label: (path, loaded[label][1]) for label, path in paths.items()})  # [7]
 
     run = EvalRun(records=[], seconds=0.0)
     combos = [(p, n, a) for p in loaded for n in cfg.objectives for a in cfg.agents]
@@ -350,8 +425,8 @@ def _record(trajs, tokenizer, label: str, path: str, agent: str, n: int, cfg: Ev
         {
             "agent": agent,
             "policy": label,
-            "role": policy_role(label),
-            "path": path,
+            "role": cfg.roles.get(label) or policy_role(label),
+            "path": repo_path(path),
             "objectives": n,
             "split": cfg.split,
             "seed": cfg.seed,

@@ -1,6 +1,7 @@
 """mem1 eval and the demo's pieces: records, same tasks everywhere, teacher numbers, emergent
 measures, tables and target lines computed from numbers, one-line errors that write nothing."""
 
+import ast
 import json
 
 import pytest
@@ -433,3 +434,62 @@ def test_the_same_row_twice_is_refused(cli_sweep, tmp_path):
     (tmp_path / "a.json").write_text(json.dumps(records[:2]))
     with pytest.raises(ev.EvalError, match="is also in"):
         ev.load_records([tmp_path / "a.json", tmp_path / "a.json"])
+
+
+# ---------------------------------------------------------------------------------------------
+# A world of another seed: its name parts are not single tokens of the shipped models' tokenizer
+
+HEADLINE_DIR = "data/checkpoints/sft-mem1-n16-hop2"
+
+
+@pytest.fixture(scope="module")
+def other_world(small_world, tmp_path_factory):
+    """The small world of seed 7 (conftest.SMALL) saved as a folder, as `mem1 world --seed 7` does."""
+    from mem1lite.world import save_world
+
+    return save_world(small_world, tmp_path_factory.mktemp("worlds") / "w7")
+
+
+@pytest.mark.parametrize("command", ["eval", "rollout", "diagnose", "demo", "ppo"])
+def test_a_trained_model_is_refused_on_a_world_of_other_names(
+    command, other_world, small_world, tmp_path, capsys
+):
+    """Every command that plays a trained model stops before the first episode, in one line that
+    counts the split parts and names the commands that train a tokenizer and a model there."""
+    from mem1lite.model import load_tokenizer
+
+    w, out = str(other_world), tmp_path / "out"
+    parts = small_world.parts.all_parts()
+    tokenizer = load_tokenizer(HEADLINE_DIR)
+    split = [p for p in parts if len(tokenizer.encode(" " + p, add_special_tokens=False)) != 1]
+    # every pseudo-word part is split; only the 28 type words (Bank, Vale, ...) are in every world
+    assert (len(split), len(parts)) == (260, 288)
+    argv = {
+        "eval": ["eval", "--policy", f"teacher,{HEADLINE_DIR}", "--agents", "mem1", "--episodes", "2"]
+        + ["--json", f"{out}/e.json", "--trajectories", f"{out}/traj", "--figures", f"{out}/figs"],
+        "rollout": ["rollout", "--policy", HEADLINE_DIR, "--episodes", "2", "--out", f"{out}/r.jsonl"],
+        "diagnose": ["diagnose", "--policy", "sft-n16-hop2", "--episodes", "2", "--json", f"{out}/d.json"],
+        "demo": ["demo", "--episodes", "2", "--out", str(out)],
+        "ppo": ["ppo", "--preset", "quick", "--init", HEADLINE_DIR, "--out", str(out)],
+    }[command]
+    argv += ["--data", w] + (["--objectives", "2"] if command in ("eval", "diagnose", "demo", "ppo") else [])
+    assert main(argv) == 2
+    said = capsys.readouterr()
+    assert "total wall time" not in said.out  # no sweep played, not even the teacher's (eval, demo)
+    errors = [line for line in said.err.splitlines() if line.startswith("mem1: error:")]
+    assert len(errors) == 1, errors
+    pieces = errors[0].split(f"(e.g. {split[0]!r} -> ", 1)[1].split(")", 1)[0]
+    assert "".join(ast.literal_eval(p) for p in pieces.split()) == split[0]  # as the tokenizer cuts it
+    assert errors[0].startswith(f"mem1: error: 260 of 288 name parts of {w} are not single tokens of ")
+    assert f"`mem1 tokenizer --world {w} --out runs/w7-tokenizer`" in errors[0]
+    assert f"`mem1 sft --preset n16 --model runs/w7-tokenizer --data {w} --out runs/w7-sft`" in errors[0]
+    assert [p for p in out.rglob("*") if p.is_file()] == []  # nothing written (folders may be made)
+
+
+def test_the_teacher_still_plays_a_world_of_other_names(other_world, tmp_path):
+    out = tmp_path / "t.json"
+    argv = ["eval", "--policy", "teacher", "--data", str(other_world), "--agents", "mem1"]
+    assert main(argv + ["--objectives", "2", "--episodes", "4", "--json", str(out)]) == 0
+    (rec,) = json.loads(out.read_text())
+    assert (rec["policy"], rec["objectives"], rec["episodes"]) == ("teacher", 2, 4)
+    assert rec["em_per_objective"] == 1.0 and rec["format_errors"] == 0

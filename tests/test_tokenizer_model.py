@@ -4,6 +4,7 @@ tiny Qwen2 model (save/load round trip, one-line load errors, peft adapters thro
 import filecmp
 import json
 import shutil
+import time
 
 import pytest
 import torch
@@ -18,7 +19,18 @@ from mem1lite.model import (
     load_tokenizer,
 )
 from mem1lite.protocol import TAG_TOKENS
-from mem1lite.tokenizer import CHAT_TEMPLATE, EOS, IM_END, IM_START, PAD, check_name_parts
+from mem1lite.tokenizer import (
+    CHAT_TEMPLATE,
+    EOS,
+    IM_END,
+    IM_START,
+    PAD,
+    NamePartsError,
+    check_name_parts,
+    require_name_parts,
+    split_name_parts,
+)
+from mem1lite.world import DEFAULT_WORLD_DIR
 
 # ---------------------------------------------------------------------------------------------
 # Tokenizer
@@ -74,6 +86,80 @@ def test_rebuilding_from_the_same_world_gives_identical_files(world, tmp_path):
         assert filecmp.cmp(out / name, TINY_DIR / name, shallow=False), name
     with pytest.raises(FileExistsError):
         build_tiny_assets(world, out)
+
+
+# ---------------------------------------------------------------------------------------------
+# The world check: a trained model plays only a world whose name parts its tokenizer holds whole
+
+
+def test_the_shipped_world_passes_the_check_for_shipped_checkpoints_in_well_under_a_second(world):
+    """An SFT checkpoint and a PPO adapter (its tokenizer is its base's), the way every command loads them."""
+    from mem1lite.evaluate import policy_tokenizer
+
+    parts = world.parts.all_parts()
+    assert len(parts) == 1_928
+    for name in ("sft-mem1-n16-hop2", "ppo-mem1-n16-hop2-mix"):
+        tokenizer = policy_tokenizer(f"data/checkpoints/{name}")
+        t0 = time.perf_counter()
+        require_name_parts(tokenizer, parts, name, DEFAULT_WORLD_DIR)  # raises on a single split part
+        assert time.perf_counter() - t0 < 1.0  # ~15-25 ms measured on 2 busy cores
+        assert split_name_parts(tokenizer, parts) == {}
+
+
+def test_one_split_part_is_refused_with_its_pieces_and_the_commands(tokenizer, world):
+    parts = world.parts.all_parts() + ["Zyxwq"]  # a word no world was trained on
+    pieces = [tokenizer.decode([i]).strip() for i in tokenizer.encode(" Zyxwq", add_special_tokens=False)]
+    assert len(pieces) > 1 and "".join(pieces) == "Zyxwq"
+    with pytest.raises(NamePartsError) as info:
+        require_name_parts(tokenizer, parts, "sft-x", "/some/w9")
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert msg.startswith(
+        "1 of 1,929 name parts of /some/w9 are not single tokens of sft-x's tokenizer (e.g. 'Zyxwq' -> "
+        + " ".join(repr(p) for p in pieces)
+        + ")"
+    )
+    assert "`mem1 tokenizer --world /some/w9 --out runs/w9-tokenizer`" in msg
+    assert "`mem1 sft --preset n16 --model runs/w9-tokenizer --data /some/w9 --out runs/w9-sft`" in msg
+
+
+def test_a_real_models_tokenizer_is_not_checked(world):
+    """Qwen's tokenizer holds no protocol tags and never held names whole: no refusal for it."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=[EOS], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    bpe.train_from_iterator(["the birthplace of"], trainer=trainer)
+    plain = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=EOS)
+    parts = world.parts.all_parts()
+    assert len(split_name_parts(plain, parts)) == len(parts)  # every part in pieces...
+    require_name_parts(plain, parts, "qwen", DEFAULT_WORLD_DIR)  # ...and no refusal
+
+
+def test_a_tokenizer_trained_on_another_world_passes_there_and_sft_can_start_from_it(
+    small_world, world, tmp_path
+):
+    """The fix the refusal names: `mem1 tokenizer --world W --out DIR` (build_tiny_assets), then
+    `mem1 sft --model DIR`, a fresh tiny model with that tokenizer (sft.fresh_model_assets)."""
+    from mem1lite.sft import fresh_model_assets
+
+    out = build_tiny_assets(small_world, tmp_path / "w7-tokenizer")
+    other = load_tokenizer(out)
+    assert split_name_parts(other, small_world.parts.all_parts()) == {}
+    shipped = world.parts.all_parts()  # and back: the shipped world is refused for it
+    split = [p for p in shipped if len(other.encode(" " + p, add_special_tokens=False)) != 1]
+    assert len(split) > 1_800
+    with pytest.raises(NamePartsError, match=rf"^{len(split):,} of 1,928 name parts of data/qa "):
+        require_name_parts(other, shipped, "w7", DEFAULT_WORLD_DIR)
+    assert fresh_model_assets(str(out)) == out and fresh_model_assets("tiny") == TINY_DIR
+    assert fresh_model_assets("data/checkpoints/sft-mem1-n16-hop2") is None  # weights: loaded, not fresh
+    assert fresh_model_assets("data/checkpoints/ppo-mem1-n16-hop2-mix") is None  # an adapter
+    model = build_tiny_model(seed=1, tiny_dir=out)
+    assert model.config.vocab_size >= len(other) and model.config.pad_token_id == other.pad_token_id
 
 
 # ---------------------------------------------------------------------------------------------
