@@ -24,7 +24,7 @@ from pathlib import Path
 
 from . import paper, plots, study
 from .evaluate import policy_role, save_records
-from .files import write_text
+from .files import save_figure, write_text
 from .study import find_record
 from .terms import AGENTS
 
@@ -511,8 +511,8 @@ def write_outputs(
         figs = figures(records)
         if figures_dir:
             Path(figures_dir).mkdir(parents=True, exist_ok=True)
-            for name, fig in figs.items():
-                fig.savefig(Path(figures_dir) / f"{name}.png", dpi=110)
+            for name, fig in figs.items():  # atomically: a full disk never leaves a 0-byte PNG
+                save_figure(fig, Path(figures_dir) / f"{name}.png")
                 written.append(Path(figures_dir) / f"{name}.png")
         if html_path:
             written.append(write_text(html_path, html_report(records, figs)))

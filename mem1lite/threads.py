@@ -74,6 +74,12 @@ def _header_parameters(file: Path) -> int:
     return total
 
 
+def max_threads(cores: int | None = None) -> int:
+    """The most threads a caller may ask for: 4x the cores (more only wait for a core; 100,000
+    made OpenMP crash while creating them)."""
+    return 4 * (cores or os.cpu_count() or 1)
+
+
 def default_threads(parameters: int | None, cores: int | None = None) -> int:
     """The policy's choice for a model of `parameters` (None: no model) on `cores` CPUs."""
     cores = cores or os.cpu_count() or 1
@@ -88,8 +94,8 @@ def use_threads(requested: int | None, *models, say=None) -> int:
     choice once per process (on stderr unless `say` is given). Returns the count."""
     import torch
 
-    if requested is not None and requested < 1:
-        raise ValueError(f"threads must be at least 1, got {requested}")
+    if requested is not None and not 1 <= requested <= max_threads():
+        raise ValueError(f"threads must be in 1..{max_threads()} (4x the cores), got {requested}")
     sizes = [p for p in (model_parameters(m) for m in models) if p is not None]
     largest = max(sizes) if sizes else None
     count = requested or default_threads(largest)

@@ -146,3 +146,81 @@ def test_a_second_world_build_into_the_same_folder_is_refused_while_the_first_ru
     err = capsys.readouterr().err
     assert f"mem1: note: took over the lock {lock}" in err and "pid 99999999" in err
     assert not lock.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue #32: every size bounded before work starts, and flags that do nothing refused
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["eval", "--threads", "100000"], "argument --threads: expected at most"),
+        (["eval", "--max-new-tokens", "1000000000"], "argument --max-new-tokens: expected at most 8,192"),
+        (["rollout", "--out", "o.jsonl", "--truncate-tokens", "99999"], "expected at most 8,192"),
+        (["rollout", "--out", "o.jsonl", "--seed", "-1"], "expected a seed in 0..4,294,967,295"),
+        (["eval", "--batch-size", "1000000"], "argument --batch-size: expected at most 4,096"),
+        (["ppo", "--out", "o", "--steps", "1000000000"], "argument --steps: expected at most 100,000"),
+        (["ppo", "--out", "o", "--minutes", "1e12"], "argument --minutes: expected at most 10,080"),
+        (["sft", "--out", "o", "--minutes-scale", "1e9"], "argument --minutes-scale: expected at most 100"),
+        (["bench", "data", "--tasks", "1000000000"], "argument --tasks: expected at most 40,000"),
+        (["bench", "sft", "--episodes", "1000000"], "argument --episodes: expected at most 4,096"),
+        (["bench", "sft", "--steps", "100000"], "argument --steps: expected at most 100"),
+        (["bench", "generate", "--engines", ","], "argument --engines: expected comma-separated names"),
+        (["eval", "--policy", " , "], "argument --policy/--policies: expected comma-separated names"),
+    ],
+)
+def test_sizes_past_their_bound_are_refused_by_the_parser(argv, message, capsys):
+    from mem1lite.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["eval", "--records", "r.json", "--policy", "sft"], "--policy does nothing with --records"),
+        (["eval", "--records", "r.json", "--episodes", "4", "--seed", "3"], "--episodes, --seed do nothing"),
+        (["diagnose", "--records", "a.json", "--episodes", "4"], "--episodes does nothing with --records"),
+        (["webshop", "--records", "r.json", "--agents", "mem1"], "--agents does nothing with --records"),
+        (["webshop", "--episodes", "5"], "--episodes does nothing without --eval"),
+        (["world", "--check", "--seed", "3"], "--seed does nothing with --check"),
+        (["bench", "data", "--limit", "5"], "--limit does nothing in `mem1 bench data`"),
+        (["bench", "retrieval", "--engines", "kv"], "--engines does nothing in `mem1 bench retrieval`"),
+        (
+            ["ppo", "--init", "tiny", "--out", "OUT", "--group", "4"],
+            "--group does nothing under the gae advantage",
+        ),
+    ],
+)
+def test_flags_that_do_nothing_in_the_chosen_mode_are_refused(argv, message, capsys, tmp_path):
+    from mem1lite.cli import main
+
+    argv = [a.replace("OUT", str(tmp_path / "o")) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mem1: error: ") and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_unknown_engine_is_one_line(capsys):
+    from mem1lite.cli import main
+
+    assert main(["bench", "generate", "--engines", "kv,warp"]) == 2
+    assert "--engines: unknown warp; expected some of kv" in capsys.readouterr().err
+
+
+def test_a_second_eval_writing_the_same_figures_folder_is_refused(tmp_path, capsys):
+    """One run per output folder: the lock names the first run (here this process)."""
+    from mem1lite.cli import main
+    from mem1lite.files import lock, lock_path
+
+    figures = tmp_path / "figs"
+    with lock(lock_path(figures), "writing figs"):
+        assert main(["eval", "--records", "docs/results/eval-qa.json", "--figures", str(figures)]) == 2
+    err = capsys.readouterr().err
+    assert f"another run (pid {os.getpid()}, started " in err and f"is writing {figures}" in err
+    assert not list(figures.glob("*.png"))  # nothing written beside the first run's figures

@@ -57,8 +57,9 @@ def test_use_threads_sets_torch_and_says_why_once(tiny_init, monkeypatch):
         assert torch.get_num_threads() == 1
         assert use_threads(None, say=said.append) == 1
         assert use_threads(2, say=said.append) == 2 and torch.get_num_threads() == 2
-        with pytest.raises(ValueError, match="at least 1"):
-            use_threads(0)
+        for bad in (0, threads.max_threads() + 1, 100_000):  # 100,000 crashed OpenMP before the bound
+            with pytest.raises(ValueError, match=r"threads must be in 1\.\.\d+ \(4x the cores\)"):
+                use_threads(bad)
     finally:
         torch.set_num_threads(before)
     assert said == [
