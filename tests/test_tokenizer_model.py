@@ -3,6 +3,7 @@ tiny Qwen2 model (save/load round trip, one-line load errors, peft adapters thro
 
 import filecmp
 import json
+import re
 import shutil
 import time
 
@@ -160,6 +161,29 @@ def test_a_tokenizer_trained_on_another_world_passes_there_and_sft_can_start_fro
     assert fresh_model_assets("data/checkpoints/ppo-mem1-n16-hop2-mix") is None  # an adapter
     model = build_tiny_model(seed=1, tiny_dir=out)
     assert model.config.vocab_size >= len(other) and model.config.pad_token_id == other.pad_token_id
+
+
+def test_a_webshop_store_of_another_seed_needs_no_check(tokenizer):
+    """WebShopDomain.check_tokenizer checks nothing: a store of another seed is written in the
+    shipped store's words (webshop.py's fixed vocabulary), and its ids and prices, the only strings
+    a seed invents, are cut into single digits by every tokenizer of ours."""
+    from mem1lite.webshop import CatalogueConfig, generate_catalogue, load_catalogue
+
+    def words(catalogue):
+        texts = [
+            p.title + " " + p.description + " " + " ".join(sum(p.options.values(), []))
+            for p in catalogue.products
+        ]
+        texts += [g.instruction for goals in catalogue.goals.values() for g in goals]
+        return {w for t in texts for w in re.findall(r"[^\W\d]+", t)}
+
+    shipped, other = load_catalogue(), generate_catalogue(CatalogueConfig(seed=7))
+    assert {p.id for p in other.products} - {p.id for p in shipped.products}  # the seed's own ids...
+    assert len(words(shipped)) == 228 and words(other) == words(shipped)  # ...in the same words
+    for pid in ("B8335", "B9345"):
+        assert tokenizer.convert_ids_to_tokens(tokenizer.encode(" " + pid, add_special_tokens=False))[
+            1:
+        ] == list(pid[1:])
 
 
 # ---------------------------------------------------------------------------------------------
