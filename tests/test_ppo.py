@@ -378,3 +378,19 @@ def test_bench_ppo_splits_a_step_into_rollout_scoring_and_update(tiny_init):
     assert len(lines) == 2 + len(records) and "rollout s" in lines[1]
     with pytest.raises(ValueError, match="at least 1"):
         bench_ppo(tiny_init, objectives=(1,), episodes=2, threads=0, log=None)
+
+
+def test_a_second_run_on_the_same_out_is_refused_and_an_adapter_is_no_init(tiny_init, tmp_path):
+    """Issue #32: one run per --out (the lock names the first); a PPO output is an adapter, not a base."""
+    import os
+
+    from mem1lite.files import Busy, lock, lock_path
+
+    out = tmp_path / "run"
+    with lock(lock_path(out), f"training into {out}"):
+        with pytest.raises(Busy, match=rf"another run \(pid {os.getpid()}, started "):
+            train_ppo(_args(tiny_init, out))
+    assert not out.exists()
+    with pytest.raises(PPOError, match=r"is a LoRA adapter \(a PPO run's output\), not a whole model"):
+        train_ppo(_args("data/checkpoints/ppo-mem1", tmp_path / "over-adapter"))
+    assert not (tmp_path / "over-adapter").exists()

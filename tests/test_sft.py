@@ -502,3 +502,61 @@ def test_the_card_command_names_a_minutes_scale():
     assert _minutes_scale_flag(args) == []
     scaled = replace(args, stages=tuple(replace(s, minutes=s.minutes * 0.5) for s in args.stages))
     assert _minutes_scale_flag(scaled) == ["--minutes-scale 0.5"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue #32: one run per --out, a damaged Trainer file named, the last good state kept
+
+
+def test_a_second_run_on_the_same_out_is_refused_naming_the_first(small_init, tmp_path):
+    import os
+
+    from mem1lite.files import Busy, lock, lock_path
+
+    out = tmp_path / "run"
+    with lock(lock_path(out), f"training into {out}"):  # the first run (here: this process) holds it
+        with pytest.raises(
+            Busy, match=rf"another run \(pid {os.getpid()}, started .*\) is training into {out}"
+        ):
+            train_sft(_resume_args(small_init, out))
+    assert not out.exists() and not (tmp_path / "run.partial").exists()
+
+
+def test_a_damaged_trainer_file_is_named_on_resume_and_the_checkpoint_kept(small_init, tmp_path, monkeypatch):
+    """The marker of a Trainer checkpoint records every file's sha256; a resume trusts nothing else."""
+    from transformers import TrainerCallback
+
+    import mem1lite.sft as sft
+    import mem1lite.sft_data as sft_data
+
+    monkeypatch.setattr(sft_data, "CACHE_DIR", tmp_path / "cache")
+    real = sft._callbacks
+
+    def with_a_kill(args, stage, *a, **kw):
+        class Kill(TrainerCallback):
+            def on_step_end(self, targs, state, control, **k):
+                if (stage.name, state.global_step) == ("read", 3):
+                    raise KeyboardInterrupt
+
+        return real(args, stage, *a, **kw) + [Kill()]
+
+    monkeypatch.setattr(sft, "_callbacks", with_a_kill)
+    args = _resume_args(small_init, tmp_path / "killed")
+    with pytest.raises(KeyboardInterrupt):
+        train_sft(args)
+    checkpoint = tmp_path / "killed.partial" / "trainer-read" / "checkpoint-2"
+    marker = json.loads((checkpoint / sft.CHECKPOINT_MARKER).read_text())
+    assert "optimizer.pt" in marker["files"] and "model.safetensors" in marker["files"]
+    damaged = checkpoint / "optimizer.pt"
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte: torch.load may well read it without a word
+    damaged.write_bytes(bytes(data))
+    monkeypatch.setattr(sft, "_callbacks", real)
+    with pytest.raises(ValueError) as info:
+        train_sft(replace(args, resume=True))
+    message = str(info.value)
+    assert message == (
+        f"{damaged} is damaged (its sha256 differs from the one recorded when it was saved); the start is "
+        f"kept: delete {checkpoint} to resume from it"
+    )
+    assert damaged.is_file() and (checkpoint / sft.CHECKPOINT_MARKER).is_file()  # nothing deleted

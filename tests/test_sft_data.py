@@ -353,3 +353,38 @@ def test_episode_rows_get_their_own_cache_key(qa, tokenizer):
     assert cache_key(qa, tokenizer, turn) == cache_key(qa, tokenizer, older)
     episode = SFTArgs(tasks=2, objectives=(1,), agent="full", rows="episode")
     assert cache_key(qa, tokenizer, episode) != cache_key(qa, tokenizer, turn)
+
+
+def test_a_killed_builds_temporary_folder_is_removed_at_the_next_start_and_a_live_ones_kept(
+    qa, tokenizer, tmp_path, monkeypatch
+):
+    import os
+    import subprocess
+    import sys
+
+    monkeypatch.setattr(sft_data, "CACHE_DIR", tmp_path)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    left = tmp_path / f".sft-abc.pid{int(dead.stdout)}.x1.tmp"  # its builder has exited: a kill's leftover
+    live = tmp_path / f".sft-abc.pid{os.getppid()}.x2.tmp"  # a running process's: another build's
+    older = tmp_path / ".sft-abc.x3.tmp"  # a name without a pid (an older builder's): cannot be told
+    for folder in (left, live, older):
+        (folder / "shards").mkdir(parents=True)
+    said = []
+    teacher_sft_data(
+        qa, tokenizer, SFTArgs(tasks=2, objectives=(1,), data_workers=1), progress=False, log=said.append
+    )
+    assert not left.exists() and live.exists() and older.exists()
+    assert any("removed 1 temporary build folder(s) a killed build left" in s for s in said)
+
+
+def test_a_cache_path_that_is_a_file_is_one_line(qa, tokenizer, tmp_path, monkeypatch):
+    from mem1lite.files import OutputError
+
+    (tmp_path / "cache").write_text("not a folder")
+    monkeypatch.setattr(sft_data, "CACHE_DIR", tmp_path / "cache")
+    with pytest.raises(OutputError, match=r"cannot write .*cache: a part of the path is a file"):
+        teacher_sft_data(
+            qa, tokenizer, SFTArgs(tasks=2, objectives=(1,), data_workers=1), progress=False, log=_quiet
+        )
