@@ -248,6 +248,7 @@ def cmd_rollout(args: argparse.Namespace) -> None:
     import torch
 
     from .domains import fit_objectives, load_domain
+    from .evaluate import SCRIPTED
     from .generate import GenerationConfig, load_engine
     from .rollout import RolloutConfig, run_episodes
     from .trajectory import summarize, write_jsonl
@@ -259,6 +260,8 @@ def cmd_rollout(args: argparse.Namespace) -> None:
     tasks = domain.tasks(args.split, objectives, args.episodes, seed=args.seed)
     generation = GenerationConfig(temperature=args.temperature, top_p=args.top_p, batch_size=args.batch_size)
     policy, tokenizer = load_engine(args.policy, generation, respond_text=domain.teacher())
+    if args.policy not in SCRIPTED:  # a trained model can write this world's names (one line if not)
+        domain.check_tokenizer(tokenizer, args.policy)
     envs = [domain.environment(t) for t in tasks]
     trajs = run_episodes(
         policy,
@@ -838,7 +841,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--init", help="start from this checkpoint directory (the same as --model DIR)")
     p.add_argument(
-        "--model", help="base model: tiny (default, from scratch), qwen2.5-0.5b (a local copy) or a directory"
+        "--model",
+        help="base model: tiny (default, from scratch), qwen2.5-0.5b (a local copy) or a directory "
+        "(a `mem1 tokenizer --out` folder: from scratch with that tokenizer)",
     )
     p.add_argument(
         "--objectives", type=_objective_list, help="comma-separated task sizes of the data, e.g. 2 or 1,2,3,4"
