@@ -81,7 +81,11 @@ from .files import writing
 from .probe import play_teacher, teacher_trajectories
 from .trajectory import Trajectory
 
-CACHE_DIR = Path(__file__).resolve().parent.parent / "runs" / "cache"
+CACHE_DIR = Path(
+    os.environ.get("MEM1_CACHE_DIR") or Path(__file__).resolve().parent.parent / "runs" / "cache"
+)
+"""where the teacher data are cached: runs/cache, or $MEM1_CACHE_DIR (a test or the fault table
+keeps its builds out of a running job's cache)"""
 SHARD_QUESTIONS = 128
 """questions a shard (a size-N shard holds max(1, 128 // N) tasks, so shards of every size cost
 about the same, ~250-400 turns): small enough for a progress line every second or two and an
