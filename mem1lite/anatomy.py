@@ -377,6 +377,36 @@ def anatomy_figure(anatomy: Anatomy):
     return fig
 
 
+ANATOMY_DIR = DATA_DIR.parent / "docs" / "results" / "anatomy"
+"""where the committed diagnoses live: NAME.json (`Anatomy.to_json`), NAME.md, NAME.png"""
+
+
+def load_anatomy(name: str, folder: Path = ANATOMY_DIR) -> Anatomy:
+    """The committed diagnosis of policy `name` (folder/NAME.json), tables and figures without replay."""
+    return Anatomy.from_json((Path(folder) / f"{name}.json").read_text())
+
+
+def exactness_figure(anatomies: list[Anatomy], data_max_n: dict[str, int] | None = None):
+    """Teacher-forced share of turns exact against the answers already held (k), one panel per
+    policy and one line per N. A loop is flat in k; a count falls at the largest N of its SFT data
+    (`data_max_n`: policy -> that N, drawn as a dotted line at k = N, the first list it never saw)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(anatomies), figsize=(5 * len(anatomies), 3.6), squeeze=False)
+    for ax, a in zip(axes[0], anatomies):
+        for n, row in a.exact_grid().items():
+            ax.plot(list(row), list(row.values()), "-o", markersize=3, label=f"N = {n}")
+        wall = (data_max_n or {}).get(a.policy)
+        if wall is not None:
+            ax.axvline(wall, color="grey", ls=":", lw=1)
+            ax.text(wall, 0.5, f" k = {wall}: longer than\n any list in its data", fontsize=7)
+        ax.set(xlabel="answers held (k)", ylabel="share of turns exact", ylim=(-0.02, 1.02))
+        ax.set_title(f"{a.policy}: teacher-forced turns ({a.split})", fontsize=10)
+        ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
 # ---------------------------------------------------------------------------------------------
 # The run
 

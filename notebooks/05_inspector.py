@@ -30,12 +30,20 @@
 # > that says what it may attend to. `mem1lite.inspector` renders everything as plain HTML
 # > strings; the widget is a thin layer of controls on top, and `mem1 inspect` writes the same
 # > view as a static page.
+# >
+# > It opens with the whole story in one picture: an N = 16 task played live by our headline model
+# > under mem1, beside the scripted teacher under full context. Quick mode (`MEM1_QUICK=1`, the
+# > default, what CI runs) takes **10-20 s on one core** (measured with `OMP_NUM_THREADS=1` on a
+# > 2-core machine busy with two training runs).
 
 # %%
+import time
 from pathlib import Path
 
 from IPython.display import HTML, display
 
+from mem1lite.checkpoints import HEADLINE
+from mem1lite.evaluate import EvalConfig, evaluate
 from mem1lite.inspector import (
     Origins,
     TokenText,
@@ -49,8 +57,7 @@ from mem1lite.inspector_html import css, render_compare, render_mask_row, render
 from mem1lite.inspector_widget import Inspector
 from mem1lite.model import TINY_DIR, load_tokenizer
 
-EXAMPLES = Path("../data/examples") if Path("../data/examples").is_dir() else Path("data/examples")
-examples = load_trajectories(EXAMPLES)  # every *.jsonl there: teacher, untrained, trained runs
+t_start = time.perf_counter()
 tokenizer = load_tokenizer(TINY_DIR)  # the shipped tokenizer: token text comes from the recorded ids
 text_of = TokenText(tokenizer)
 
@@ -60,6 +67,40 @@ def show(fragment: str) -> None:
     display(HTML(f'{css()}<div class="mi">{fragment}</div>'))
 
 
+# %% [markdown]
+# ## N = 16: the headline model under mem1, the teacher under full context
+#
+# One test task of 16 questions, played live and greedy: the headline model
+# (`checkpoints.HEADLINE`) under the mem1 agent, and the scripted teacher under the full agent,
+# which is fed everything so far at every turn. Both play the same task (same split and seed), so
+# the inspector pairs them. The teacher stands in for full context because it answers every
+# question: its context is what full context costs when the task is done right.
+
+# %%
+played = {}
+for policy, agent in ((HEADLINE, "mem1"), ("teacher", "full")):
+    cfg = EvalConfig((policy,), (agent,), (16,), episodes=1, keep_trajectories=True, progress=False)
+    played[agent] = evaluate(cfg, log=None).trajectories[policy, agent, 16][0]
+mem1_16, full_16 = played["mem1"], played["full"]
+for t in (mem1_16, full_16):
+    em = f"EM {t.em:g} of {t.objectives}"
+    print(f"{t.policy:13s} {t.agent}: {em}, {len(t.turns)} turns, peak {t.peak_tokens:,} tokens")
+print(f"full context's peak is {full_16.peak_tokens / mem1_16.peak_tokens:.1f}x mem1's")
+show(render_compare(mem1_16, full_16, len(mem1_16.turns) - 1, text_of))
+
+# %% [markdown]
+# > The two charts share one y-axis. At every turn mem1 is fed the prompt (16 question lines), its
+# > last state and the last observation, so its context stays flat; the full agent's grows by one
+# > response and one observation per turn, and its last turn holds the whole episode. The state
+# > does the remembering: the answers list of the mem1 turn shown holds everything found so far.
+#
+# ## The shipped examples
+#
+# The same views work on any recorded episode. The live pair joins the shipped examples:
+
+# %%
+EXAMPLES = Path("../data/examples") if Path("../data/examples").is_dir() else Path("data/examples")
+examples = load_trajectories([EXAMPLES, mem1_16, full_16])  # every *.jsonl there, then the live pair
 print(f"{len(examples.trajectories)} episodes from {len(set(examples.sources))} files in {EXAMPLES}")
 for name in sorted(set(examples.sources)):
     trajs = [t for t, s in zip(examples.trajectories, examples.sources) if s == name]
@@ -146,8 +187,7 @@ assert mem1.peak_tokens < full.peak_tokens
 # > The growth matters twice: memory (the KV cache, and the attention cost, grow with the context)
 # > and reasoning (the summary notes that models "degrade on out-of-distribution context lengths").
 # > mem1's context grows only with the prompt (one line per question) and the state (one answer per
-# > question): over 100 dev tasks the teacher's mem1 peak is 348 tokens at N = 2 and 586 at N = 16,
-# > while the full agent's reaches 5,559 at N = 16 (README, `mem1 bench rollout`).
+# > question): the N = 16 pair at the top of this notebook shows where each ends up.
 #
 # ## What a mask row means
 #
@@ -246,3 +286,6 @@ if trained:
 # > "everything before me in this turn"); pick a `full` episode at N = 4 and watch the context pane
 # > grow; roll out your own checkpoint (`mem1 rollout --policy runs/ppo --temperature 0 --out
 # > data/examples/my-ppo-n4.jsonl`) and compare its state with the teacher's on the same task.
+
+# %%
+print(f"notebook ran in {time.perf_counter() - t_start:.0f} s")

@@ -8,7 +8,9 @@ from mem1lite.anatomy import (
     Divergence,
     TurnCheck,
     classify,
+    exactness_figure,
     first_divergence,
+    load_anatomy,
     parts_right,
     same_response,
     turn_kind,
@@ -278,3 +280,20 @@ def test_cli_rebuilds_tables_from_a_saved_diagnosis(tmp_path, capsys):
     assert "not a saved diagnosis" in capsys.readouterr().err
     assert main(["diagnose", "--records", str(saved), "--policy", "sft"]) == 2
     assert main(["diagnose"]) == 2
+
+
+def test_committed_diagnoses_load_and_draw_by_answers_held():
+    """Notebooks 03 and 04 read docs/results/anatomy/NAME.json without replay; the figure has one
+    panel per policy, one line per N, and the wall of the data drawn where it is given."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n8, a = load_anatomy("sft-n8"), Anatomy("m", "dev", [], [TurnCheck(2, 0, 0, "first search", True, {})])
+    assert n8.policy == "sft-n8" and max(n8.exact_grid()) == 16
+    fig = exactness_figure([n8, a], data_max_n={"sft-n8": 8})
+    left, right = fig.axes
+    assert len(left.lines) == len(n8.exact_grid()) + 1  # one per N, and the dotted wall at k = 8
+    assert len(right.lines) == 1 and list(right.lines[0].get_xdata()) == [0]
+    plt.close(fig)
