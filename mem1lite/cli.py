@@ -498,6 +498,12 @@ def _one_run(*folders):
     return stack
 
 
+def _locked(folder, work, *args):
+    """`work(*args)` under the lock of its output folder."""
+    with _one_run(folder):
+        return work(*args)
+
+
 def _eval(args: argparse.Namespace) -> None:
     from .evaluate import evaluate
     from .report import check_targets, per_objective_table, results_table, to_markdown, write_outputs
@@ -587,7 +593,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
         threads=args.threads,
         data=str(path),
     )
-    run_demo(cfg)
+    _locked(args.out, run_demo, cfg)  # one demo per report folder
     print(f"demo finished in {(time.perf_counter() - t0) / 60:.1f} min")
 
 
