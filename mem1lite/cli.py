@@ -1086,7 +1086,8 @@ def error_line(exc: BaseException) -> str:
     """The one line `main` prints for an error: the package's own errors (one line by design), a
     refused write (files.write_failure_line: the path and the cause), a bad value, an OS error
     naming its file; anything else is a bug, said as one and its traceback kept in a file."""
-    mine = type(exc).__module__.startswith("mem1lite") or (isinstance(exc, FileExistsError) and not exc.errno)
+    mine = isinstance(exc, UserError) or type(exc).__module__.startswith("mem1lite")  # `python -m`: __main__
+    mine = mine or (isinstance(exc, FileExistsError) and not exc.errno)
     if mine and not isinstance(exc, (KeyError, TypeError)):
         return _one_line(exc)
     line = write_failure_line(exc)

@@ -224,3 +224,17 @@ def test_a_second_eval_writing_the_same_figures_folder_is_refused(tmp_path, caps
     err = capsys.readouterr().err
     assert f"another run (pid {os.getpid()}, started " in err and f"is writing {figures}" in err
     assert not list(figures.glob("*.png"))  # nothing written beside the first run's figures
+
+
+def test_python_m_says_a_user_error_as_one_line_not_as_a_bug():
+    """Under `python -m mem1lite.cli` the module is __main__: its UserError is still the user's."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "mem1lite.cli", "bench", "data", "--limit", "5"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2
+    assert done.stderr == "mem1: error: --limit does nothing in `mem1 bench data`: drop it\n"
