@@ -95,6 +95,13 @@ def _threads(text: str) -> int:
     return _at_most(max_threads(), "4x this machine's cores; more threads only wait")(text)
 
 
+def _workers(text: str) -> int:
+    """An argparse type: data worker processes in 1..threads.max_threads() (4x the cores)."""
+    from .threads import max_threads
+
+    return _at_most(max_threads(), "4x this machine's cores; more processes only wait")(text)
+
+
 def _at_most_float(limit: float, why: str):
     def parse(text: str) -> float:
         value = _positive(text)
@@ -869,7 +876,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", type=_episodes, default=None, help="teacher tasks played for the data")
     p.add_argument(
         "--data-workers",
-        type=_positive_int,
+        type=_workers,
         default=None,
         help="processes playing the teacher for the data (default min(2, cores); the same rows)",
     )
@@ -905,7 +912,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--advantage", default=None, choices=["gae", "group"], help="baseline: the critic, or a group's mean"
     )
     p.add_argument("--group", type=_batch, default=None, help="episodes per task (--advantage group)")
-    p.add_argument("--episodes-per-step", type=_episodes, default=None, help="override the preset's")
+    p.add_argument("--episodes-per-step", type=_batch, default=None, help="override the preset's")
     p.add_argument("--temperature", type=_positive, default=None, help="sampling temperature (default 1)")
     p.add_argument("--actor-lr", type=_positive, default=None, help="LoRA learning rate (default 2e-4)")
     p.add_argument(

@@ -51,6 +51,10 @@ def _umask() -> int:
 def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
     """A file object for `path` whose content appears at `path` only when the block ends without error."""
     path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():  # /dev/null, a pipe: written in place
+        with writing(path), open(path, mode, encoding=None if "b" in mode else encoding) as f:
+            yield f  # (renaming a temporary over a device would replace the device itself)
+        return
     with writing(path):
         if path.is_dir():
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
@@ -167,6 +171,8 @@ def check_output(path: str | Path, folder: bool = False) -> None:
             f"cannot write {path}: "
             + ("it is a file, where a folder is written" if folder else WRITE_CAUSES[errno.EISDIR])
         )
+    if not folder and path.exists() and not path.is_file():  # a device or a pipe: written in place
+        return
     existing = path if folder and path.is_dir() else path.parent
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent

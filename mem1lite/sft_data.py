@@ -122,6 +122,9 @@ def check_workers(workers: int | None) -> int:
         return default_workers()
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"data_workers must be a whole number >= 1, got {workers!r}")
+    most = 4 * (os.cpu_count() or 1)
+    if workers > most:  # each a process holding the world and torch: ~400 MB
+        raise ValueError(f"data_workers must be at most {most} (4x the cores), got {workers}")
     return workers
 
 

@@ -165,3 +165,18 @@ def test_a_second_holder_is_refused_naming_the_first_and_a_dead_ones_lock_is_tak
         assert '"pid": ' + str(os.getpid()) in path.read_text()
     assert len(notes) == 1 and "pid 99999999, started 2025-01-01 00:00:00: mem1 sft" in notes[0]
     assert "no longer running" in notes[0] and not path.exists()
+
+
+def test_a_device_is_written_in_place_never_replaced():
+    """`--json /dev/null` is a sink; renaming a temporary over it would replace the device (as root)."""
+    import stat
+
+    from mem1lite.files import OutputError, check_output
+
+    check_output("/dev/null")
+    write_text("/dev/null", "into nothing\n")
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    if os.path.exists("/dev/full"):
+        with pytest.raises(OutputError, match="cannot write /dev/full: no space left on the device"):
+            write_text("/dev/full", "x" * 100_000)
+        assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
