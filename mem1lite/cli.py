@@ -225,6 +225,7 @@ def _build_store(out: Path, what: str, seed: int, force: bool, write) -> None:
     """Build a data store (the world, the catalogue) into `out` under its lock; one that is already
     there is kept unless --force."""
     t0 = time.perf_counter()
+    check_output(out, folder=True)
     with lock(lock_path(out), f"writing {out}"):  # two builds must not both pass the check below
         if out.exists() and any(out.iterdir()) and not force:
             raise UserError(f"{out} already holds a {what}; pass --force to overwrite it")
@@ -266,6 +267,7 @@ def cmd_rollout(args: argparse.Namespace) -> None:
     objectives = args.objectives or fit_objectives((2,), domain)[0]
     tasks = domain.tasks(args.split, objectives, args.episodes, seed=args.seed)
     generation = GenerationConfig(temperature=args.temperature, top_p=args.top_p, batch_size=args.batch_size)
+    _check_domains((args.policy,), args.env)
     policy, tokenizer = load_engine(args.policy, generation, respond_text=domain.teacher())
     if args.policy not in SCRIPTED:  # a trained model can write this world's names (one line if not)
         domain.check_tokenizer(tokenizer, args.policy)
@@ -331,6 +333,7 @@ def webshop_eval(args: argparse.Namespace) -> None:
             raise UserError("--records: not webshop records (write them with mem1 webshop --eval --json)")
         _write_webshop_outputs(args, records, webshop_table(records))
         return
+    _check_domains(_names(args.eval), "webshop")
     cfg = WebShopEvalConfig(
         policies=_names(args.eval),
         agents=_names(args.agents),
@@ -520,6 +523,7 @@ def _eval(args: argparse.Namespace) -> None:
 
         records, seconds = load_records(_names(args.records)), None
     else:
+        _check_domains(_names(args.policy), args.env)
         run = evaluate(_eval_config(args))
         records, seconds = run.records, run.seconds
     print("\n" + to_markdown(results_table(records)))
@@ -562,6 +566,7 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
         path = resolve_policy(args.policy)
         if path in ("teacher", "tiny", "paced"):
             raise UserError(f"diagnose compares a trained checkpoint with the teacher, not {path!r}")
+        _check_domains((args.policy,), "qa")
         from .anatomy import anatomy_figure, diagnose
         from .threads import use_threads
 
@@ -722,6 +727,17 @@ BENCH_FLAGS = {
     "sft": ("objectives", "episodes", "steps", "repeats", "threads", "data"),
 }
 """the flags each `mem1 bench WHAT` reads (--json: all); any other given is refused"""
+
+
+def _check_domains(policies, env: str) -> None:
+    """Each trained policy is played on the domain its card says it was trained on (model.check_domain)."""
+    from .evaluate import resolve_policy
+    from .model import check_domain
+
+    for name in policies:
+        path = resolve_policy(name)
+        if path not in ("teacher", "tiny", "paced"):
+            check_domain(path, env, name)
 
 
 def _names(text: str) -> tuple[str, ...]:

@@ -155,6 +155,40 @@ def check_card(folder: Path) -> None:
             )
 
 
+DOMAIN_NAMES = {"qa": "the QA world", "webshop": "WebShop-lite"}
+
+
+def trained_env(path: str | Path) -> str | None:
+    """The domain a checkpoint was trained on, as its card.json says (None: no card says)."""
+    card = read_card(path) if Path(path).is_dir() else None
+    args = (card or {}).get("args")
+    env = args.get("env") if isinstance(args, dict) else None
+    return env if isinstance(env, str) else None
+
+
+def check_domain(path: str | Path, env: str, label: str | None = None) -> None:
+    """A checkpoint is played on the domain it was trained on: another would score ~0 with no word
+    why (the card's domain against the command's --env)."""
+    trained = trained_env(path)
+    if trained is not None and trained != env:
+        raise ModelLoadError(
+            f"{label or path} was trained on {DOMAIN_NAMES.get(trained, trained)} (its card.json), not on "
+            f"{DOMAIN_NAMES.get(env, env)}: give a checkpoint trained on {env} (or, where the command has "
+            f"it, --env {trained})"
+        )
+
+
+def check_whole_model(path: str, flag: str = "--init") -> None:
+    """A base to train from is a whole model: an adapter (a PPO run's output) is refused by name."""
+    adapter = Path(path) / "adapter_config.json"
+    if path != "tiny" and adapter.is_file():
+        base = read_json_file(adapter).get("base_model_name_or_path")
+        raise ModelLoadError(
+            f"{flag} {path} is a LoRA adapter (a PPO run's output), not a whole model: give the base it "
+            f"was trained over ({base}) or an SFT checkpoint"
+        )
+
+
 VOCABULARY_PADDING = 512
 """most rows a model's embedding may hold beyond its tokenizer's tokens (rounded up for speed:
 the tiny model pads 5,668 to 5,696, Qwen2.5 151,665 to 151,936); more means another tokenizer"""

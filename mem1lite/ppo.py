@@ -78,8 +78,9 @@ from .masks import ValueHead, layout_forward
 from .metrics import paired_bootstrap
 from .model import (
     LORA_TARGETS,  # noqa: F401  (re-exported: every linear map of a Qwen2 block)
+    ModelLoadError,
+    check_whole_model,
     load_policy,
-    read_json_file,
     resolve_model,
 )
 from .plots import ppo_curves
@@ -259,13 +260,10 @@ def build_policy(init: str, args: PPOArgs, device=None):
 
 def check_init(path: str) -> None:
     """The base is a whole model: an adapter (a PPO run's output) under a new adapter is refused."""
-    adapter = Path(path) / "adapter_config.json"
-    if path != "tiny" and adapter.is_file():
-        base = read_json_file(adapter).get("base_model_name_or_path")
-        raise PPOError(
-            f"--init {path} is a LoRA adapter (a PPO run's output), not a whole model: PPO trains a new "
-            f"adapter over a whole model; give the base it was trained over ({base}) or an SFT checkpoint"
-        )
+    try:
+        check_whole_model(path)
+    except ModelLoadError as exc:
+        raise PPOError(f"{exc} (PPO trains a new adapter over a whole model)") from None
 
 
 def trainable_parameters(model) -> list[torch.nn.Parameter]:

@@ -95,7 +95,15 @@ from .files import (
     writing,
 )
 from .masks import build_packed, causal_lm, layout_hidden
-from .model import TINY_DIR, build_tiny_model, count_parameters, load_policy, load_tokenizer, resolve_model
+from .model import (
+    TINY_DIR,
+    build_tiny_model,
+    check_whole_model,
+    count_parameters,
+    load_policy,
+    load_tokenizer,
+    resolve_model,
+)
 from .plots import probe_curves
 from .probe import greedy_em, name_token_ids, probe_samples, teacher_forced_accuracy, teacher_trajectories
 from .sft_data import (
@@ -871,6 +879,7 @@ def _train_sft(args: SFTArgs) -> dict:
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty; choose another --out or delete it")
     spec = resolve_model(args.init or args.model)
+    check_whole_model(spec.path)  # an adapter (a PPO output) is no base to train
     check_rows(args)
     episodes = any(keeps_episodes(mode, args.agent) for mode in stage_row_modes(args))  # [8]
     if episodes and (processes.num_processes > 1 or spec.gradient_checkpointing):
