@@ -415,3 +415,22 @@ def test_a_damaged_tokenizer_config_is_named_itself_and_an_adapter_without_weigh
     (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(base)}))
     with pytest.raises(ModelLoadError, match="has an adapter_config.json but no adapter weights"):
         load_policy(adapter)
+
+
+def test_a_checkpoint_is_played_on_the_domain_its_card_names(tmp_path, capsys):
+    """A WebShop-lite model on the QA world scores ~0 with no word why: refused, naming its domain."""
+    from mem1lite.cli import main
+    from mem1lite.model import check_domain, check_whole_model, trained_env
+
+    assert trained_env("data/checkpoints/sft-webshop") == "webshop" and trained_env(tmp_path) is None
+    check_domain("data/checkpoints/sft-mem1", "qa")  # its own domain: nothing said
+    with pytest.raises(ModelLoadError, match="was trained on WebShop-lite .*not on the QA world"):
+        check_domain("data/checkpoints/ppo-webshop", "qa")
+    out = tmp_path / "x.jsonl"
+    assert (
+        main(["rollout", "--policy", "data/checkpoints/sft-webshop", "--episodes", "1", "--out", str(out)])
+        == 2
+    )
+    assert "trained on WebShop-lite" in capsys.readouterr().err and not out.exists()
+    with pytest.raises(ModelLoadError, match="is a LoRA adapter"):
+        check_whole_model("data/checkpoints/ppo-mem1")
