@@ -382,6 +382,14 @@ def write_shards(domain, tokenizer, args, split: str, folder: Path, workers: int
                     ) from None
         # Every shard is written and reported: a helper's exit (tearing down torch, ~1 s) is not
         # waited for; `finally` stops whichever has not exited yet.
+        dead = [p.exitcode for p in helpers if p.exitcode not in (None, 0)]
+        if dead:  # it died before claiming a shard: this process played them, the same rows
+            print(
+                f"mem1: note: a teacher data worker died (exit code {dead[0]}) before taking a shard; "
+                "the others played its share (the same rows)",
+                file=sys.stderr,
+                flush=True,
+            )
     finally:
         for p in helpers:
             if p.is_alive():
