@@ -420,8 +420,7 @@ def _callbacks(
                 record |= probe.em(model)
                 clock.last_em = clock.minutes()
             clock.last_probe = clock.minutes()  # the interval counts from the end of the probe
-            with writing(log_path.parent / "snapshot"):
-                model.save_pretrained(log_path.parent / "snapshot")  # inspect or rescue a long run
+            save_snapshot(model, log_path.parent / "snapshot")  # inspect or rescue a long run
             append_text(log_path, json.dumps(record) + "\n")
             keys = [
                 k
@@ -551,6 +550,18 @@ def find_progress(work: Path, stages) -> Progress | None:
     if stage_dir is None and checkpoint is None:
         return None
     return Progress(done, stage_dir, checkpoint, record)
+
+
+def save_snapshot(model, path: Path) -> None:
+    """The probe's copy of the model, swapped in whole (a full disk never leaves half a model there)."""
+    tmp = new_folder(path)
+    try:
+        with writing(path):
+            model.save_pretrained(tmp)
+        commit_folder(tmp, path, "config.json")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def save_stage(work: Path, model, tokenizer, record: dict) -> None:
