@@ -517,8 +517,11 @@ def _read_marker(file: Path) -> dict:
 
 def check_files(folder: Path, record: dict, before: str) -> None:
     """[7] Every file a marker lists is there with its sha256, or one line naming the first that is
-    not; nothing is deleted (the state `before` it is kept, and resuming from it is one delete away)."""
-    for name, digest in sorted(record.get("files", {}).items()):
+    not; nothing is deleted (the state `before` it is kept, and resuming from it is one delete away).
+    A marker of an older run, without the files' sha256, gets each file read through instead."""
+    if "files" not in record:
+        return _read_through(folder, before)
+    for name, digest in sorted(record["files"].items()):
         file = folder / name
         if not file.is_file():
             why = "is missing"
@@ -527,6 +530,33 @@ def check_files(folder: Path, record: dict, before: str) -> None:
         else:
             continue
         raise ValueError(f"{file} {why}; {before} is kept: delete {folder} to resume from it")
+
+
+def _read_through(folder: Path, before: str) -> None:
+    """Every file of `folder` read whole: JSON parsed, torch's zip archives CRC-checked, safetensors
+    headers and tensors read (a cut or damaged file is named, not met inside the Trainer)."""
+    import zipfile
+
+    from safetensors import safe_open
+
+    for file in sorted(f for f in folder.rglob("*") if f.is_file()):
+        try:
+            if file.suffix == ".json":
+                json.loads(file.read_text())
+            elif file.suffix in (".pt", ".pth", ".bin"):
+                with zipfile.ZipFile(file) as archive:
+                    bad = archive.testzip()
+                if bad is not None:
+                    raise ValueError(f"member {bad} fails its CRC")
+            elif file.suffix == ".safetensors":
+                with safe_open(str(file), framework="pt") as f:
+                    for key in f.keys():
+                        f.get_tensor(key)
+        except Exception as exc:  # json, zipfile and safetensors raise many types for a damaged file
+            raise ValueError(
+                f"{file} is damaged ({type(exc).__name__}); {before} is kept: delete {folder} to resume "
+                "from it"
+            ) from None
 
 
 def last_checkpoint(folder: Path) -> Path | None:

@@ -560,3 +560,10 @@ def test_a_damaged_trainer_file_is_named_on_resume_and_the_checkpoint_kept(small
         f"kept: delete {checkpoint} to resume from it"
     )
     assert damaged.is_file() and (checkpoint / sft.CHECKPOINT_MARKER).is_file()  # nothing deleted
+    # a marker an older run wrote (no sha256 of its files): each file read through instead
+    (checkpoint / sft.CHECKPOINT_MARKER).write_text(
+        json.dumps({k: v for k, v in marker.items() if k != "files"})
+    )
+    damaged.write_bytes(bytes(data[: len(data) // 2]))
+    with pytest.raises(ValueError, match=rf"^{damaged} is damaged \(BadZipFile\); the start is kept"):
+        train_sft(replace(args, resume=True))
