@@ -21,13 +21,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
+# `make demo POLICY=runs/my-model` shows another mem1 model against the same baseline.
 demo: setup
-	$(BIN)/mem1 demo
+	$(BIN)/mem1 demo $(if $(POLICY),--policy $(POLICY))
 
 test: setup test-py test-nb
 
 test-py: setup
-	$(BIN)/python -m pytest tests/
+	$(BIN)/python -m pytest --durations=15 tests/
 
 test-nb: setup
 	$(BIN)/python -m pytest --nbval-lax notebooks/

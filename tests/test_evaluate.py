@@ -322,16 +322,47 @@ def test_validate_and_roles(tmp_path):
         ev.validate(EvalConfig(episodes=0))
 
 
-def test_demo_falls_back_to_the_teacher(tmp_path, monkeypatch):
+def test_demo_shows_the_headline_against_the_baseline(tmp_path, monkeypatch):
+    """The headline (from checkpoints.py) is the model the targets are about; the baseline falls
+    back to the shipped full-context models in order; the N <= 4 model comes as a contrast role
+    that report.pick_roles never makes primary; without the headline the teacher plays alone."""
+    from mem1lite import checkpoints
+
     monkeypatch.setattr(ev, "CHECKPOINT_DIR", tmp_path)
     said = []
-    assert demo.demo_policies(demo.DemoConfig(out=str(tmp_path / "demo")), said.append) == ["teacher"]
+    assert demo.demo_policies(demo.DemoConfig(out=str(tmp_path / "demo")), said.append) == {
+        "teacher": "teacher"
+    }
     assert len(said) == 1 and "no shipped checkpoint at" in said[0] and "TRAIN=1" in said[0]
-    (tmp_path / "sft-mem1").mkdir()
-    (tmp_path / "sft-full").mkdir()
-    assert demo.demo_policies(demo.DemoConfig(), said.append) == ["teacher", "sft", "sft-full"]
+    folder = {name: ev.SHIPPED[name][0] for name in ev.SHIPPED}
+    for name in (checkpoints.HEADLINE, checkpoints.CONTRAST, "sft-full"):
+        (tmp_path / folder[name]).mkdir()
+    policies = demo.demo_policies(demo.DemoConfig(), said.append)
+    assert policies == {
+        "teacher": "teacher",
+        checkpoints.HEADLINE: "sft",
+        "sft-full": "sft-full",
+        "sft": "contrast",
+    }
+    assert "stands in" in said[-1] and checkpoints.BASELINE in said[-1]
     (tmp_path / "ppo-full").mkdir()  # the baseline after PPO replaces its SFT
-    assert demo.demo_policies(demo.DemoConfig(), said.append) == ["teacher", "sft", "ppo-full"]
+    assert "ppo-full" in demo.demo_policies(demo.DemoConfig(), said.append)
+    (tmp_path / folder[checkpoints.BASELINE]).mkdir()  # the trained baseline replaces both
+    policies = demo.demo_policies(demo.DemoConfig(), said.append)
+    assert policies[checkpoints.BASELINE] == "sft-full" and "ppo-full" not in policies
+    records = [
+        {"policy": p, "role": r, "agent": "mem1", "objectives": 2, "em_per_objective": 0.5}
+        for p, r in policies.items()
+    ]
+    assert report.pick_roles(records)["primary"] == checkpoints.HEADLINE
+    # a model the user names must exist: one line, no fallback
+    with pytest.raises(EvalError, match="no checkpoint 'runs/missing'"):
+        demo.demo_policies(demo.DemoConfig(policy="runs/missing"), said.append)
+    with pytest.raises(EvalError, match="--baseline"):
+        demo.demo_policies(demo.DemoConfig(baseline="runs/missing"), said.append)
+    other = tmp_path / "runs-mine"
+    other.mkdir()
+    assert str(other) in demo.demo_policies(demo.DemoConfig(policy=str(other)), said.append)
 
 
 def test_demo_sweeps_plan():
@@ -347,6 +378,15 @@ def test_demo_sweeps_plan():
     plan = demo.demo_sweeps(["teacher", "runs/demo/sft", "runs/demo/ppo"], (2,), 4)
     assert plan[-1].policies == ("runs/demo/ppo",) and plan[-1].agents == ("full",)
     assert [c.policies for c in demo.demo_sweeps(["teacher"], (2,), 4)] == [("teacher",)]
+    # roles given: the sft-role headline is the main model, the contrast plays under mem1 only
+    roles = {"teacher": "teacher", "sft-n16-hop2": "sft", "sft-full-n16-slow": "sft-full", "sft": "contrast"}
+    plan = demo.demo_sweeps(roles, (2,), 4)
+    assert [(c.policies, c.agents) for c in plan][1:] == [
+        (("sft-n16-hop2", "sft"), ("mem1",)),
+        (("sft-n16-hop2",), ("truncate",)),
+        (("sft-full-n16-slow",), ("full",)),
+    ]
+    assert all(c.roles == roles for c in plan)
 
 
 def test_paced_plays_like_the_teacher_at_a_model_cost():
@@ -366,7 +406,7 @@ def test_demo_trains_quick_checkpoints_with_valid_args(tmp_path, monkeypatch):
     monkeypatch.setattr(sft, "train_sft", lambda args: calls.append(("sft", args)))
     monkeypatch.setattr(ppo, "train_ppo", lambda args: calls.append(("ppo", args)))
     cfg = demo.DemoConfig(out=str(tmp_path), train=True, threads=1, data="data/qa")
-    assert demo.demo_policies(cfg, lambda s: None) == [
+    assert list(demo.demo_policies(cfg, lambda s: None)) == [
         "teacher",
         str(tmp_path / "sft"),
         str(tmp_path / "ppo"),
