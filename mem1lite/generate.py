@@ -261,6 +261,43 @@ def _has_layers(model) -> int:
     return getattr(config.get_text_config(decoder=True), "num_hidden_layers", 0) or 0
 
 
+class CacheTooLarge(ValueError):
+    """The KV cache a batch asks for does not fit in the memory there is (message is one line)."""
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for new tensors on `device` (CPU: the kernel's MemAvailable); None if unknown."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_cache_fits(model, rows: int, capacity: int, device: torch.device) -> None:
+    """Before allocating: `rows` episodes' KV caches of `capacity` positions fit in the free memory,
+    or one line says how much they need (a --max-new-tokens of 1e9 asked for 256 GB before this)."""
+    n_layers = _has_layers(model)
+    if not n_layers:
+        return
+    text = model.config.get_text_config(decoder=True)
+    heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    itemsize = next(model.parameters()).dtype.itemsize
+    need = rows * capacity * n_layers * 2 * heads * head_dim * itemsize
+    free = available_memory(device)
+    if free is not None and need > free:
+        raise CacheTooLarge(
+            f"the KV cache of {rows:,} episodes x {capacity:,} positions needs {need / 2**30:.1f} GiB, "
+            f"{free / 2**30:.1f} GiB is free: lower --batch-size or --max-new-tokens"
+        )
+
+
 def _preallocated_cache(model, capacity: int, rows: list | None = None, width: int = 0, like=None):
     """A DynamicCache of `PreallocatedLayer`s (None when the model has no usable config).
 
@@ -448,6 +485,7 @@ class ModelPolicy:
         self.prefilled_tokens += sum(len(c) for c in contexts) - sum(cut)
         rest, rest_mask, _ = _left_pad([c[k:] for c, k in zip(contexts, cut)], self.pad_id, 0)
         S = rest.shape[1]
+        check_cache_fits(model, B, P + S + cfg.max_new_tokens, device)
         mask = torch.zeros((B, P + S + cfg.max_new_tokens), dtype=torch.long)
         for b, k in enumerate(cut):
             mask[b, P - k : P] = 1

@@ -75,3 +75,21 @@ def test_bench_generate_cli_smoke(tmp_path):
     assert [r["engine"] for r in records] == ["kv", "hf"]
     assert records[0]["ratio_vs_kv"] == 1.0 and records[1]["same_responses_as_kv"] == 1.0
     assert all(not isinstance(v, (dict, list)) for r in records for v in r.values())
+
+
+def test_a_kv_cache_past_the_free_memory_is_refused_before_it_is_allocated(monkeypatch):
+    """Issue #32: a huge batch or --max-new-tokens is one line, not an allocation of 256 GB."""
+    import torch
+
+    import mem1lite.generate as g
+    from mem1lite.model import build_tiny_model
+
+    model = build_tiny_model()
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(g, "available_memory", lambda device: 1 << 30)  # 1 GiB free
+    g.check_cache_fits(model, 64, 2_000, cpu)  # 64 x 2,000 x 2 KiB a position: 250 MiB, fits
+    with pytest.raises(
+        g.CacheTooLarge, match=r"^the KV cache of 4,096 episodes x 8,342 positions needs 65\.2 GiB, "
+    ):
+        g.check_cache_fits(model, 4096, 8342, cpu)
+    assert g.available_memory(cpu) is None or g.available_memory(cpu) > 0
