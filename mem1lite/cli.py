@@ -362,6 +362,9 @@ def _write_webshop_outputs(args: argparse.Namespace, records: list[dict], table:
 # ---------------------------------------------------------------------------------------------
 # mem1 sft
 
+SFT_PRESETS = ["quick", "standard", "long", "n16", "n16-quick"]
+"""sft.PRESETS' names, typed here so that `mem1 --help` does not import torch (a test keeps them equal)"""
+
 
 def _base_model(args: argparse.Namespace, default: str | None) -> str | None:
     """--model and --init name the same thing (the base model); both given must agree."""
@@ -395,12 +398,15 @@ def cmd_sft(args: argparse.Namespace) -> None:
         raise UserError(
             "--preset long continues a trained model: give --init DIR (e.g. data/checkpoints/sft-mem1-n8)"
         )
-    if args.minutes_scale != 1.0:
+    if args.minutes_scale != 1.0 or args.lr_scale != 1.0:
         from dataclasses import replace
 
         sft_args = replace(
             sft_args,
-            stages=tuple(replace(s, minutes=s.minutes * args.minutes_scale) for s in sft_args.stages),
+            stages=tuple(
+                replace(s, minutes=s.minutes * args.minutes_scale, lr=s.lr * args.lr_scale)
+                for s in sft_args.stages
+            ),
         )
     train_sft(sft_args)
 
@@ -590,6 +596,7 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from .data_check import check_world
     from .demo import DemoConfig, run_demo
+    from .evaluate import EvalError
 
     path = Path(args.data or DEFAULT_WORLD_DIR)
     if not (path / "manifest.json").exists():
@@ -604,9 +611,35 @@ def cmd_demo(args: argparse.Namespace) -> None:
         episodes=args.episodes,
         threads=args.threads,
         data=str(path),
+        **{k: v for k, v in (("policy", args.policy), ("baseline", args.baseline)) if v},
     )
-    _locked(args.out, run_demo, cfg)  # one demo per report folder
+    try:
+        _locked(args.out, run_demo, cfg)  # one demo per report folder
+    except EvalError as exc:
+        raise UserError(str(exc)) from None
     print(f"demo finished in {(time.perf_counter() - t0) / 60:.1f} min")
+
+
+# ---------------------------------------------------------------------------------------------
+# mem1 checkpoints, mem1 chain
+
+
+def cmd_chain(args: argparse.Namespace) -> None:
+    from .chain import run_chain
+
+    print(f"the headline model is {run_chain(args.out, args.threads)}")
+
+
+def cmd_checkpoints(args: argparse.Namespace) -> None:
+    from .checkpoints import index_markdown, index_rows
+    from .files import write_text
+
+    page = index_markdown(index_rows())
+    if args.out:
+        write_text(Path(args.out), page)
+        print(f"wrote {args.out}")
+    else:
+        print(page, end="")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -863,8 +896,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--preset",
         default="quick",
-        choices=["quick", "standard", "long"],
-        help="long: continue --init on N = 1..16",
+        choices=SFT_PRESETS,
+        help="n16: the headline recipe from scratch (N = 1..16, ~2 h); n16-quick: its mechanics in a "
+        "minute; long: continue --init on N = 1..16",
     )
     p.add_argument("--out", required=True, help="output directory (must not exist or be empty)")
     p.add_argument("--seed", type=_seed, default=0)
@@ -887,6 +921,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--threads", type=_threads, default=None, help="torch CPU threads")
     p.add_argument("--minutes-scale", type=_scale, default=1.0, help="scale every stage's time budget")
+    p.add_argument(
+        "--lr-scale",
+        type=_positive,
+        default=1.0,
+        help="scale every stage's learning rate (a gentler continuation)",
+    )
     p.add_argument("--env", default="qa", choices=["qa", "webshop"], help="the domain")
     _data_flag(p, "the domain's data folder (default data/qa or data/webshop)")
     p.add_argument("--tasks", type=_episodes, default=None, help="teacher tasks played for the data")
@@ -898,7 +938,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--pointer",
-        default="text",
+        default=None,
         choices=POINTERS,
         help="the teacher's state names its question by text, by number and text, or (hop) also "
         "says which hop of the question `now` is",
@@ -1016,12 +1056,25 @@ def build_parser() -> argparse.ArgumentParser:
     _data_flag(p, "world folder (default data/qa)")
     p.add_argument("--out", default="runs/demo", help="report folder (and quick checkpoints with --train)")
     p.add_argument("--train", action="store_true", help="train quick checkpoints first (or TRAIN=1)")
+    p.add_argument("--policy", help="the mem1 model shown (default the headline; a shipped name or a folder)")
+    p.add_argument(
+        "--baseline", help="the full-context baseline (default the shipped one; a name or a folder)"
+    )
     p.add_argument(
         "--objectives", type=_objective_list, default="1,2,4,8,16", help="comma-separated task sizes N"
     )
     p.add_argument("--episodes", type=_episodes, default=None, help="tasks per N (default 8, 4 with --train)")
     p.add_argument("--threads", type=_threads, default=None, help="torch CPU threads")
     p.set_defaults(func=cmd_demo, _parser=p)
+
+    p = sub.add_parser("chain", help="the shipped headline model's four SFT runs, resumable (~4.5 h)")
+    p.add_argument("--out", required=True, help="folder of the four runs (rerun the command to go on)")
+    p.add_argument("--threads", type=_threads, default=None, help="torch CPU threads")
+    p.set_defaults(func=cmd_chain, _parser=p)
+
+    p = sub.add_parser("checkpoints", help="the shipped checkpoints: role, minutes, command, test figures")
+    p.add_argument("--out", help="write the index here (e.g. docs/checkpoints.md) instead of printing it")
+    p.set_defaults(func=cmd_checkpoints, _parser=p)
 
     p = sub.add_parser("bench", help="benchmarks that print ratios measured in one run")
     p.add_argument(

@@ -567,3 +567,34 @@ def test_a_damaged_trainer_file_is_named_on_resume_and_the_checkpoint_kept(small
     damaged.write_bytes(bytes(data[: len(data) // 2]))
     with pytest.raises(ValueError, match=rf"^{damaged} is damaged \(BadZipFile\); the start is kept"):
         train_sft(replace(args, resume=True))
+
+
+def test_the_chain_runs_its_four_stages_in_order_and_goes_on_after_a_kill(tmp_path, monkeypatch):
+    """`mem1 chain`: each stage starts from the one before, with the cards' presets, pointers and
+    seeds; a stage with a card is skipped, one with an interrupted run is resumed."""
+    from pathlib import Path
+
+    from mem1lite import chain, cli, sft
+
+    trained = []
+    monkeypatch.setattr(sft, "train_sft", lambda args: trained.append(args))
+    (tmp_path / "sft-n8").mkdir()
+    (tmp_path / "sft-n8" / "card.json").write_text("{}")  # done
+    (tmp_path / "sft-n16.partial").mkdir()  # killed mid-run
+    assert cli.main(["chain", "--out", str(tmp_path), "--threads", "1"]) == 0
+    assert [Path(a.out).name for a in trained] == ["sft-n16", "sft-n16-hop", "sft-n16-hop2"]
+    assert [a.resume for a in trained] == [True, False, False]
+    assert [(a.preset, a.pointer, a.seed) for a in trained] == [
+        ("long", "number", 0),
+        ("long", "hop", 1),
+        ("long", "hop", 2),
+    ]
+    assert [a.model for a in trained] == [str(tmp_path / n) for n in ("sft-n8", "sft-n16", "sft-n16-hop")]
+    assert all(a.objectives == tuple(range(1, 17)) and a.threads == 1 for a in trained)
+    first = chain.chain_args(tmp_path / "fresh")[0]
+    assert (first.preset, first.objectives, first.model, first.resume) == (
+        "standard",
+        tuple(range(1, 9)),
+        "tiny",
+        False,
+    )
