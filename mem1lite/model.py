@@ -282,6 +282,7 @@ def _with_adapter(model, path: Path):
             f"{rebuild_hint(path)}"
         )
     check_weights(path)
+    check_card(path)  # a PPO card records its adapter's and value head's sha256
     return PeftModel.from_pretrained(model, path, is_trainable=False)
 
 

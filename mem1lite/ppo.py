@@ -96,6 +96,7 @@ from .ppo_math import (
 )
 from .probe import greedy_em
 from .rollout import RolloutConfig, run_episodes
+from .store import sha256_file
 from .terms import DEFAULT_LAYOUT
 from .threads import use_threads
 
@@ -483,7 +484,12 @@ def save_checkpoint(path: Path, model, head, optimizers, step: int, base: str, h
                 {"optimizers": [o.state_dict() for o in optimizers], "rng": _rng_state()},
                 tmp / "optimizer.pt",
             )
-            (tmp / CHECKPOINT_MARKER).write_text(json.dumps({"step": step, "history": history}) + "\n")
+            files = {
+                f.name: sha256_file(f) for f in sorted(tmp.iterdir()) if f.is_file()
+            }  # trusted on resume
+            (tmp / CHECKPOINT_MARKER).write_text(
+                json.dumps({"step": step, "history": history, "files": files}) + "\n"
+            )
         commit_folder(tmp, path, CHECKPOINT_MARKER)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -547,6 +553,13 @@ def load_checkpoint(path: Path, model, head, optimizers) -> tuple[int, list[dict
     state = _read_checkpoint_file(path / CHECKPOINT_MARKER, _read_json)
     if not isinstance(state.get("step"), int) or not isinstance(state.get("history"), list):
         raise PPOError(f"{path / CHECKPOINT_MARKER} lacks its step or history: the checkpoint is damaged")
+    files = state.get("files", {})  # absent in a checkpoint of an older run: its files are only read
+    for name, digest in sorted(files.items() if isinstance(files, dict) else []):
+        if not (path / name).is_file() or sha256_file(path / name) != digest:
+            raise PPOError(
+                f"{path / name} is damaged or missing (its sha256 differs from the one recorded when it was "
+                "saved); train again into a fresh --out (without --resume)"
+            )
     weights = _read_checkpoint_file(path / "adapter_model.safetensors", lambda p: load_file(str(p)))
     head_state = _read_checkpoint_file(path / "value_head.pt", torch.load)
     blob = _read_checkpoint_file(path / "optimizer.pt", lambda p: torch.load(p, weights_only=False))
@@ -768,6 +781,7 @@ def _train_ppo(args: PPOArgs) -> dict:
         "dev_comparison": comparison,
         "processes": procs.count,
         "parameter_sha256_per_process": digests,
+        "sha256": {name: sha256_file(out / name) for name in ("adapter_model.safetensors", "value_head.pt")},
     }
     write_text(out / "card.json", json.dumps(card, indent=2, default=str) + "\n")
     return card

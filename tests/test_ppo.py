@@ -376,7 +376,7 @@ def test_bench_ppo_splits_a_step_into_rollout_scoring_and_update(tiny_init):
             1e3 * r["update_seconds"] / r["policy_tokens"]
         )
     assert len(lines) == 2 + len(records) and "rollout s" in lines[1]
-    with pytest.raises(ValueError, match="at least 1"):
+    with pytest.raises(ValueError, match=r"threads must be in 1\.\."):
         bench_ppo(tiny_init, objectives=(1,), episodes=2, threads=0, log=None)
 
 
@@ -394,3 +394,31 @@ def test_a_second_run_on_the_same_out_is_refused_and_an_adapter_is_no_init(tiny_
     with pytest.raises(PPOError, match=r"is a LoRA adapter \(a PPO run's output\), not a whole model"):
         train_ppo(_args("data/checkpoints/ppo-mem1", tmp_path / "over-adapter"))
     assert not (tmp_path / "over-adapter").exists()
+
+
+def test_a_byte_flipped_in_a_checkpoint_file_is_named_on_resume(tiny_init, tmp_path):
+    """Issue #32: state.json records every file's sha256; a flipped byte that loads fine is refused."""
+    train_ppo(_args(tiny_init, tmp_path / "run", steps=1))
+    state = json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())
+    assert set(state["files"]) >= {  # and the README peft writes
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "optimizer.pt",
+        "value_head.pt",
+    }
+    card = json.loads((tmp_path / "run" / "card.json").read_text())
+    assert set(card["sha256"]) == {"adapter_model.safetensors", "value_head.pt"}
+    weights = tmp_path / "run" / "checkpoint" / "adapter_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0x01
+    weights.write_bytes(bytes(data))
+    with pytest.raises(PPOError, match=rf"^{weights} is damaged or missing \(its sha256 differs"):
+        train_ppo(_args(tiny_init, tmp_path / "run", steps=2, resume=True))
+    from mem1lite.model import ModelLoadError, load_policy
+
+    final = tmp_path / "run" / "adapter_model.safetensors"  # the run's output, checked against its card
+    data = bytearray(final.read_bytes())
+    data[-10] ^= 0x01
+    final.write_bytes(bytes(data))
+    with pytest.raises(ModelLoadError, match="differs from the sha256 its card.json records"):
+        load_policy(tmp_path / "run")
