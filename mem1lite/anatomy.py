@@ -188,7 +188,24 @@ def first_divergence(traj, tokenizer, teacher: Callable[[str], str]) -> Divergen
 
 
 def _from_dict(cls, d: dict):
-    return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+    """A saved record, its types and ranges checked (a diagnosis edited by hand or by a bug is
+    refused, never drawn): counts whole numbers >= 0 (N >= 1), EM in 0..1, kinds and texts strings."""
+    if not isinstance(d, dict):
+        raise TypeError(f"a {cls.__name__} is not an object")
+    record = cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+    for name, f in cls.__dataclass_fields__.items():
+        v, kind = getattr(record, name), str(f.type)
+        count = isinstance(v, int) and not isinstance(v, bool) and v >= (1 if name == "objectives" else 0)
+        ok = {
+            "int": count,
+            "int | None": v is None or count,
+            "float": isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1,
+            "str": isinstance(v, str),
+            "bool": isinstance(v, bool),
+        }.get(kind, True)
+        if not ok:
+            raise ValueError(f"{cls.__name__}.{name} = {v!r} is not a valid {kind}")
+    return record
 
 
 @dataclass

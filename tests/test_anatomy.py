@@ -297,3 +297,23 @@ def test_committed_diagnoses_load_and_draw_by_answers_held():
     assert len(left.lines) == len(n8.exact_grid()) + 1  # one per N, and the dotted wall at k = 8
     assert len(right.lines) == 1 and list(right.lines[0].get_xdata()) == [0]
     plt.close(fig)
+
+
+@pytest.mark.parametrize(
+    "field, value", [("em", float("inf")), ("em", -5), ("objectives", "2"), ("turn", -1), ("kind", 3)]
+)
+def test_a_saved_diagnosis_with_values_no_run_gives_is_refused(tmp_path, capsys, field, value):
+    """Issue #32: --records trusts only what was checked; an EM of inf or -5 is never drawn."""
+    import json
+
+    from mem1lite.cli import main
+
+    good = {"objectives": 2, "episode": 0, "kind": "none", "turn": 1, "k": 0, "em": 0.5}
+    saved = tmp_path / "d.json"
+    saved.write_text(
+        json.dumps({"policy": "p", "split": "dev", "divergences": [good | {field: value}], "checks": []})
+    )
+    assert main(["diagnose", "--records", str(saved), "--markdown", str(tmp_path / "a.md")]) == 2
+    err = capsys.readouterr().err
+    assert f"is not a saved diagnosis (ValueError: Divergence.{field} = " in err and err.count("\n") == 1
+    assert not (tmp_path / "a.md").exists()
