@@ -69,7 +69,8 @@ def test_a_refused_write_is_one_line_naming_the_target_not_the_temporary(tmp_pat
             write_text(tmp_path / "big.txt", "z" * 100_000)
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-    assert str(caught.value) == f"cannot write {tmp_path / 'big.txt'}: the file size limit is reached (ulimit -f)"
+    limit = "the file size limit is reached (ulimit -f)"
+    assert str(caught.value) == f"cannot write {tmp_path / 'big.txt'}: {limit}"
     assert caught.value.__cause__.errno == errno.EFBIG
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # no temporary, no half file
 
