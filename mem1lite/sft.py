@@ -142,6 +142,9 @@ class Stage:
     rows: str | None = None
     """this stage's rows, 'turn' or 'episode' (None: the run's `rows`); the `n16` recipe reads on
     turn rows (loss on every token) and then responds on episodes [9]"""
+    data: dict | None = None
+    """this stage's teacher data where it differs from the run's: SFTArgs fields `objectives`,
+    `long_share`, `tasks` (the `n16` recipe reads on short tasks, where copying comes ~2x sooner) [9]"""
 
 
 @dataclass
@@ -272,13 +275,16 @@ PRESETS = {
 }
 
 
-# [9] The headline recipe in one run, from scratch: N = 1..16 with half the tasks at N = 16
-# (`long_share`, so every answers-list length is well represented), the hop pointer from the first
-# step (teacher.py [6]), the read stage on turn rows (its loss on every token grows the copying
-# circuits; episodes score responses only), then the responses on whole episodes (the packed
-# layout, ~1.8x the response tokens a second). The steps are about what the four-run chain
-# (sft-mem1-n8 -> n16 -> n16-hop -> n16-hop2, ~4.5 h) gave its model on long tasks: the chain's
-# per-turn exactness rose with steps, not with any change of recipe (docs/DESIGN.md, section 10).
+# [9] The headline recipe in one run, from scratch. The `read` stage (loss on every token, turn
+# rows) reads short tasks (N = 1..4): there the copying circuits come after ~650 steps, while on
+# N = 1..16 data 904 steps gave none (docs/experiments/n16-read-on-long-tasks.probe.jsonl: the
+# first name part never copied; sft-mem1-n8's read copied 0.44 of them by step 854). Then
+# `respond` and `anneal` on whole episodes of N = 1..16 (the packed layout, ~1.8x the response
+# tokens a second), half the tasks at N = 16 (`long_share`, so every answers-list length is well
+# represented), the hop pointer throughout (teacher.py [6]). The steps are about what the four-run
+# chain (mem1 chain, ~4.5 h) gave its model: its per-turn exactness rose with steps, not with any
+# change of recipe (docs/DESIGN.md, section 10). The step counts bind; the minute caps only guard a
+# much slower machine (on one idle thread: read ~1.4 s a step, respond ~0.7 s).
 PRESETS["n16"] = dict(
     tasks=6_000,
     objectives=tuple(range(1, 17)),
@@ -286,19 +292,35 @@ PRESETS["n16"] = dict(
     pointer="hop",
     rows="episode",
     stages=(
-        Stage("read", "all", minutes=45, max_steps=1500, warmup_steps=100, rows="turn"),
-        Stage("respond", "response", minutes=80, max_steps=7000, lr=5e-4, warmup_steps=20),
-        Stage("anneal", "response", minutes=12, max_steps=800, lr=5e-4, warmup_steps=0, schedule="linear"),
+        Stage(
+            "read",
+            "all",
+            minutes=90,
+            max_steps=1800,
+            warmup_steps=100,
+            rows="turn",
+            data={"objectives": (1, 2, 3, 4), "long_share": 0.0, "tasks": 12_000},
+        ),
+        Stage("respond", "response", minutes=120, max_steps=7000, lr=5e-4, warmup_steps=20),
+        Stage("anneal", "response", minutes=20, max_steps=800, lr=5e-4, warmup_steps=0, schedule="linear"),
     ),
     em_minutes=20.0,
 )
 
-# [9] The same recipe at the quick preset's size: its mechanics (two rows modes, three stages, the
+# [9] The same recipe at the quick preset's size: its mechanics (two data sets, three stages, the
 # hop pointer, N = 1..16) in about a minute, for notebook 03 and the tests. Not skill.
 PRESETS["n16-quick"] = PRESETS["n16"] | dict(
     tasks=48,
     stages=(
-        Stage("read", "all", minutes=0.5, max_steps=12, warmup_steps=2, rows="turn"),
+        Stage(
+            "read",
+            "all",
+            minutes=0.5,
+            max_steps=12,
+            warmup_steps=2,
+            rows="turn",
+            data={"objectives": (1, 2, 3, 4), "long_share": 0.0, "tasks": 40},
+        ),
         Stage("respond", "response", minutes=0.4, max_steps=12, lr=5e-4, warmup_steps=0),
         Stage("anneal", "response", minutes=0.2, max_steps=4, lr=5e-4, warmup_steps=0, schedule="linear"),
     ),
@@ -922,7 +944,7 @@ def _train_sft(args: SFTArgs) -> dict:
     spec = resolve_model(args.init or args.model)
     check_whole_model(spec.path)  # an adapter (a PPO output) is no base to train
     check_rows(args)
-    episodes = any(keeps_episodes(mode, args.agent) for mode in stage_row_modes(args))  # [8]
+    episodes = any(keeps_episodes(stage_args(args, s).rows, args.agent) for s in args.stages)  # [8]
     if episodes and (processes.num_processes > 1 or spec.gradient_checkpointing):
         raise ValueError(
             "--rows episode (mem1 view) runs in one process without activation checkpointing "
@@ -966,13 +988,15 @@ def _train_sft(args: SFTArgs) -> dict:
         f"N in {list(args.objectives)}, agent {args.agent})",
         flush=True,
     )
-    data = {}  # [9] the rows of each rows mode the stages use, built once each
-    for mode in stage_row_modes(args):
-        with processes.main_process_first():  # [6] the others read the main process's cache
-            data[mode] = build_rows(
-                domain, tokenizer, replace(args, rows=mode), progress=main and _tqdm_on(), say=say
-            )
-    first = data[stage_row_modes(args)[0]]
+    data = {}  # [9] each stage's data, built once for the stages that share it
+    for stage in args.stages:
+        key = stage_data_key(args, stage)
+        if key not in data:
+            with processes.main_process_first():  # [6] the others read the main process's cache
+                data[key] = build_rows(
+                    domain, tokenizer, stage_args(args, stage), progress=main and _tqdm_on(), say=say
+                )
+    first = next(iter(data.values()))
     n_samples, n_tokens = first.samples, first.tokens
     fitted = fit_pack_length(args, max(d.longest for d in data.values()))
     if fitted != args:
@@ -997,7 +1021,7 @@ def _train_sft(args: SFTArgs) -> dict:
                 shutil.rmtree(work / f"trainer-{stage.name}", ignore_errors=True)
             continue
         resume_from = progress.checkpoint if progress is not None and i == done else None
-        stage_data = data[stage.rows or args.rows]
+        stage_data = data[stage_data_key(args, stage)]
         trainer = stage_trainer(
             args,
             stage,
@@ -1148,10 +1172,26 @@ def check_rows(args: SFTArgs) -> None:
         raise ValueError(f"rows must be one of {', '.join(ROWS)}, got {args.rows!r}")
 
 
-def stage_row_modes(args: SFTArgs) -> list[str]:
-    """[9] The rows modes the stages train on, in the order of first use (each is built once)."""
-    modes = [stage.rows or args.rows for stage in args.stages] or [args.rows]
-    return list(dict.fromkeys(modes))
+def stage_args(args: SFTArgs, stage: Stage) -> SFTArgs:
+    """[9] The run's options as the stage's data see them: its rows mode and its data fields."""
+    fields = dict(stage.data or {})
+    bad = sorted(set(fields) - STAGE_DATA_FIELDS)
+    if bad:
+        raise ValueError(
+            f"stage {stage.name!r}: data may set {', '.join(sorted(STAGE_DATA_FIELDS))}, not {bad}"
+        )
+    if "objectives" in fields:
+        fields["objectives"] = tuple(fields["objectives"])
+    return replace(args, rows=stage.rows or args.rows, **fields)
+
+
+STAGE_DATA_FIELDS = {"objectives", "long_share", "tasks"}
+"""[9] what a stage's `data` may change"""
+
+
+def stage_data_key(args: SFTArgs, stage: Stage) -> str:
+    """[9] Stages with the same key train on the same data (built once)."""
+    return json.dumps({"rows": stage.rows or args.rows, **(stage.data or {})}, sort_keys=True)
 
 
 @dataclass
