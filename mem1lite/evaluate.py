@@ -120,11 +120,6 @@ SHIPPED = {
         "sft-mem1-n16-recipe",
         "mem1 sft --preset n16 --out data/checkpoints/sft-mem1-n16-recipe",
     ),
-    "sft-full-n16-slow": (
-        "sft-full-n16-slow",
-        "mem1 sft --preset long --init data/checkpoints/sft-full --agent full --rows episode --lr-scale 0.2 "
-        "--out data/checkpoints/sft-full-n16-slow",
-    ),
     "sft-full-n16": (
         "sft-full-n16",
         "mem1 sft --preset long --init data/checkpoints/sft-full --agent full --tasks 800 "

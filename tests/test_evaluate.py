@@ -345,11 +345,9 @@ def test_demo_shows_the_headline_against_the_baseline(tmp_path, monkeypatch):
         "sft": "contrast",
     }
     assert "stands in" in said[-1] and checkpoints.BASELINE in said[-1]
-    (tmp_path / "ppo-full").mkdir()  # the baseline after PPO replaces its SFT
-    assert "ppo-full" in demo.demo_policies(demo.DemoConfig(), said.append)
-    (tmp_path / folder[checkpoints.BASELINE]).mkdir()  # the trained baseline replaces both
+    (tmp_path / "ppo-full").mkdir()  # the baseline (PPO on sft-full) replaces its stand-in
     policies = demo.demo_policies(demo.DemoConfig(), said.append)
-    assert policies[checkpoints.BASELINE] == "sft-full" and "ppo-full" not in policies
+    assert policies["ppo-full"] == "rl-full" and "sft-full" not in policies
     records = [
         {"policy": p, "role": r, "agent": "mem1", "objectives": 2, "em_per_objective": 0.5}
         for p, r in policies.items()
