@@ -125,6 +125,10 @@ def episode_generator(seed: int, episode: int) -> torch.Generator:
     return g
 
 
+PROMPT_BAR_EPISODES = 2000
+"""from this many episodes on, the prompts' encoding shows its own progress bar"""
+
+
 def run_episodes(
     policy,
     tokenizer,
@@ -142,7 +146,9 @@ def run_episodes(
     agent = make_agent(cfg.agent, cfg.truncate_tokens)
     gen = getattr(policy, "config", None)
     trajs = []
-    for i, env in enumerate(envs):
+    # thousands of long prompts take minutes to encode: a bar says so (no silent start)
+    quiet = not cfg.progress or len(envs) < PROMPT_BAR_EPISODES
+    for i, env in enumerate(tqdm(envs, desc="encoding prompts", disable=quiet, leave=False)):
         prompt_text = tokenizer.apply_chat_template(
             [{"role": "user", "content": env.prompt()}], tokenize=False, add_generation_prompt=True
         )
