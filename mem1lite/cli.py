@@ -1,7 +1,11 @@
 """`mem1`: the command line. A thin layer: every command calls a function of the package.
 
-Errors the user can fix (bad flags, missing or corrupted data, an existing output) print one
-line, `mem1: error: ...`, and exit with status 2; nothing half-written is left behind.
+Errors the user can fix (bad flags, missing or corrupted data, an existing output, a refused
+write, another run on the same output) print one line, `mem1: error: ...`, and exit with status 2;
+nothing half-written is left behind (`error_line` says which line each error gets). An unexpected
+exception is a bug: one line says so and names a file holding its traceback (MEM1_TRACEBACK=1
+raises it instead). Every size is bounded by the parser and flags that do nothing in the chosen
+mode are refused (`_refuse_unused`), before any work.
 
 Imports: only light modules (files, store, terms, world: no torch, no numpy) at the top, so that
 `mem1 --help` and argument errors answer at once; each command imports what it runs inside its
