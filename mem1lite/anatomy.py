@@ -462,6 +462,7 @@ def diagnose(
 
     model, tokenizer = load_policy(path)
     domain = load_domain("qa", data, pointer=trained_pointer(path))
+    domain.check_tokenizer(tokenizer, label)  # a world of names it cannot write: one line, nothing played
     teacher = domain.teacher()
     policy = ModelPolicy(model, tokenizer, GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0))
     divergences, checks = [], []
@@ -477,4 +478,3 @@ def diagnose(
         texts = [tokenizer.decode(r.ids, skip_special_tokens=False) for r in responses]
         checks += teacher_forced_checks(forced, texts, tokenizer)
     return Anatomy(label, split, divergences, checks)
-    domain.check_tokenizer(tokenizer, label)  # a world of names it cannot write: one line, nothing played

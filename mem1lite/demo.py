@@ -126,15 +126,16 @@ def train_quick(out: Path, cfg: DemoConfig, log: Callable[[str], None] = print) 
 def demo_sweeps(
     policies: Sequence[str] | Mapping[str, str], objectives: Sequence[int], episodes: int, **kw
 ) -> list[EvalConfig]:
-    """The small sweep of the demo and of notebook 04: four parts, all on the same tasks.
+    """The small sweep of the demo and of notebook 04: three parts, all on the same tasks.
 
     1. the teacher under every agent: the harness and the memory picture, in seconds;
     2. each mem1-trained model under mem1 (the headline, the contrast): EM against N;
-    3. the main model (the rl role, else sft, else the first) under truncate;
-    4. the full-context baseline (a *-full role, else the main model) under full.
+    3. the full-context baseline (a *-full role, else the main model: rl, else sft) under full.
     `policies` is a list of names (roles from the names, `policy_role`) or name -> role. A model's
     full-context rows cost the most by far (the whole history is prefilled at every turn), so
-    only the baseline gets them. `kw` goes to every EvalConfig.
+    only the baseline gets them; a trained model under truncate (it plays to the turn budget at
+    N = 16: ~40% of the demo's time) is left to `mem1 eval --agents truncate`. `kw` goes to every
+    EvalConfig.
     """
     roles = dict(policies) if isinstance(policies, Mapping) else {p: policy_role(p) for p in policies}
     models = [p for p in roles if p != "teacher"]
@@ -148,7 +149,6 @@ def demo_sweeps(
     plan = [
         (("teacher",) if "teacher" in roles else (), AGENTS),
         (tuple(mem1_models), ("mem1",)),
-        ((main,) if main else (), ("truncate",)),
         ((baseline,) if baseline else (), ("full",)),
     ]
     return [EvalConfig(policies=p, agents=a, **common) for p, a in plan if p]

@@ -101,10 +101,9 @@ for i, q in enumerate(make_tasks(world, "test", 4, 1, seed=0)[0].questions, 1):
 # ## A small sweep, live
 #
 # `demo_policies` names the three models of the story (`mem1lite/checkpoints.py`): the headline,
-# the full-context baseline (or its stand-in while the new one trains) and the N <= 4 contrast.
-# `demo_sweeps` plays them as `make demo` does: the teacher under every agent; the headline and the
-# contrast under mem1; the headline under truncate; the baseline under full, the one costly part,
-# since the whole history is fed again at every turn.
+# the full-context baseline and the N <= 4 contrast. `demo_sweeps` plays them as `make demo` does:
+# the teacher under every agent; the headline and the contrast under mem1; the baseline under full,
+# the one costly part, since the whole history is fed again at every turn.
 
 # %%
 policies = demo_policies(DemoConfig())

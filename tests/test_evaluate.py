@@ -368,7 +368,6 @@ def test_demo_sweeps_plan():
     assert [(c.policies, c.agents) for c in plan] == [
         (("teacher",), ("mem1", "full", "truncate")),
         (("sft", "ppo"), ("mem1",)),
-        (("ppo",), ("truncate",)),
         (("ppo-full",), ("full",)),
     ]
     assert all(c.objectives == (2, 16) and c.episodes == 4 and c.threads == 1 for c in plan)
@@ -381,7 +380,6 @@ def test_demo_sweeps_plan():
     plan = demo.demo_sweeps(roles, (2,), 4)
     assert [(c.policies, c.agents) for c in plan][1:] == [
         (("sft-n16-hop2", "sft"), ("mem1",)),
-        (("sft-n16-hop2",), ("truncate",)),
         (("sft-full-n16-slow",), ("full",)),
     ]
     assert all(c.roles == roles for c in plan)

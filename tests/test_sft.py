@@ -64,7 +64,10 @@ def test_packs_grow_so_no_sample_is_cut_and_tokens_per_step_stay():
 
 def test_presets_and_bad_names():
     assert make_args("quick").stages and make_args("standard").stages
-    assert set(PRESETS) == {"quick", "standard", "long"}
+    assert set(PRESETS) == {"quick", "standard", "long", "n16", "n16-quick"}
+    from mem1lite.cli import SFT_PRESETS  # typed there so that `mem1 --help` needs no torch
+
+    assert SFT_PRESETS == list(PRESETS)
     long = make_args("long")
     assert long.objectives == tuple(range(1, 17)) and long.long_share == 0.5
     assert all(stage.loss_on == "response" for stage in long.stages)
