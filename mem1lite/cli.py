@@ -272,7 +272,7 @@ def cmd_rollout(args: argparse.Namespace) -> None:
     tasks = domain.tasks(args.split, objectives, args.episodes, seed=args.seed)
     generation = GenerationConfig(temperature=args.temperature, top_p=args.top_p, batch_size=args.batch_size)
     _check_domains((args.policy,), args.env)
-    policy, tokenizer = load_engine(args.policy, generation, respond_text=domain.teacher())
+    policy, tokenizer = load_engine(_shipped_path(args.policy), generation, respond_text=domain.teacher())
     if args.policy not in SCRIPTED:  # a trained model can write this world's names (one line if not)
         domain.check_tokenizer(tokenizer, args.policy)
     envs = [domain.environment(t) for t in tasks]
@@ -725,7 +725,16 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
         init = resolve_policy("sft-n16" if args.policy == "tiny" else args.policy)
         objectives = args.objectives or (2, 8)
-        _write_json(args.json, bench_ppo(init, objectives, args.episodes or 8, args.threads, args.data))
+        records = bench_ppo(
+            init,
+            objectives,
+            args.episodes or 8,
+            args.threads,
+            args.data,
+            compare=args.compare,
+            repeats=args.repeats,
+        )
+        _write_json(args.json, records)
         return
     if args.what == "masks":
         from .bench import bench_masks
@@ -760,19 +769,30 @@ BENCH_FLAGS = {
     ),
     "generate": ("engines", "episodes", "max_new_tokens", "repeats", "policy", "threads", "data"),
     "data": ("tasks", "objectives", "data"),
-    "ppo": ("policy", "objectives", "episodes", "threads", "data"),
+    "ppo": ("policy", "objectives", "episodes", "threads", "data", "compare", "repeats"),
     "sft": ("objectives", "episodes", "steps", "repeats", "threads", "data"),
 }
 """the flags each `mem1 bench WHAT` reads (--json: all); any other given is refused"""
 
 
+def _shipped_path(name: str) -> str:
+    """A shipped checkpoint's name (`mem1 checkpoints`) -> its folder, as `mem1 eval` takes it;
+    any other name (teacher, a folder, a model preset) unchanged."""
+    from .evaluate import SHIPPED, shipped_checkpoint
+
+    return str(shipped_checkpoint(name)) if name in SHIPPED else name
+
+
 def _check_domains(policies, env: str) -> None:
     """Each trained policy is played on the domain its card says it was trained on (model.check_domain)."""
-    from .evaluate import resolve_policy
+    from .evaluate import EvalError, resolve_policy
     from .model import check_domain
 
     for name in policies:
-        path = resolve_policy(name)
+        try:
+            path = resolve_policy(name)
+        except EvalError:  # a model preset (qwen2.5-0.5b) or a bad name: loading says which, in one line
+            continue
         if path not in ("teacher", "tiny", "paced"):
             check_domain(path, env, name)
 
@@ -1118,7 +1138,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--repeats",
         type=_repeats,
         default=3,
-        help="timed rounds, median reported (masks, rollout, generate, sft)",
+        help="timed rounds, median reported (masks, rollout, generate, sft, ppo --compare)",
     )
     p.add_argument("--agent", default="mem1", choices=AGENTS, help="memory policy (masks)")
     p.add_argument("--threads", type=_threads, default=None, help="torch CPU threads (masks, rollout, sft)")
@@ -1140,6 +1160,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoints",
         type=_name_list,
         help="comma-separated policies whose rollouts --deviation scores (default: sft-mem1, ppo-mem1)",
+    )
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="ppo: the step before and after ppo.py [11] side by side on the same episodes, --repeats rounds",
     )
     p.add_argument("--figure", help="write the figure (PNG) here (masks --deviation)")
     p.add_argument("--json", help="write the records here")

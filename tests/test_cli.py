@@ -242,3 +242,17 @@ def test_python_m_says_a_user_error_as_one_line_not_as_a_bug():
     )
     assert done.returncode == 2
     assert done.stderr == "mem1: error: --limit does nothing in `mem1 bench data`: drop it\n"
+
+
+def test_rollout_takes_a_shipped_name_as_eval_does(tmp_path):
+    """`mem1 rollout --policy sft-n16-hop2` plays the shipped checkpoint (it once said the folder
+    sft-n16-hop2 did not exist, where `mem1 eval` took the same name)."""
+    import json
+
+    from mem1lite.cli import main
+
+    out = tmp_path / "r.jsonl"
+    argv = ["rollout", "--policy", "sft-n16-hop2", "--objectives", "1", "--episodes", "2", "--temperature", "0"]
+    assert main([*argv, "--out", str(out)]) == 0
+    episodes = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(episodes) == 2 and all(e["format_errors"] == 0 for e in episodes)
