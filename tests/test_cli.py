@@ -252,7 +252,8 @@ def test_rollout_takes_a_shipped_name_as_eval_does(tmp_path):
     from mem1lite.cli import main
 
     out = tmp_path / "r.jsonl"
-    argv = ["rollout", "--policy", "sft-n16-hop2", "--objectives", "1", "--episodes", "2", "--temperature", "0"]
+    argv = ["rollout", "--policy", "sft-n16-hop2", "--objectives", "1", "--episodes", "2"]
+    argv += ["--temperature", "0"]
     assert main([*argv, "--out", str(out)]) == 0
     episodes = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(episodes) == 2 and all(e["format_errors"] == 0 for e in episodes)
