@@ -21,6 +21,14 @@ for n in 2 4; do
 done
 "$MEM1" rollout --policy tiny --agent mem1 --objectives 2 --episodes 2 --seed 0 --split dev \
   --out "$OUT/tiny-untrained-mem1-n2.jsonl"
+# The headline picture (README, docs/inspector.png): one N = 16 task of the test split played by the
+# headline model under mem1 (greedy) and by the teacher under full context, the same task.
+if [ -d data/checkpoints/sft-mem1-n16-hop2 ]; then
+  "$MEM1" rollout --policy sft-n16-hop2 --agent mem1 --objectives 16 --episodes 1 --seed 0 --split test \
+    --temperature 0 --out "$OUT/sft-n16-hop2-mem1-n16.jsonl"
+  "$MEM1" rollout --policy teacher --agent full --objectives 16 --episodes 1 --seed 0 --split test \
+    --out "$OUT/teacher-full-n16.jsonl"
+fi
 # Trained models, where their checkpoints are here: the same dev tasks (N = 2, 4) as the teacher's,
 # greedy as in mem1 eval, so the inspector lines each up with the teacher's episode of the same task.
 CK=data/checkpoints

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Screenshot the trajectory inspector in headless Chromium: the static page, or the live widget.
 #
-#   scripts/screenshot_inspector.sh [OUT.png]         # static page (default runs/inspector-static.png)
-#   scripts/screenshot_inspector.sh --lab [OUT.png]   # the live widget in JupyterLab (default docs/inspector.png)
+#   scripts/screenshot_inspector.sh [OUT.png]         # static page (default docs/inspector.png, the README's)
+#   scripts/screenshot_inspector.sh --lab [OUT.png]   # the live widget in JupyterLab (default runs/inspector-lab.png)
 #
 # Needs Chromium from Debian packages (`apt-get install -y chromium`); nothing goes to the network.
-# Both show task dev-n4-s0-0 of data/examples under mem1 at turn 2, the mask row of a state token in
-# the packed_dense layout, and the same task under full beside it.
+# The static page shows the headline picture: one N = 16 test task played by the headline model under
+# mem1 (data/examples/sft-n16-hop2-mem1-n16.jsonl, scripts/make_example_trajectories.sh) at turn 20,
+# the mask row of a state token, and the teacher on the same task under full context beside it. The
+# widget shows task dev-n4-s0-0 of data/examples under mem1 and full.
 #
 # - static: `mem1 inspect ... --html` writes the self-contained page, `chromium --screenshot` shoots it.
 # - --lab: a throwaway JupyterLab (temporary config/runtime/settings folders, a free local port,
@@ -19,7 +21,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=static
 if [ "${1:-}" = "--lab" ]; then MODE=lab; shift; fi
-if [ "$MODE" = lab ]; then OUT=${1:-docs/inspector.png}; else OUT=${1:-runs/inspector-static.png}; fi
+if [ "$MODE" = lab ]; then OUT=${1:-runs/inspector-lab.png}; else OUT=${1:-docs/inspector.png}; fi
+# the static page is tall: the side-by-side with full context sits below the focused turn
+if [ "$MODE" = static ]; then WINDOW=${WINDOW:-1400,1720}; fi
 PY=${PY:-.venv/bin/python}
 CHROMIUM=${CHROMIUM:-$(command -v chromium || command -v chromium-browser || true)}
 if [ -z "$CHROMIUM" ]; then
@@ -37,11 +41,11 @@ trap cleanup EXIT
 mkdir -p "$work/profile" "$(dirname "$OUT")"
 CHROME_FLAGS=(--headless --no-sandbox --disable-gpu --disable-quic --no-first-run
   --disable-background-networking --disable-component-update --disable-sync
-  --user-data-dir="$work/profile" --hide-scrollbars --window-size=1400,1000)
+  --user-data-dir="$work/profile" --hide-scrollbars --window-size=${WINDOW:-1400,1000})
 
 if [ "$MODE" = static ]; then
-  "$PY" -m mem1lite.cli inspect data/examples/teacher-mem1-n4.jsonl --episode 0 --turn 2 --token -18 \
-    --layout packed_dense --compare data/examples/teacher-full-n4.jsonl --html "$work/inspector.html"
+  "$PY" -m mem1lite.cli inspect data/examples/sft-n16-hop2-mem1-n16.jsonl --episode 0 --turn 20 --token -18 \
+    --compare data/examples/teacher-full-n16.jsonl --html "$work/inspector.html"
   timeout 120 "$CHROMIUM" "${CHROME_FLAGS[@]}" --screenshot="$work/raw.png" \
     "file://$work/inspector.html" 2>"$work/chromium.log" || { cat "$work/chromium.log" >&2; exit 1; }
 else

@@ -423,7 +423,7 @@ def test_headless_chromium_screenshot(tmp_path):
     from PIL import Image
 
     im = Image.open(shot)
-    assert im.size == (1400, 1000)
+    assert im.size == (1400, 1720)  # tall: the side by side with full context below the focused turn
     colours = {c for _, c in im.convert("RGB").getcolors(1 << 20)}
     # the page drew: many colours, among them the kind colours of the tokens
     assert len(colours) > 16
