@@ -903,7 +903,7 @@ def markdown(outcomes: list[Outcome], counts: Counter, seconds: float) -> str:
     summary = ", ".join(f"{counts[k]} {k}" for k in BEHAVIOURS if counts[k])
     return "\n".join(
         [
-            "# Fault table (issues 18 and 32: nothing lost, nothing silent, every failure one line)",
+            "# Fault table: nothing lost, nothing silent, every failure one line",
             "",
             "Written by `scripts/fault_table.py`: each fault made on a temporary copy ($T), the command",
             "run as a user would, the behaviour read from its exit code, stderr and what is left on disk.",
