@@ -62,6 +62,14 @@ scoring (policy, reference and value forward passes under the layout, rewards, a
 update (`ppo_epochs` passes of forward + backward), with the cost of each per token it handles
 (generated tokens for the rollout, policy tokens for the rest), so that a run can be planned: at
 N = 16 a step costs what its tokens cost, not what N = 2's do.
+
+`--compare`: the step before ppo.py [11] (`stage_tokens=0`: one padded stage, one LM head pass)
+and the step now, side by side on the same rolled-out episodes from the same parameters and
+optimiser state, interleaved over `repeats` rounds (the order alternating). Both steps share the
+one rollout (the same code either way: it is timed once and counted in both). Reported: the
+medians of each way's scoring and update, the median per-round ratio of the whole steps and of
+scoring + update, the CPU-time ratio (user + system; other processes' load does not count), and
+whether the two updates agree (largest difference of the losses logged and of the parameters).
 """
 
 from __future__ import annotations
@@ -894,9 +902,11 @@ def bench_ppo(
     threads: int | None = None,
     data: str | None = None,
     log: Callable[[str], None] | None = print,
+    compare: bool = False,
+    repeats: int = 3,
 ) -> list[dict]:
     """One PPO step at each N of `objectives` (the `standard` preset, `episodes` per step), timed in
-    its three parts; one record per N."""
+    its three parts; one record per N. `compare`: the old step and the new one side by side."""
     from dataclasses import replace
 
     from .ppo import build_policy, collect, make_args, make_optimizers, update
@@ -909,6 +919,8 @@ def bench_ppo(
     domain = load_domain(args.env, data)
     model, head, tokenizer = build_policy(init, args)
     optimizers = list(make_optimizers(model, head, args))
+    if compare:
+        return _ppo_side_by_side(model, head, tokenizer, domain, optimizers, args, objectives, repeats, log)
     records = []
     log(
         f"PPO step anatomy: {Path(init).name}, {episodes} episodes a step, "
@@ -948,5 +960,100 @@ def bench_ppo(
             f"{rollout / total:.2f}/{score / total:.2f}/{train / total:.2f}  {gen:8d} {pol:8d}  "
             f"{record['ms_per_generated_token']:10.2f}  {record['ms_per_policy_token_score']:.3f}, "
             f"{record['ms_per_policy_token_update']:.3f}"
+        )
+    return records
+
+
+def _ppo_side_by_side(model, head, tokenizer, domain, optimizers, args, objectives, repeats, log):
+    """[--compare] Per N: one rollout, then `repeats` rounds of the old and the new scoring + update
+    on it, each from the same saved parameters and optimiser state."""
+    import copy
+    from dataclasses import replace
+
+    from .ppo import play, score, trainable_parameters, update
+
+    params = trainable_parameters(model) + list(head.parameters())
+    saved = [p.detach().clone() for p in params], [copy.deepcopy(o.state_dict()) for o in optimizers]
+    ways = {"old": replace(args, stage_tokens=0), "new": args}
+
+    def run(way, trajs, n, i):
+        with torch.no_grad():
+            for p, q in zip(params, saved[0], strict=True):
+                p.copy_(q)
+        for o, state in zip(optimizers, saved[1], strict=True):
+            o.load_state_dict(copy.deepcopy(state))
+        gc.collect()
+        wall, cpu = time.perf_counter(), time.process_time()
+        batch = score(model, head, trajs, n, 0.0, ways[way])
+        upd = update(model, head, batch, optimizers, ways[way], i)
+        logged = {k: upd[k] for k in ("policy_loss", "value_loss", "entropy", "grad_norm")}
+        logged["kl"] = batch.stats["kl"]
+        return {
+            "score_seconds": batch.stats["score_seconds"],
+            "update_seconds": upd["train_seconds"],
+            "wall": time.perf_counter() - wall,
+            "cpu": time.process_time() - cpu,
+            "logged": logged,
+            "params": [p.detach().clone() for p in params],
+        }
+
+    log(
+        f"PPO step, old (one padded stage) vs new (stages of {args.stage_tokens} tokens): "
+        f"{Path(args.init).name}, {args.episodes_per_step} episodes, {torch.get_num_threads()} thread(s), "
+        f"{repeats} interleaved rounds, medians"
+    )
+    log(
+        f"{'N':>3s} {'rollout s':>9s} {'score s old/new':>16s} {'update s old/new':>17s} "
+        f"{'step s old/new':>15s}  step ratio (score+update, CPU)  same update"
+    )
+    records = []
+    for i, n in enumerate(objectives):
+        step_args = replace(args, objectives=(n,))
+        trajs, _, rollout = play(model, tokenizer, domain, step_args, i)
+        rounds = []
+        for r in range(repeats):
+            order = ("old", "new") if r % 2 == 0 else ("new", "old")
+            rounds.append({way: run(way, trajs, n, i) for way in order})
+        parts = ("score_seconds", "update_seconds")
+        med = {way: {k: statistics.median(x[way][k] for x in rounds) for k in parts} for way in ways}
+        step_ratio = statistics.median(
+            (rollout + x["old"]["wall"]) / (rollout + x["new"]["wall"]) for x in rounds
+        )
+        work_ratio = statistics.median(x["old"]["wall"] / x["new"]["wall"] for x in rounds)
+        cpu_ratio = statistics.median(x["old"]["cpu"] / x["new"]["cpu"] for x in rounds)
+        old, new = rounds[0]["old"], rounds[0]["new"]
+        loss_diff = max(abs(old["logged"][k] - new["logged"][k]) for k in old["logged"])
+        param_diff = max(
+            float((p - q).abs().max()) for p, q in zip(old["params"], new["params"], strict=True)
+        )
+        steps = {way: rollout + med[way]["score_seconds"] + med[way]["update_seconds"] for way in ways}
+        records.append(
+            {
+                "init": args.init,
+                "objectives": n,
+                "episodes": args.episodes_per_step,
+                "threads": torch.get_num_threads(),
+                "stage_tokens": args.stage_tokens,
+                "rounds": repeats,
+                "rollout_seconds": rollout,
+                "policy_tokens": sum(len(t.output_ids) for traj in trajs for t in traj.turns),
+                "old": med["old"] | {"step_seconds": steps["old"]},
+                "new": med["new"] | {"step_seconds": steps["new"]},
+                "step_ratio": step_ratio,
+                "score_update_ratio": work_ratio,
+                "cpu_time_ratio": cpu_ratio,
+                "per_round_seconds": [{w: x[w]["wall"] for w in ways} for x in rounds],
+                "max_abs_logged_difference": loss_diff,
+                "max_abs_parameter_difference": param_diff,
+                "logged_old": old["logged"],
+                "logged_new": new["logged"],
+            }
+        )
+        log(
+            f"{n:3d} {rollout:9.1f} {med['old']['score_seconds']:8.1f}/{med['new']['score_seconds']:<7.1f} "
+            f"{med['old']['update_seconds']:8.1f}/{med['new']['update_seconds']:<8.1f} "
+            f"{steps['old']:7.1f}/{steps['new']:<7.1f}  "
+            f"{step_ratio:.2f}x ({work_ratio:.2f}x, {cpu_ratio:.2f}x)"
+            f"  losses {loss_diff:.1e}, parameters {param_diff:.1e}"
         )
     return records

@@ -36,14 +36,19 @@ class PolicyWithValue(torch.nn.Module):
     """The LoRA policy and the value head as one module, so that one DDP wrapper all-reduces the
     gradients of both; forward(Episodes) = layout_forward over them."""
 
-    def __init__(self, policy, head, layout: str, temperature: float):
+    def __init__(self, policy, head, layout: str, temperature: float, stage_tokens: int | None = None):
         super().__init__()
         self.policy, self.head = policy, head
-        self.layout, self.temperature = layout, temperature
+        self.layout, self.temperature, self.stage_tokens = layout, temperature, stage_tokens
 
     def forward(self, episodes: Episodes):
         return layout_forward(
-            self.policy, episodes.items, self.layout, value_head=self.head, temperature=self.temperature
+            self.policy,
+            episodes.items,
+            self.layout,
+            value_head=self.head,
+            temperature=self.temperature,
+            stage_tokens=self.stage_tokens,
         )
 
 
@@ -85,11 +90,11 @@ class Processes:
         """the process that logs, evaluates and writes"""
         return self.rank == 0
 
-    def prepare(self, model, head, layout: str, temperature: float, *optimizers):
+    def prepare(self, model, head, layout: str, temperature: float, *optimizers, stage_tokens=None):
         """One process: moved to the device, nothing wrapped; several: DDP around policy + value
         head (one wrapper, so one all-reduce covers both). Returns the optimizers, prepared."""
         self.module, *optimizers = self.accelerator.prepare(
-            PolicyWithValue(model, head, layout, temperature), *optimizers
+            PolicyWithValue(model, head, layout, temperature, stage_tokens), *optimizers
         )
         return optimizers
 
@@ -125,12 +130,14 @@ class Processes:
         tokens = int(mask[torch.tensor(idx)].sum())
         return idx[self.rank :: self.count], tokens
 
-    def forward(self, model, head, trajs, layout: str, temperature: float):
+    def forward(self, model, head, trajs, layout: str, temperature: float, stage_tokens=None):
         """layout_forward over this share; with several processes through DDP, which all-reduces
         the gradients in backward."""
         if self.count > 1:
             return self.module(Episodes(trajs))
-        return layout_forward(model, trajs, layout, value_head=head, temperature=temperature)
+        return layout_forward(
+            model, trajs, layout, value_head=head, temperature=temperature, stage_tokens=stage_tokens
+        )
 
     def weigh(self, loss: torch.Tensor, mask: torch.Tensor, minibatch_tokens: int, logged: list):
         """The loss to back-propagate and the minibatch-wide means of `logged` (scalars).

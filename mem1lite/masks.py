@@ -57,7 +57,14 @@ Implementation details (the code repeats the numbers):
    cut into up to k block stages, each padded to its own longest block and attending to the same
    prompt stage's cache, where one stage would pad every block to the longest of all (~17% of
    the block tokens at N = 1..16). The cuts minimise the padded total (`length_buckets`). The
-   same rows, so the same values; the default (one stage) is what PPO runs.
+   same rows, so the same values; the default (one stage) is what SFT's `buckets=1` runs.
+12. Pieces (`stage_tokens`, what PPO runs): the turn blocks sorted longest first and cut into
+   stages of at most `stage_tokens` padded tokens (`stage_runs`), and the LM head run over
+   `HEAD_TOKENS` scored tokens at a time. One padded stage of a PPO batch at N = 16 (8 episodes,
+   215 blocks of 190..384 tokens) was 27% padding, and its tensors (activations, a 241 MB mask,
+   326 MB (T, V) logits) were each larger than glibc's 32 MB mmap limit, so every one was fresh
+   pages from the kernel: half the CPU time of a PPO step went to page faults (ppo.py [11]).
+   Rows and scored tokens are computed independently, so pieces give the same values.
 """
 
 from __future__ import annotations
@@ -80,6 +87,10 @@ from .trajectory import PROMPT, Trajectory
 
 PAD_ID = 0
 """the id on padding positions: never read, since padding keys are hidden and padding queries never scored"""
+
+HEAD_TOKENS = 1024
+"""[12] scored tokens per piece of the LM head: (1024, V) float32 logits are 23 MB at V = 5.7 k,
+under glibc's 32 MB mmap limit, so their memory is reused rather than faulted in afresh"""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,6 +182,10 @@ class LayoutBatch:
     @property
     def padded_tokens(self) -> int:
         return sum(s.input_ids.numel() for s in self.stages)
+
+    def pad(self, x: torch.Tensor, value: float = 0.0) -> torch.Tensor:
+        """A (T,) per-output-token tensor as (B, longest trajectory's count), `value` after each."""
+        return pad_sequence(list(torch.split(x, self.counts)), batch_first=True, padding_value=value)
 
 
 @dataclass
@@ -337,13 +352,18 @@ def packed_blocks(traj: Trajectory, b: int = 0, turns: range | None = None) -> l
 
 
 def build_packed(
-    trajs: Sequence[Trajectory], dense: bool = False, turns: TurnRanges = None, buckets: int = 1
+    trajs: Sequence[Trajectory],
+    dense: bool = False,
+    turns: TurnRanges = None,
+    buckets: int = 1,
+    stage_tokens: int | None = None,
 ) -> LayoutBatch:
     """[2] Exact packing: the prompt once, then the turn blocks.
 
     `dense=False` (layout `packed`): stage 0 encodes the prompts (causal rows), stage 1 runs every
     block of every trajectory as one padded batch, each row prefixed by its trajectory's prompt KV
-    cache; with `buckets` > 1, up to that many block stages of like lengths [11]. `dense=True`
+    cache; with `buckets` > 1, up to that many block stages of like lengths [11]; with
+    `stage_tokens`, stages of at most that many padded tokens [12]. `dense=True`
     (layout `packed_dense`): one row per trajectory, prompt then blocks, with the full (L, L)
     visibility: prompt causal; a block sees the prompt and itself causally.
     """
@@ -404,6 +424,8 @@ def build_packed(
     if buckets > 1:  # [11] blocks of like lengths together, each run its own stage
         order = sorted(range(len(flat)), key=lambda r: len(flat[r].ids))
         runs = [order[a:b] for a, b in length_buckets([len(flat[r].ids) for r in order], buckets)]
+    elif stage_tokens:  # [12]
+        runs = stage_runs([len(blk.ids) for blk in flat], stage_tokens)
     else:
         runs = [list(range(len(flat)))]
     stages, where = [prompt_stage], {}  # block -> (its stage, its row there)
@@ -471,6 +493,18 @@ def length_buckets(lengths: Sequence[int], buckets: int) -> list[tuple[int, int]
     return runs[::-1]
 
 
+def stage_runs(lengths: Sequence[int], tokens: int) -> list[list[int]]:
+    """[12] Indices of `lengths`, longest first, cut into runs whose padded size (count x the run's
+    first, longest, length) is at most `tokens`; a length over `tokens` is a run alone."""
+    runs: list[list[int]] = []
+    for r in sorted(range(len(lengths)), key=lambda r: -lengths[r]):
+        if runs and (len(runs[-1]) + 1) * lengths[runs[-1][0]] <= tokens:
+            runs[-1].append(r)
+        else:
+            runs.append([r])
+    return runs
+
+
 def build_stitched(trajs: Sequence[Trajectory]) -> LayoutBatch:
     """[8] The paper's layout: every token once (prompt, response 0, observation 0, ...), each
     seeing what it saw in its home turn, at the position it had there. Tokens no turn ever saw
@@ -532,9 +566,13 @@ def build_stitched(trajs: Sequence[Trajectory]) -> LayoutBatch:
 
 
 def build_layout(
-    trajs: Sequence[Trajectory], layout: str = DEFAULT_LAYOUT, turns: TurnRanges = None
+    trajs: Sequence[Trajectory],
+    layout: str = DEFAULT_LAYOUT,
+    turns: TurnRanges = None,
+    stage_tokens: int | None = None,
 ) -> LayoutBatch:
-    """`trajs` laid out for `layout`; `turns`: per trajectory, the turns scored (exact layouts) [10]."""
+    """`trajs` laid out for `layout`; `turns`: per trajectory, the turns scored (exact layouts) [10];
+    `stage_tokens`: `packed`'s block stages at most that big [12]."""
     if not trajs or any(not t.turns for t in trajs):
         raise ValueError("every trajectory needs at least one turn")
     if turns is not None and len(turns) != len(trajs):
@@ -542,7 +580,7 @@ def build_layout(
     if layout == "per_turn":
         return build_per_turn(trajs, turns)
     if layout == "packed":
-        return build_packed(trajs, turns=turns)
+        return build_packed(trajs, turns=turns, stage_tokens=stage_tokens)
     if layout == "packed_dense":
         return build_packed(trajs, dense=True, turns=turns)
     if turns is not None and layout in LAYOUTS:
@@ -595,21 +633,36 @@ def run_layout(
     value_head: nn.Module | None = None,
     temperature: float = 1.0,
     mask_fn: MaskFn = additive_mask,
+    piece: int | None = None,
 ) -> LayoutOutput:
     """Forward a built layout; differentiable. `mask_fn` turns a bool visibility into the 4D mask
-    passed to the model (tests pass `bool_mask_as_float` to show the official bug)."""
-    lm = causal_lm(model)
+    passed to the model (tests pass `bool_mask_as_float` to show the official bug). `piece`: the
+    LM head runs over that many scored tokens at a time [12]."""
     h = layout_hidden(model, batch, mask_fn)  # (T, H) [5]
-    logits = lm.lm_head(h)
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()
-    t = temperature if temperature and temperature > 0 else 1.0  # [6]
-    logp_all = torch.log_softmax(logits / t, dim=-1)  # (T, V)
-    targets = batch.target_ids.to(logits.device)
-    logprobs = logp_all.gather(-1, targets[:, None])[:, 0]
-    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    logprobs, entropy = token_logprobs(model, h, batch.target_ids, temperature, piece)
     values = value_head(h) if value_head is not None else None
     return _to_padded(batch, logprobs, entropy, values)
+
+
+def token_logprobs(model, h: torch.Tensor, targets: torch.Tensor, temperature: float, piece=None):
+    """[6] (log-prob of each target, entropy), each (T,), from the hidden states before them;
+    differentiable. `piece`: the head runs over that many tokens at a time [12]."""
+    lm = causal_lm(model)
+    t = temperature if temperature and temperature > 0 else 1.0  # [6]
+    targets = targets.to(h.device)
+    logprobs, entropy = [], []
+    for a in range(0, max(len(h), 1), piece or max(len(h), 1)):
+        logits = lm.lm_head(h[a : a + (piece or len(h))])
+        if logits.dtype in (torch.float16, torch.bfloat16):
+            logits = logits.float()
+        if t != 1.0:  # x / 1 == x: spare a (T, V) pass
+            logits = logits / t
+        logp_all = torch.log_softmax(logits, dim=-1)  # (piece, V)
+        logprobs.append(logp_all.gather(-1, targets[a : a + len(logits), None])[:, 0])
+        entropy.append(-(logp_all.exp() * logp_all).sum(-1))
+    if len(logprobs) == 1:
+        return logprobs[0], entropy[0]
+    return torch.cat(logprobs), torch.cat(entropy)
 
 
 def layout_hidden(model, batch: LayoutBatch, mask_fn: MaskFn = additive_mask) -> torch.Tensor:
@@ -655,9 +708,7 @@ def layout_hidden(model, batch: LayoutBatch, mask_fn: MaskFn = additive_mask) ->
 
 
 def _to_padded(batch: LayoutBatch, logprobs, entropy, values) -> LayoutOutput:
-    def pad(x, value=0.0):
-        return pad_sequence(list(torch.split(x, batch.counts)), batch_first=True, padding_value=value)
-
+    pad = batch.pad
     device = logprobs.device
     ones = torch.ones(batch.policy_tokens, dtype=torch.bool, device=device)
     return LayoutOutput(
@@ -688,17 +739,19 @@ def layout_forward(
     value_head: nn.Module | None = None,
     temperature: float | None = None,
     turns: TurnRanges = None,
+    stage_tokens: int | None = None,
 ) -> LayoutOutput:
     """Log-probs, entropy and values of every output token of `trajs` under `model`.
 
     `model` is a transformers causal LM or a PeftModel around one; the call is differentiable.
     `temperature=None` uses the trajectories' own sampling temperature. `turns`: per trajectory,
-    the turns scored (default all) [10].
+    the turns scored (default all) [10]. `stage_tokens`: in pieces, the same values [12].
     """
-    batch = build_layout(trajs, layout, turns)
+    batch = build_layout(trajs, layout, turns, stage_tokens)
     if temperature is None:
         temperature = default_temperature(trajs)
-    return run_layout(model, batch, value_head=value_head, temperature=temperature)
+    piece = HEAD_TOKENS if stage_tokens else None
+    return run_layout(model, batch, value_head=value_head, temperature=temperature, piece=piece)
 
 
 def logprob_deviation(out: LayoutOutput, reference: torch.Tensor | None = None) -> dict:

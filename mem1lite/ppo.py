@@ -45,6 +45,22 @@ clipped PPO updates over minibatches of episodes. The MEM1-specific details, num
 10. `advantage='group'` draws episodes_per_step / group tasks and plays each `group` times (each
    episode its own sampling generator); a token's advantage is its reward-to-go (the KL penalties
    after it plus the terminal reward) minus the group's mean reward, then whitened as in [5].
+11. Speed (`stage_tokens`, masks.py [12]): scoring and updates run the `packed` layout's turn
+   blocks in stages of at most 4096 padded tokens, longest first, and the LM head over 1024
+   scored tokens at a time; the same values (tested in float64 against `stage_tokens=0`, the one
+   padded stage before). Measured on one N = 16 step (sft-n16-hop2, 8 episodes, one thread): one
+   stage held 215 blocks padded to 384 tokens (85 k padded for 63 k real), and every tensor of it
+   (a 169 MB MLP activation, a 241 MB mask, 326 MB of (T, V) logits) was over glibc's 32 MB mmap
+   limit, so fresh pages from the kernel each time: the process spent 42 s of 107 s in system
+   time. In stages: 64 k padded tokens, ~1 s of system time a step. `mem1 bench ppo --policy
+   sft-n16-hop2 --objectives 2,16 --episodes 8 --threads 1 --compare` (3 interleaved rounds,
+   medians, beside a training job): N = 16 step 95.6 -> 54.2 s (1.83x; scoring 18.7 -> 10.7 s,
+   update 65.4 -> 31.9 s, the two 2.08x, CPU time 2.04x), the unchanged 11.6 s rollout now a
+   fifth of it; N = 2 1.02x (one stage of 23 blocks: nothing to cut). What is left is compute
+   (update: matmuls 37%, flash attention 27%). The old log-probs are still scored, not taken
+   from the rollout: the value head needs the policy's pass anyway, so the recorded ones would
+   spare only its LM head (0.5 s of the 10.7), and they differ from the layout's by float32
+   rounding (8.5e-5 at N = 16), which would end the exact KL = 0 of the first step.
 """
 
 from __future__ import annotations
@@ -142,6 +158,10 @@ class PPOArgs:
     """longest response"""
     layout: str = DEFAULT_LAYOUT
     """masked-trajectory layout used for training (masks.py)"""
+    stage_tokens: int = 4096
+    """[11] the `packed` layout's turn blocks go through the model in stages of at most this many
+    padded tokens, and the LM head 1024 scored tokens at a time (masks.py [12]); 0: one stage and
+    one head pass over the whole minibatch (the same values, ~2x the time at N = 16)"""
     lora_r: int = 16
     """LoRA rank"""
     lora_alpha: int = 32
@@ -342,10 +362,11 @@ def score(
     """[2] Score rolled-out trajectories under the layout, [4] rewards and GAE, [5] whitening."""
     procs = procs or Processes()
     t0 = time.perf_counter()
+    kw = dict(temperature=args.temperature, stage_tokens=args.stage_tokens or None)  # [11]
     with torch.no_grad():
-        out = layout_forward(model, trajs, args.layout, value_head=head, temperature=args.temperature)  # [2]
+        out = layout_forward(model, trajs, args.layout, value_head=head, **kw)  # [2]
         with model.disable_adapter():  # [3] the reference policy
-            ref = layout_forward(model, trajs, args.layout, temperature=args.temperature)
+            ref = layout_forward(model, trajs, args.layout, **kw)
     trajs, logprobs, ref_logprobs, values, mask, rollout_s = procs.gather_scored(  # [9] the whole batch
         trajs, out.logprobs, ref.logprobs, out.values, out.mask, rollout_s
     )
@@ -408,7 +429,9 @@ def update(
             # [9] this process's share of the minibatch (all of it for one process), and its tokens
             idx, minibatch_tokens = procs.split(order[s : s + args.minibatch_episodes], batch.mask)
             trajs = [batch.trajs[i] for i in idx]
-            out = procs.forward(model, head, trajs, args.layout, args.temperature)  # [2]
+            out = procs.forward(  # [2] [11]
+                model, head, trajs, args.layout, args.temperature, stage_tokens=args.stage_tokens or None
+            )
             T = out.logprobs.shape[1]
             sel = torch.tensor(idx)
             mask = batch.mask[sel][:, :T].to(out.logprobs.dtype)
@@ -707,7 +730,12 @@ def _train_ppo(args: PPOArgs) -> dict:
     if spec.path != "tiny":  # a trained model on a world of names it cannot write: one line, no run
         domain.check_tokenizer(tokenizer, args.init)
     optimizers = procs.prepare(
-        model, head, args.layout, args.temperature, *make_optimizers(model, head, args)
+        model,
+        head,
+        args.layout,
+        args.temperature,
+        *make_optimizers(model, head, args),
+        stage_tokens=args.stage_tokens or None,
     )  # [9]
     start, history = 0, []
     if args.resume:

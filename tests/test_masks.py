@@ -290,6 +290,43 @@ def test_packed_buckets_and_turn_ranges_give_the_per_turn_logprobs(lora64, trajs
         build_layout(trajs, "stitched", turns=turns)
 
 
+@pytest.mark.parametrize("agent", ["mem1", "truncate"])
+def test_packed_in_pieces_gives_the_one_stage_values_and_gradients(lora64, trajs64, agent, monkeypatch):
+    """[12] Block stages of at most `stage_tokens` padded tokens, the LM head a few scored tokens
+    at a time: the log-probs, entropies, values and gradients of one block stage, float64."""
+    from mem1lite import masks
+
+    trajs = trajs64[agent]
+    head = ValueHead(causal_lm(lora64).config.hidden_size, dtype=torch.float64)
+    params = [p for p in lora64.parameters() if p.requires_grad] + list(head.parameters())
+    weights = torch.linspace(
+        -1, 1, sum(len(turn.output_ids) for t in trajs for turn in t.turns), dtype=torch.float64
+    )
+
+    def run(stage_tokens):
+        out = layout_forward(lora64, trajs, "packed", value_head=head, stage_tokens=stage_tokens)
+        flat = {k: torch.cat(out.per_trajectory(k)) for k in ("logprobs", "entropy", "values")}
+        loss = (
+            (flat["logprobs"] * weights.double()).sum() + flat["entropy"].sum() + (flat["values"] ** 2).sum()
+        )
+        return flat, torch.autograd.grad(loss, params)
+
+    one, one_grads = run(None)
+    monkeypatch.setattr(masks, "HEAD_TOKENS", 7)  # several head pieces on these few tokens
+    tokens = 2 * max(len(t.turns[0].output_ids) + 30 for t in trajs)
+    batch = build_layout(trajs, "packed", stage_tokens=tokens)
+    assert len(batch.stages) > 2 and len(batch.target_ids) > 7
+    for stage in batch.stages[1:]:
+        assert stage.input_ids.numel() <= tokens or len(stage.lengths) == 1
+        assert max(stage.lengths) == stage.input_ids.shape[1]  # no column of padding alone
+    pieces, grads = run(tokens)
+    for k in one:
+        assert float((pieces[k] - one[k]).abs().max()) <= 1e-12, k
+    scale = max(float(g.abs().max()) for g in one_grads)
+    assert scale > 0 and max(float((g - r).abs().max()) for g, r in zip(grads, one_grads)) <= 1e-12 * scale
+    assert masks.stage_runs([3, 9, 4, 4, 20], 12) == [[4], [1], [2, 3, 0]]  # longest first, <= 12 each
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_masks_are_additive_in_model_dtype_and_rows_see_themselves(trajs64, layout):
     batch = build_layout(trajs64["truncate"], layout)

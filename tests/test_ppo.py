@@ -112,6 +112,48 @@ def test_first_step_invariants_and_what_an_update_touches(tiny_init, tmp_path, q
     assert all(not torch.equal(p, head_before[n]) for n, p in head.named_parameters())
 
 
+def test_a_step_in_pieces_is_the_one_stage_step_float64(tiny_init, tmp_path, qa, monkeypatch):
+    """[11] Block stages of at most `stage_tokens` and the LM head in pieces against the step before
+    them (stage_tokens=0: one padded stage, one head pass), from the same state on the same
+    episodes, in float64: the same scores, advantages, logged losses and updated parameters."""
+    import copy
+
+    from mem1lite import masks
+    from mem1lite.ppo import make_optimizers, play, score
+
+    monkeypatch.setattr(masks, "HEAD_TOKENS", 16)  # several head pieces on this small batch
+    args = _args(tiny_init, tmp_path / "run", ppo_epochs=2, max_new_tokens=16)
+    with masks.without_float32_islands():
+        model, head, tok = build_policy(tiny_init, args)
+        model.to(torch.float64), head.to(torch.float64)
+        with torch.no_grad():  # an adapter and a critic that change every log-prob and value
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.05, generator=torch.Generator().manual_seed(len(name)))
+            head.summary.weight.normal_(0, 0.1, generator=torch.Generator().manual_seed(1))
+        trajs, n, _ = play(model, tok, qa, args, step=0)
+        tokens = 2 * max(len(t.prompt_ids) for t in trajs)
+        assert len(masks.build_layout(trajs, "packed", stage_tokens=tokens).stages) > 2
+        start = [p.detach().clone() for p in model.parameters() if p.requires_grad]
+        start += [p.detach().clone() for p in head.parameters()]
+        runs = {}
+        for stage_tokens in (0, tokens):
+            m, h = copy.deepcopy(model), copy.deepcopy(head)
+            a = replace(args, stage_tokens=stage_tokens)
+            batch = score(m, h, trajs, n, 0.0, a)
+            stats = update(m, h, batch, list(make_optimizers(m, h, a)), a, step=0)
+            params = [p.detach() for p in [*m.parameters(), *h.parameters()] if p.requires_grad]
+            runs[stage_tokens] = batch, stats, params
+    (old, old_stats, old_params), (new, new_stats, new_params) = runs[0], runs[tokens]
+    assert old.stats["kl"] != 0 and torch.count_nonzero(old.old_values) > 0
+    for k in ("old_logprobs", "old_values", "advantages", "returns"):
+        assert float((getattr(new, k) - getattr(old, k)).abs().max()) <= 1e-12, k
+    for k in ("policy_loss", "value_loss", "entropy", "grad_norm", "approx_kl"):
+        assert new_stats[k] == pytest.approx(old_stats[k], rel=1e-10, abs=1e-12), k
+    assert min(float((p - q).abs().max()) for p, q in zip(old_params, start)) > 1e-6  # the update moved all
+    assert max(float((p - q).abs().max()) for p, q in zip(new_params, old_params)) <= 1e-9
+
+
 def test_resume_equals_uninterrupted_run(tiny_init, tmp_path):
     full = _args(tiny_init, tmp_path / "full", steps=2)
     train_ppo(full)
@@ -378,6 +420,25 @@ def test_bench_ppo_splits_a_step_into_rollout_scoring_and_update(tiny_init):
     assert len(lines) == 2 + len(records) and "rollout s" in lines[1]
     with pytest.raises(ValueError, match=r"threads must be in 1\.\."):
         bench_ppo(tiny_init, objectives=(1,), episodes=2, threads=0, log=None)
+
+
+def test_bench_ppo_compare_runs_the_old_and_the_new_step_on_the_same_episodes(tiny_init):
+    from mem1lite.bench import bench_ppo
+
+    lines = []
+    (r,) = bench_ppo(
+        tiny_init, objectives=(1,), episodes=2, threads=1, log=lines.append, compare=True, repeats=2
+    )
+    assert len(r["per_round_seconds"]) == 2 and r["stage_tokens"] > 0
+    for way in ("old", "new"):
+        assert r[way]["step_seconds"] == pytest.approx(
+            r["rollout_seconds"] + r[way]["score_seconds"] + r[way]["update_seconds"]
+        )
+    assert r["step_ratio"] > 0 and r["score_update_ratio"] > 0 and r["cpu_time_ratio"] > 0
+    # both ways start from the same state on the same episodes: the same update to float rounding
+    assert r["logged_old"]["grad_norm"] > 0 and r["logged_old"].keys() == r["logged_new"].keys()
+    assert r["max_abs_logged_difference"] < 1e-4 and r["max_abs_parameter_difference"] < 1e-5
+    assert len(lines) == 3 and "step ratio" in lines[1] and lines[2].split()[0] == "1"
 
 
 def test_a_second_run_on_the_same_out_is_refused_and_an_adapter_is_no_init(tiny_init, tmp_path):
