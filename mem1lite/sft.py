@@ -309,30 +309,35 @@ PRESETS["n16"] = dict(
 
 # [9] The same recipe at the quick preset's size: its mechanics (two data sets, three stages, the
 # hop pointer, N = 1..16) in about a minute, for notebook 03 and the tests. Not skill.
-PRESETS["n16-quick"] = PRESETS["n16"] | dict(
-    tasks=48,
-    stages=(
-        Stage(
-            "read",
-            "all",
-            minutes=0.5,
-            max_steps=12,
-            warmup_steps=2,
-            rows="turn",
-            data={"objectives": (1, 2, 3, 4), "long_share": 0.0, "tasks": 40},
+QUICK_SIZES = (
+    "grad_accum",
+    "probe_minutes",
+    "em_minutes",
+    "probe_tasks",
+    "em_tasks",
+    "final_eval_tasks",
+    "final_eval_objectives",
+    "sft_pool_eval_tasks",
+    "probe_max_new_tokens",
+)
+"""the quick preset's probe and evaluation sizes, which a quick variant of another preset takes"""
+
+PRESETS["n16-quick"] = (
+    PRESETS["n16"]
+    | {k: PRESETS["quick"][k] for k in QUICK_SIZES}
+    | dict(
+        tasks=48,
+        stages=tuple(
+            replace(
+                s,
+                minutes=minutes,
+                max_steps=steps,
+                warmup_steps=min(s.warmup_steps, 2),
+                **({"data": s.data | {"tasks": 40}} if s.data else {}),
+            )
+            for s, minutes, steps in zip(PRESETS["n16"]["stages"], (0.5, 0.4, 0.2), (12, 12, 4))
         ),
-        Stage("respond", "response", minutes=0.4, max_steps=12, lr=5e-4, warmup_steps=0),
-        Stage("anneal", "response", minutes=0.2, max_steps=4, lr=5e-4, warmup_steps=0, schedule="linear"),
-    ),
-    grad_accum=1,
-    probe_minutes=0.3,
-    em_minutes=60.0,
-    probe_tasks=6,
-    em_tasks=8,
-    final_eval_tasks=4,
-    final_eval_objectives=(1,),
-    sft_pool_eval_tasks=0,
-    probe_max_new_tokens=48,
+    )
 )
 
 
