@@ -15,25 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
-
 from . import paper
-from .metrics import ratio_bootstrap
+from .metrics import mean_interval, ratio_bootstrap
 from .study import find_record, paired
 
 Table = tuple[list[str], list[list[str]]]
-
-
-def mean_interval(
-    values: Sequence[float], samples: int = 10_000, seed: int = 0
-) -> tuple[float, float, float]:
-    """The mean of per-task values and its 95% bootstrap interval (tasks resampled with replacement)."""
-    x = np.asarray(values, dtype=float)
-    if x.ndim != 1 or len(x) == 0:
-        raise ValueError("mean_interval needs a non-empty 1-D sequence")
-    means = x[np.random.default_rng(seed).integers(0, len(x), size=(samples, len(x)))].mean(axis=1)
-    lo, hi = np.quantile(means, [0.025, 0.975])
-    return float(x.mean()), float(lo), float(hi)
 
 
 def _em(record: dict | None) -> str:

@@ -121,6 +121,19 @@ def paired_bootstrap(a, b, samples: int = 10_000, seed: int = 0, level: float = 
     }
 
 
+def mean_interval(
+    values, samples: int = 10_000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float, float]:
+    """The mean of one sample's items (e.g. a record's EM per task) and its bootstrap interval: the
+    items resampled with replacement `samples` times, the central `level` share of the means."""
+    x = np.asarray(values, dtype=float)
+    if x.ndim != 1 or len(x) == 0:
+        raise ValueError("mean_interval needs a non-empty 1-D sequence")
+    means = x[np.random.default_rng(seed).integers(0, len(x), size=(samples, len(x)))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(x.mean()), float(lo), float(hi)
+
+
 def ratio_bootstrap(a, b, samples: int = 10_000, seed: int = 0, level: float = 0.95) -> dict:
     """mean(b) / mean(a) of two independent samples (e.g. EM per objective at N = 16 over N = 2:
     different tasks) and its bootstrap interval, each sample resampled on its own."""

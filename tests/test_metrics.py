@@ -70,3 +70,13 @@ def test_paired_bootstrap_interval():
     assert not noisy["excludes_zero"] and noisy["low"] < 0 < noisy["high"]
     with pytest.raises(ValueError):
         paired_bootstrap([1, 2], [1])
+
+
+def test_mean_interval_brackets_the_mean_and_refuses_nothing_to_resample():
+    from mem1lite.metrics import mean_interval
+
+    mean, lo, hi = mean_interval([0.0, 1.0] * 16)
+    assert mean == 0.5 and 0.3 < lo < 0.5 < hi < 0.7
+    assert mean_interval([0.75] * 8) == (0.75, 0.75, 0.75)
+    with pytest.raises(ValueError, match="non-empty"):
+        mean_interval([])
